@@ -1,0 +1,27 @@
+"""scvi-trvae: trVAE for out-of-sample perturbation prediction, as an scvi-tools model."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import datasets, metrics, pl
+from ._data import ConditionBalancedDataSplitter, ConditionBalancedSampler
+from ._mmd import condition_mmd
+from ._model import TRVAE
+from ._module import TRVAEModule
+
+try:
+    __version__ = version("scvi-trvae")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "TRVAE",
+    "ConditionBalancedDataSplitter",
+    "ConditionBalancedSampler",
+    "TRVAEModule",
+    "condition_mmd",
+    "datasets",
+    "metrics",
+    "pl",
+]

@@ -1,0 +1,178 @@
+"""Condition-balanced minibatches: a sampler and the :class:`~scvi.dataloaders.DataSplitter` that uses it.
+
+The MMD penalty compares conditions inside each minibatch, so every training minibatch must hold
+every condition, in about equal numbers, however imbalanced the data set is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+from scvi import REGISTRY_KEYS, settings
+from scvi.data import AnnDataManager
+from scvi.dataloaders import DataSplitter
+from torch.utils.data import DataLoader, Sampler
+
+
+class ConditionBalancedSampler(Sampler[list[int]]):
+    """Yields minibatches (lists of positions) that hold every condition.
+
+    Parameters
+    ----------
+    condition_codes
+        Integer condition of each position ``0..n-1`` of the data set being sampled.
+    batch_size
+        Cells per minibatch. With ``shuffle=True`` each present condition gets
+        ``batch_size // n_present_conditions`` cells.
+    shuffle
+        ``True`` (training): random balanced minibatches; a condition's cells are drawn without
+        replacement and reshuffled once used up, so small conditions are revisited more often.
+        An epoch has ``ceil(n / batch_size)`` minibatches.
+        ``False`` (validation, prediction): every cell exactly once, in a fixed order, each
+        minibatch holding the conditions in their overall proportions.
+    seed
+        Seed of the random generator (``shuffle=True`` only); defaults to ``scvi.settings.seed``.
+    """
+
+    def __init__(self, condition_codes: np.ndarray, batch_size: int, shuffle: bool = True, seed: int | None = None):
+        self.condition_codes = np.asarray(condition_codes).reshape(-1)
+        if len(self.condition_codes) == 0:
+            raise ValueError("Cannot sample minibatches from an empty set of cells.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.positions_by_condition = [
+            np.flatnonzero(self.condition_codes == code) for code in np.unique(self.condition_codes)
+        ]
+        n_present = len(self.positions_by_condition)
+        if shuffle and self.batch_size < n_present:
+            raise ValueError(
+                f"batch_size={batch_size} is smaller than the {n_present} conditions to balance; "
+                f"use a batch_size of at least {2 * n_present} (two cells per condition)."
+            )
+        self.n_batches = math.ceil(len(self.condition_codes) / self.batch_size)
+        self._rng = np.random.default_rng(settings.seed if seed is None else seed)
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            yield from self._balanced_batches()
+        else:
+            yield from self._stratified_batches()
+
+    def _balanced_batches(self) -> Iterator[list[int]]:
+        per_condition = self.batch_size // len(self.positions_by_condition)
+        queues = [self._rng.permutation(positions) for positions in self.positions_by_condition]
+        cursors = [0] * len(queues)
+        for _ in range(self.n_batches):
+            batch = []
+            for i, positions in enumerate(self.positions_by_condition):
+                taken = []
+                while len(taken) < per_condition:
+                    if cursors[i] == len(queues[i]):
+                        queues[i], cursors[i] = self._rng.permutation(positions), 0
+                    n_take = min(per_condition - len(taken), len(queues[i]) - cursors[i])
+                    taken.extend(queues[i][cursors[i] : cursors[i] + n_take].tolist())
+                    cursors[i] += n_take
+                batch.extend(taken)
+            yield batch
+
+    def _stratified_batches(self) -> Iterator[list[int]]:
+        chunks = [np.array_split(positions, self.n_batches) for positions in self.positions_by_condition]
+        for k in range(self.n_batches):
+            batch = np.concatenate([condition_chunks[k] for condition_chunks in chunks])
+            if len(batch):
+                yield batch.tolist()
+
+
+class ConditionBalancedDataSplitter(DataSplitter):
+    """:class:`~scvi.dataloaders.DataSplitter` with condition-stratified splits and balanced minibatches.
+
+    The train/validation/test split is drawn within each condition, so every condition reaches the
+    training set. Training minibatches come from :class:`ConditionBalancedSampler` with
+    ``shuffle=True``; validation and test minibatches visit every cell once, in proportion.
+
+    Parameters
+    ----------
+    adata_manager
+        Manager of an AnnData set up with :meth:`scvi_trvae.TRVAE.setup_anndata`.
+    train_size, validation_size, shuffle_set_split, load_sparse_tensor, pin_memory, external_indexing
+        As in :class:`~scvi.dataloaders.DataSplitter`.
+    distributed_sampler
+        Must be ``False``: condition balancing across several processes is not implemented.
+    **kwargs
+        ``batch_size`` and keyword arguments of :class:`torch.utils.data.DataLoader`.
+    """
+
+    def __init__(
+        self,
+        adata_manager: AnnDataManager,
+        train_size: float | None = None,
+        validation_size: float | None = None,
+        shuffle_set_split: bool = True,
+        load_sparse_tensor: bool = False,
+        pin_memory: bool = False,
+        external_indexing: list[np.ndarray] | None = None,
+        distributed_sampler: bool = False,
+        **kwargs,
+    ):
+        if distributed_sampler:
+            raise NotImplementedError(
+                "Condition-balanced minibatches are not implemented for distributed (DDP) training; "
+                "train on a single device."
+            )
+        self.batch_size = int(kwargs.pop("batch_size", None) or settings.batch_size)
+        super().__init__(
+            adata_manager,
+            train_size=train_size,
+            validation_size=validation_size,
+            shuffle_set_split=shuffle_set_split,
+            load_sparse_tensor=load_sparse_tensor,
+            pin_memory=pin_memory,
+            external_indexing=external_indexing,
+            **kwargs,
+        )
+        self.condition_codes = adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY).reshape(-1)
+
+    def setup(self, stage: str | None = None):
+        """Split indices into train/validation/test sets within each condition."""
+        if self.external_indexing is not None or not self.shuffle_set_split:
+            super().setup(stage)
+            return
+        n_obs = len(self.condition_codes)
+        validation_fraction = self.n_val / n_obs
+        train_fraction = self.n_train / n_obs
+        rng = np.random.RandomState(seed=settings.seed)
+        train, validation, test = [], [], []
+        for code in np.unique(self.condition_codes):
+            positions = rng.permutation(np.flatnonzero(self.condition_codes == code))
+            n_val = math.floor(validation_fraction * len(positions))
+            n_train = min(math.ceil(train_fraction * len(positions)), len(positions) - n_val)
+            validation.append(positions[:n_val])
+            train.append(positions[n_val : n_val + n_train])
+            test.append(positions[n_val + n_train :])
+        self.train_idx, self.val_idx, self.test_idx = (np.sort(np.concatenate(part)) for part in (train, validation, test))
+
+    def _loader(self, indices: np.ndarray, shuffle: bool) -> DataLoader:
+        dataset = self.adata_manager.create_torch_dataset(indices=indices, load_sparse_tensor=self.load_sparse_tensor)
+        sampler = ConditionBalancedSampler(self.condition_codes[indices], self.batch_size, shuffle=shuffle)
+        return DataLoader(
+            dataset, sampler=sampler, batch_size=None, pin_memory=self.pin_memory, **self.data_loader_kwargs
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Condition-balanced, shuffled minibatches of the training cells."""
+        return self._loader(self.train_idx, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | None:
+        """Every validation cell once, conditions in proportion within each minibatch."""
+        return self._loader(self.val_idx, shuffle=False) if len(self.val_idx) else None
+
+    def test_dataloader(self) -> DataLoader | None:
+        """Every test cell once, conditions in proportion within each minibatch."""
+        return self._loader(self.test_idx, shuffle=False) if len(self.test_idx) else None

@@ -1,0 +1,266 @@
+"""The trVAE torch module: a conditional VAE whose first decoder layer is MMD-regularised."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from scvi import REGISTRY_KEYS
+from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
+from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from scvi.nn import FCLayers
+from torch import nn
+from torch.distributions import Distribution, Normal, kl_divergence
+
+from ._mmd import BandwidthSpec, condition_mmd
+
+Likelihood = Literal["mse", "nb", "zinb"]
+Dispersion = Literal["gene", "gene-condition"]
+MMDTarget = Literal["y", "z"] | None
+
+#: Default weight of the MMD term; chosen on the Kang NK split (see ``docs/defaults.md``).
+DEFAULT_MMD_WEIGHT = 100.0
+#: Default constant KL weight; chosen on the Kang NK split (see ``docs/defaults.md``).
+DEFAULT_KL_WEIGHT = 0.1
+
+_COUNT_LIKELIHOODS = ("nb", "zinb")
+
+
+class TRVAEModule(BaseModuleClass):
+    """Conditional VAE with an MMD penalty on the first decoder layer (trVAE).
+
+    Encoder :math:`q(z \\mid x, s)`; decoder split into :math:`g_1(z, s) \\to y` (the "MMD layer")
+    and :math:`g_2(y) \\to` likelihood parameters. The loss per minibatch is
+    ``mean(reconstruction + kl_weight * KL) + mmd_weight * MMD``, the MMD taken between the
+    conditions of the minibatch on ``y`` (trVAE), on ``z`` (MMD-CVAE) or not at all (CVAE).
+
+    The condition one-hot enters through :class:`scvi.nn.FCLayers` (``n_cat_list``) in the encoder
+    and in :math:`g_1`, placed last among the categorical inputs so that
+    :meth:`scvi.model.base.ArchesMixin.load_query_data` can append new conditions.
+
+    Parameters
+    ----------
+    n_input
+        Number of genes.
+    n_conditions
+        Number of registered conditions.
+    n_cats_per_cov
+        Number of categories of each extra categorical covariate (e.g. donor); these enter the
+        encoder and :math:`g_1` like the condition, but are not MMD-balanced.
+    n_hidden
+        Width of every hidden layer, the MMD layer ``y`` included.
+    n_latent
+        Dimension of ``z``.
+    n_layers
+        Hidden layers of the encoder; :math:`g_2` has ``n_layers - 1`` hidden layers after ``y``.
+    dropout_rate
+        Dropout after hidden layers of the encoder and of :math:`g_2` (``y`` itself has none, so
+        that the MMD compares deterministic functions of ``z``).
+    use_batch_norm, use_layer_norm
+        Normalisation of hidden layers.
+    likelihood
+        ``"mse"`` (Gaussian with unit variance, for log-normalised data; decoder outputs pass
+        through a ReLU so they are non-negative), ``"nb"`` or ``"zinb"`` (raw counts; the mean is
+        the observed library size times a softmax over genes).
+    dispersion
+        Inverse dispersion of the count likelihoods, per gene or per gene and condition.
+    mmd_on
+        ``"y"`` (trVAE), ``"z"`` (MMD-CVAE) or ``None`` (CVAE).
+    mmd_bandwidths
+        RBF bandwidths of the MMD kernel, see :func:`scvi_trvae._mmd.resolve_bandwidths`.
+    """
+
+    def __init__(
+        self,
+        n_input: int,
+        n_conditions: int,
+        n_cats_per_cov: Sequence[int] | None = None,
+        n_hidden: int = 256,
+        n_latent: int = 20,
+        n_layers: int = 2,
+        dropout_rate: float = 0.1,
+        use_batch_norm: bool = True,
+        use_layer_norm: bool = False,
+        likelihood: Likelihood = "mse",
+        dispersion: Dispersion = "gene",
+        mmd_on: MMDTarget = "y",
+        mmd_bandwidths: BandwidthSpec = "adaptive",
+    ):
+        super().__init__()
+        if likelihood not in ("mse", *_COUNT_LIKELIHOODS):
+            raise ValueError(f"likelihood must be one of 'mse', 'nb', 'zinb', got {likelihood!r}.")
+        if dispersion not in ("gene", "gene-condition"):
+            raise ValueError(f"dispersion must be 'gene' or 'gene-condition', got {dispersion!r}.")
+        if mmd_on not in ("y", "z", None):
+            raise ValueError(f"mmd_on must be 'y', 'z' or None, got {mmd_on!r}.")
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be at least 1, got {n_layers}.")
+        self.n_input = n_input
+        self.n_conditions = n_conditions
+        self.n_latent = n_latent
+        self.likelihood = likelihood
+        self.dispersion = dispersion
+        self.mmd_on = mmd_on
+        self.mmd_bandwidths = mmd_bandwidths
+        self.latent_distribution = "normal"
+
+        cat_list = [*(n_cats_per_cov or []), n_conditions]
+        hidden_kwargs = {"use_batch_norm": use_batch_norm, "use_layer_norm": use_layer_norm}
+        self.z_encoder = FCLayers(
+            n_in=n_input,
+            n_out=n_hidden,
+            n_cat_list=cat_list,
+            n_layers=n_layers,
+            n_hidden=n_hidden,
+            dropout_rate=dropout_rate,
+            inject_covariates=False,
+            **hidden_kwargs,
+        )
+        self.z_mean_encoder = nn.Linear(n_hidden, n_latent)
+        self.z_var_encoder = nn.Linear(n_hidden, n_latent)
+        self.mmd_decoder = FCLayers(
+            n_in=n_latent, n_out=n_hidden, n_cat_list=cat_list, n_layers=1, dropout_rate=0.0, **hidden_kwargs
+        )
+        if n_layers > 1:
+            self.expression_decoder = FCLayers(
+                n_in=n_hidden,
+                n_out=n_hidden,
+                n_layers=n_layers - 1,
+                n_hidden=n_hidden,
+                dropout_rate=dropout_rate,
+                **hidden_kwargs,
+            )
+        else:
+            self.expression_decoder = nn.Identity()
+        self.px_head = nn.Linear(n_hidden, n_input)
+        if likelihood == "zinb":
+            self.px_dropout_head = nn.Linear(n_hidden, n_input)
+        if likelihood in _COUNT_LIKELIHOODS:
+            n_dispersions = n_conditions if dispersion == "gene-condition" else 1
+            self.px_r = nn.Parameter(torch.randn(n_input, n_dispersions))
+
+    @property
+    def is_count_model(self) -> bool:
+        """Whether the likelihood is a count likelihood (``"nb"`` or ``"zinb"``)."""
+        return self.likelihood in _COUNT_LIKELIHOODS
+
+    @staticmethod
+    def _categorical_inputs(condition: torch.Tensor, cat_covs: torch.Tensor | None) -> list[torch.Tensor]:
+        covariates = list(torch.split(cat_covs, 1, dim=1)) if cat_covs is not None else []
+        return [*covariates, condition]
+
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
+        return {
+            "x": tensors[REGISTRY_KEYS.X_KEY],
+            "condition": tensors[REGISTRY_KEYS.BATCH_KEY],
+            "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
+        }
+
+    def _get_generative_input(
+        self,
+        tensors: dict[str, torch.Tensor],
+        inference_outputs: dict[str, torch.Tensor | Distribution],
+        condition: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor | None]:
+        """Generative inputs; ``condition`` overrides each cell's own label (counterfactual decoding)."""
+        return {
+            "z": inference_outputs["z"],
+            "condition": tensors[REGISTRY_KEYS.BATCH_KEY] if condition is None else condition,
+            "library": inference_outputs["library"],
+            "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
+        }
+
+    @auto_move_data
+    def inference(
+        self, x: torch.Tensor, condition: torch.Tensor, cat_covs: torch.Tensor | None = None, n_samples: int = 1
+    ) -> dict[str, torch.Tensor | Distribution]:
+        """Encode ``x`` under ``condition``: posterior ``qz``, a sample ``z`` and the library size."""
+        library = x.sum(dim=1, keepdim=True)
+        encoder_input = torch.log1p(x) if self.is_count_model else x
+        hidden = self.z_encoder(encoder_input, *self._categorical_inputs(condition, cat_covs))
+        qz = Normal(self.z_mean_encoder(hidden), torch.exp(self.z_var_encoder(hidden)).add(1e-4).sqrt())
+        z = qz.rsample() if n_samples == 1 else qz.rsample((n_samples,))
+        return {"qz": qz, "z": z, "library": library}
+
+    @auto_move_data
+    def generative(
+        self,
+        z: torch.Tensor,
+        condition: torch.Tensor,
+        library: torch.Tensor,
+        cat_covs: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor | Distribution]:
+        """Decode ``z`` under ``condition``.
+
+        Returns ``mmd_layer`` (``y``), ``px_scale`` (expression proportions for count
+        likelihoods, the reconstruction itself for ``"mse"``), ``px_mean`` (expected value on the
+        input scale) and ``px`` (the likelihood distribution).
+        """
+        mmd_layer = self.mmd_decoder(z, *self._categorical_inputs(condition, cat_covs))
+        hidden = self.expression_decoder(mmd_layer)
+        if not self.is_count_model:
+            px_mean = F.relu(self.px_head(hidden))
+            return {"mmd_layer": mmd_layer, "px_scale": px_mean, "px_mean": px_mean, "px": Normal(px_mean, 1.0)}
+        px_scale = torch.softmax(self.px_head(hidden), dim=-1)
+        px_mean = library * px_scale
+        if self.dispersion == "gene-condition":
+            one_hot = F.one_hot(condition.reshape(-1).long(), self.n_conditions).to(z.dtype)
+            theta = torch.exp(one_hot @ self.px_r.T)
+        else:
+            theta = torch.exp(self.px_r[:, 0])
+        if self.likelihood == "zinb":
+            px = ZeroInflatedNegativeBinomial(
+                mu=px_mean, theta=theta, zi_logits=self.px_dropout_head(hidden), scale=px_scale
+            )
+        else:
+            px = NegativeBinomial(mu=px_mean, theta=theta, scale=px_scale)
+        return {"mmd_layer": mmd_layer, "px_scale": px_scale, "px_mean": px_mean, "px": px}
+
+    def loss(
+        self,
+        tensors: dict[str, torch.Tensor],
+        inference_outputs: dict[str, torch.Tensor | Distribution],
+        generative_outputs: dict[str, torch.Tensor | Distribution],
+        kl_weight: float = DEFAULT_KL_WEIGHT,
+        mmd_weight: float = DEFAULT_MMD_WEIGHT,
+    ) -> LossOutput:
+        """``mean(reconstruction + kl_weight * KL) + mmd_weight * MMD`` over the minibatch.
+
+        The unweighted MMD is reported as the extra metric ``mmd`` (``mmd_train`` and
+        ``mmd_validation`` in ``model.history``).
+        """
+        x = tensors[REGISTRY_KEYS.X_KEY]
+        if self.is_count_model:
+            reconstruction = -generative_outputs["px"].log_prob(x).sum(dim=-1)
+        else:
+            reconstruction = 0.5 * (x - generative_outputs["px_mean"]).pow(2).sum(dim=-1)
+        qz = inference_outputs["qz"]
+        kl = kl_divergence(qz, Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))).sum(dim=-1)
+        mmd = self.mmd_penalty(tensors, inference_outputs, generative_outputs)
+        loss = torch.mean(reconstruction + kl_weight * kl) + mmd_weight * mmd
+        return LossOutput(
+            loss=loss, reconstruction_loss=reconstruction, kl_local=kl, extra_metrics={"mmd": mmd.detach()}
+        )
+
+    def mmd_penalty(
+        self,
+        tensors: dict[str, torch.Tensor],
+        inference_outputs: dict[str, torch.Tensor | Distribution],
+        generative_outputs: dict[str, torch.Tensor | Distribution],
+    ) -> torch.Tensor:
+        """Unweighted MMD between the minibatch's conditions on the layer chosen by ``mmd_on``."""
+        if self.mmd_on is None:
+            return inference_outputs["z"].sum() * 0.0
+        values = generative_outputs["mmd_layer"] if self.mmd_on == "y" else inference_outputs["z"]
+        return condition_mmd(values, tensors[REGISTRY_KEYS.BATCH_KEY], self.n_conditions, self.mmd_bandwidths)
+
+    @torch.inference_mode()
+    def sample(self, tensors: dict[str, torch.Tensor], n_samples: int = 1) -> torch.Tensor:
+        """Draw from the likelihood given each cell's own condition; shape ``(n_samples, n, n_input)``."""
+        draws = []
+        for _ in range(n_samples):
+            _, generative_outputs = self.forward(tensors, compute_loss=False)
+            draws.append(generative_outputs["px"].sample())
+        return torch.stack(draws)

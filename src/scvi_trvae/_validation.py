@@ -1,0 +1,137 @@
+"""Checks of user input that raise (or warn) with messages naming the problem."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+_CHUNK_ROWS = 10_000
+
+
+def expression_matrix(adata: AnnData, layer: str | None):
+    """``adata.X`` or ``adata.layers[layer]``, with a clear error when the layer is missing."""
+    if layer is None:
+        if adata.X is None:
+            raise ValueError("adata.X is empty (None); pass `layer=` to use a layer instead.")
+        return adata.X
+    if layer not in adata.layers:
+        raise KeyError(f"Layer {layer!r} is not in adata.layers (available: {sorted(adata.layers.keys())}).")
+    return adata.layers[layer]
+
+
+def _value_chunks(matrix) -> Iterator[np.ndarray]:
+    """Stored values of a dense, sparse or backed matrix, a block of rows at a time."""
+    n_rows = matrix.shape[0]
+    for start in range(0, n_rows, _CHUNK_ROWS):
+        block = matrix[start : start + _CHUNK_ROWS]
+        if sp.issparse(block):
+            yield np.asarray(block.data)
+        elif hasattr(block, "to_memory"):  # anndata's backed sparse dataset
+            yield np.asarray(block.to_memory().data)
+        else:
+            yield np.asarray(block)
+
+
+def check_expression_values(matrix, *, is_count_data: bool, where: str) -> None:
+    """Refuse non-finite values, and for count data negative or non-integer values.
+
+    Warn when the data look like the other kind (integer counts registered as log-normalised,
+    or values far above a log scale).
+
+    Parameters
+    ----------
+    matrix
+        Dense, sparse or backed expression matrix.
+    is_count_data
+        What the user registered.
+    where
+        Name of the matrix for messages, e.g. ``"adata.X"``.
+    """
+    if matrix.shape[0] == 0 or matrix.shape[1] == 0:
+        raise ValueError(f"{where} is empty ({matrix.shape[0]} cells x {matrix.shape[1]} genes).")
+    all_integer, max_value, min_value = True, -np.inf, np.inf
+    for values in _value_chunks(matrix):
+        if values.size == 0:
+            continue
+        if not np.isfinite(values).all():
+            n_bad = int((~np.isfinite(values)).sum())
+            raise ValueError(f"{where} contains {n_bad}+ non-finite values (NaN or inf); remove or impute them first.")
+        min_value = min(min_value, float(values.min()))
+        max_value = max(max_value, float(values.max()))
+        all_integer = all_integer and bool(np.all(np.mod(values, 1) == 0))
+    if is_count_data:
+        if min_value < 0:
+            raise ValueError(
+                f"{where} has negative values (min {min_value:g}) but was registered as raw counts "
+                "(is_count_data=True); count likelihoods need non-negative integer counts."
+            )
+        if not all_integer:
+            raise ValueError(
+                f"{where} has non-integer values but was registered as raw counts (is_count_data=True); "
+                "pass the raw UMI counts (e.g. `layer='counts'`) or register log-normalised data with "
+                "is_count_data=False and use likelihood='mse'."
+            )
+    elif all_integer and max_value > 30:
+        warnings.warn(
+            f"{where} holds only integers up to {max_value:g}: it looks like raw counts, but was registered as "
+            "log-normalised (is_count_data=False). Log-normalise it (scanpy.pp.normalize_total + log1p) or "
+            "register it with is_count_data=True for a count likelihood.",
+            UserWarning,
+            stacklevel=3,
+        )
+    elif max_value > 50:
+        warnings.warn(
+            f"{where} has values up to {max_value:g}, above the usual range of log-normalised expression.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def check_obs_keys(adata: AnnData, keys: Sequence[str], role: str) -> None:
+    """Raise a KeyError naming every key missing from ``adata.obs``."""
+    missing = [key for key in keys if key not in adata.obs.columns]
+    if missing:
+        raise KeyError(f"{role} {missing} not found in adata.obs (columns: {list(adata.obs.columns)}).")
+
+
+def check_condition_column(adata: AnnData, condition_key: str) -> None:
+    """The condition column must have no missing values and at least two conditions with cells."""
+    column = adata.obs[condition_key]
+    if column.isna().any():
+        raise ValueError(f"adata.obs[{condition_key!r}] has {int(column.isna().sum())} missing values.")
+    present = pd.unique(column.astype(str))
+    if len(present) < 2:
+        raise ValueError(
+            f"adata.obs[{condition_key!r}] holds a single condition ({list(present)}); trVAE needs at least two."
+        )
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        empty = [str(c) for c in column.cat.categories if c not in set(column)]
+        if empty:
+            warnings.warn(
+                f"Categories {empty} of adata.obs[{condition_key!r}] have no cells; they are registered but "
+                "never trained.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
+def check_same_genes(adata: AnnData, training_var_names: pd.Index) -> None:
+    """Genes must be those the model was trained on, in the same order."""
+    var_names = pd.Index(adata.var_names)
+    if var_names.equals(pd.Index(training_var_names)):
+        return
+    if len(var_names) == len(training_var_names) and set(var_names) == set(training_var_names):
+        raise ValueError(
+            "adata has the training genes in a different order; reorder with `adata[:, model.adata.var_names]`."
+        )
+    missing = pd.Index(training_var_names).difference(var_names)
+    extra = var_names.difference(pd.Index(training_var_names))
+    raise ValueError(
+        f"adata's genes differ from the {len(training_var_names)} training genes: {len(missing)} missing "
+        f"(e.g. {list(missing[:5])}), {len(extra)} unexpected (e.g. {list(extra[:5])})."
+    )

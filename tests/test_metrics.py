@@ -276,7 +276,7 @@ def test_matches_score_py_on_kang_nk_mean_shift_baseline():
     assert got["r2_mean_deg"] > 0.85 and got["pearson_delta_deg"] > 0.85 and got["edist_scaled"] < 0.3
     # predicting "no response" is worse on everything that measures the response
     with pytest.warns(ConstantInputWarning):  # its response is zero everywhere: Δ-Pearson undefined
-        none = metrics.evaluate_prediction(real_ctrl, real_tgt, real_ctrl)
+        none = metrics.evaluate_prediction(real_ctrl, real_tgt, real_ctrl, degs=metrics.top_degs(real_tgt, real_ctrl))
     assert np.isnan(none["pearson_delta_all"])
     assert none["edist_scaled"] == pytest.approx(1.0, abs=1e-12)
     assert none["r2_mean_deg"] < got["r2_mean_deg"]

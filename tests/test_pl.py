@@ -96,6 +96,8 @@ def test_reg_plots_save_and_ax(data, plot, tmp_path):
     assert len(axs[1].collections) >= 2 and not axs[0].collections
     assert plt.fignum_exists(fig.number)  # the caller's figure is not closed
     assert plot(pred, tgt, ctrl, n_degs=10, ax=axs[0], return_fig=True) is fig
+    assert plot(pred, tgt, ctrl, n_degs=10, ax=axs[0]) is None  # show=None with a given ax: nothing closed
+    assert plt.fignum_exists(fig.number)
 
 
 def test_reg_plot_does_not_mutate(data):

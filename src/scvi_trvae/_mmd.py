@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 #: Multipliers of the mean squared distance that set the adaptive RBF bandwidths.
-ADAPTIVE_BANDWIDTH_MULTIPLIERS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+ADAPTIVE_BANDWIDTH_MULTIPLIERS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 #: The bandwidth list of the original trVAE implementation, kept for comparison.
 LEGACY_BANDWIDTHS: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1, 5, 10, 15, 20, 25, 30, 35, 100, 1e3, 1e4, 1e5, 1e6)

@@ -148,8 +148,8 @@ class TRVAEModule(BaseModuleClass):
 
     @staticmethod
     def _categorical_inputs(condition: torch.Tensor, cat_covs: torch.Tensor | None) -> list[torch.Tensor]:
-        covariates = list(torch.split(cat_covs, 1, dim=1)) if cat_covs is not None else []
-        return [*covariates, condition]
+        covariates = list(torch.split(cat_covs.long(), 1, dim=1)) if cat_covs is not None else []
+        return [*covariates, condition.long()]
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
         return {

@@ -398,7 +398,9 @@ def _color_spec(values: pd.Series, uns: Mapping[str, Any], key: str):
     if pd.api.types.is_numeric_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype):
         return None, None
     categories = (
-        list(values.cat.categories) if isinstance(values.dtype, pd.CategoricalDtype) else sorted(values.unique())
+        list(values.cat.categories)
+        if isinstance(values.dtype, pd.CategoricalDtype)
+        else sorted(values.dropna().unique())
     )
     palette = uns.get(f"{key}_colors")
     if palette is not None and len(palette) == len(categories):
@@ -480,6 +482,10 @@ def representation_plot(
             raise KeyError(f"{color!r} is not a column of adata.obs")
         values = data.obs[color]
         categories, colors = _color_spec(values, data.uns, color)
+        if categories is not None:
+            # code -1 (missing value) picks the trailing grey
+            rgba = np.array([mpl.colors.to_rgba(c) for c in [*colors, "lightgrey"]])
+            point_colors = rgba[pd.Categorical(values, categories=categories).codes]
         reps = {
             "z (latent)": model.get_latent_representation(data),
             "y (MMD layer)": model.get_mmd_representation(data),
@@ -494,10 +500,7 @@ def representation_plot(
                 sc_ = a.scatter(emb[:, 0], emb[:, 1], c=values.to_numpy(dtype=float), s=4, cmap="viridis")
                 fig.colorbar(sc_, ax=a, label=color)
             else:
-                # code -1 (missing value) picks the trailing grey
-                rgba = np.array([mpl.colors.to_rgba(c) for c in [*colors, "lightgrey"]])
-                codes = pd.Categorical(values, categories=categories).codes
-                a.scatter(emb[:, 0], emb[:, 1], c=rgba[codes], s=4, linewidths=0)
+                a.scatter(emb[:, 0], emb[:, 1], c=point_colors, s=4, linewidths=0)
             a.set_title(f"{name}: {what}")
             a.set_xticks([])
             a.set_yticks([])

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import scvi
+
+from scvi_trvae.datasets import synthetic_perturbation
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SCORER = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "score.py"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    scvi.settings.seed = 0
+    yield
+
+
+@pytest.fixture
+def small_adata():
+    """3 cell types x 2 conditions x 40 cells x 60 genes, log-normalised in X, counts in layers."""
+    return synthetic_perturbation(n_cell_types=3, n_genes=60, n_cells_per_group=40, n_response_genes=12, seed=1)
+
+
+@pytest.fixture
+def three_condition_adata():
+    return synthetic_perturbation(
+        n_cell_types=2, n_genes=100, conditions=("control", "drug_a", "drug_b"), n_cells_per_group=30,
+        n_response_genes=8, seed=2,
+    )  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, metrics, pl
+from . import baselines, datasets, metrics, pl
 from ._data import ConditionBalancedDataSplitter, ConditionBalancedSampler
 from ._mmd import condition_mmd
 from ._model import TRVAE
@@ -20,6 +20,7 @@ __all__ = [
     "ConditionBalancedDataSplitter",
     "ConditionBalancedSampler",
     "TRVAEModule",
+    "baselines",
     "condition_mmd",
     "datasets",
     "metrics",

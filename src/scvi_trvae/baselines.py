@@ -1,0 +1,57 @@
+"""Simple baselines every honest out-of-sample evaluation reports.
+
+Both predict the cells of one held-out ``(cell type, target condition)`` from the same type's
+``source`` cells, using only the other cell types' data, and return a new AnnData shaped like
+:meth:`scvi_trvae.TRVAE.predict_perturbation`'s output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from anndata import AnnData
+
+from ._validation import check_obs_keys
+
+
+def _dense(matrix) -> np.ndarray:
+    return np.asarray(matrix.toarray() if sp.issparse(matrix) else matrix, dtype=np.float64)
+
+
+def _source_cells(adata: AnnData, cell_type_key: str, condition_key: str, cell_type: str, source: str) -> AnnData:
+    check_obs_keys(adata, [cell_type_key, condition_key], "keys")
+    mask = (adata.obs[cell_type_key].astype(str) == str(cell_type)) & (adata.obs[condition_key].astype(str) == str(source))
+    if not mask.any():
+        raise ValueError(f"No cells of cell type {cell_type!r} in condition {source!r}.")
+    return adata[mask.to_numpy()]
+
+
+def no_response(
+    adata: AnnData, *, cell_type_key: str, condition_key: str, cell_type: str, source: str, target: str
+) -> AnnData:
+    """Predict that nothing changes: the held-out type's ``source`` cells, relabelled ``target``."""
+    cells = _source_cells(adata, cell_type_key, condition_key, cell_type, source)
+    pred = AnnData(_dense(cells.X).astype(np.float32), obs=cells.obs.copy(), var=cells.var.copy())
+    pred.obs[condition_key] = str(target)
+    return pred
+
+
+def mean_shift(
+    adata: AnnData, *, cell_type_key: str, condition_key: str, cell_type: str, source: str, target: str
+) -> AnnData:
+    """Source cells plus the mean ``target - source`` difference of the other cell types, clipped at 0.
+
+    The shift is the per-gene mean of all other-type cells in ``target`` minus that of all
+    other-type cells in ``source`` (cells pooled, as in the field's usual definition).
+    """
+    cells = _source_cells(adata, cell_type_key, condition_key, cell_type, source)
+    others = (adata.obs[cell_type_key].astype(str) != str(cell_type)).to_numpy()
+    conditions = adata.obs[condition_key].astype(str).to_numpy()
+    in_source, in_target = others & (conditions == str(source)), others & (conditions == str(target))
+    if not (in_source.any() and in_target.any()):
+        raise ValueError(f"No other cell type has cells in {source!r} and {target!r} to estimate a shift from.")
+    shift = _dense(adata.X[in_target]).mean(0) - _dense(adata.X[in_source]).mean(0)
+    shifted = np.clip(_dense(cells.X) + shift, 0.0, None)
+    pred = AnnData(shifted.astype(np.float32), obs=cells.obs.copy(), var=cells.var.copy())
+    pred.obs[condition_key] = str(target)
+    return pred

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scvi_trvae import baselines
+
+KEYS = {"cell_type_key": "cell_type", "condition_key": "condition", "source": "control", "target": "stimulated"}
+
+
+def test_no_response_is_the_control_cells(small_adata):
+    before = small_adata.copy()
+    pred = baselines.no_response(small_adata, cell_type="type_B", **KEYS)
+    control = small_adata[(small_adata.obs["cell_type"] == "type_B") & (small_adata.obs["condition"] == "control")]
+    np.testing.assert_allclose(pred.X, control.X)
+    assert (pred.obs["condition"] == "stimulated").all()
+    np.testing.assert_array_equal(small_adata.X, before.X)
+    assert list(small_adata.obs["condition"]) == list(before.obs["condition"])
+
+
+def test_mean_shift_adds_pooled_shift_of_other_types(small_adata):
+    pred = baselines.mean_shift(small_adata, cell_type="type_B", **KEYS)
+    obs = small_adata.obs
+    others = (obs["cell_type"] != "type_B").to_numpy()
+    x = np.asarray(small_adata.X, dtype=np.float64)
+    shift = x[others & (obs["condition"] == "stimulated").to_numpy()].mean(0) - x[
+        others & (obs["condition"] == "control").to_numpy()
+    ].mean(0)
+    control = x[((obs["cell_type"] == "type_B") & (obs["condition"] == "control")).to_numpy()]
+    np.testing.assert_allclose(pred.X, np.clip(control + shift, 0, None), rtol=1e-5, atol=1e-6)
+    # the held-out type's own stimulated cells play no part
+    without_target = small_adata[~((obs["cell_type"] == "type_B") & (obs["condition"] == "stimulated")).to_numpy()]
+    np.testing.assert_allclose(baselines.mean_shift(without_target, cell_type="type_B", **KEYS).X, pred.X)
+
+
+def test_errors(small_adata):
+    with pytest.raises(ValueError, match="No cells of cell type 'type_Z'"):
+        baselines.no_response(small_adata, cell_type="type_Z", **KEYS)
+    only_b = small_adata[small_adata.obs["cell_type"] == "type_B"]
+    with pytest.raises(ValueError, match="No other cell type"):
+        baselines.mean_shift(only_b, cell_type="type_B", **KEYS)

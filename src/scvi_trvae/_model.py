@@ -25,10 +25,13 @@ from ._module import (
     MMDTarget,
     TRVAEModule,
 )
+from ._training_plan import TRVAETrainingPlan
 from ._validation import (
     check_condition_column,
     check_expression_values,
+    check_loss_weight,
     check_obs_keys,
+    check_query_anndata,
     check_same_genes,
     expression_matrix,
 )
@@ -93,6 +96,7 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
 
     _module_cls = TRVAEModule
     _data_splitter_cls = ConditionBalancedDataSplitter
+    _training_plan_cls = TRVAETrainingPlan
 
     def __init__(
         self,
@@ -266,6 +270,8 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         What scvi-tools' training runner returns; the losses are in ``model.history``
         (``reconstruction_loss_*``, ``kl_local_*``, ``mmd_*``, ``train_loss_*``, ``validation_loss``).
         """
+        check_loss_weight(kl_weight, "kl_weight")
+        check_loss_weight(mmd_weight, "mmd_weight")
         plan_kwargs = dict(plan_kwargs or {})
         warmup = plan_kwargs.get("n_epochs_kl_warmup") or plan_kwargs.get("n_steps_kl_warmup")
         plan_kwargs.setdefault("n_epochs_kl_warmup", None)
@@ -383,6 +389,7 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         recording how it was made.
         """
         self._check_if_trained(warn=True)
+        check_query_anndata(self, adata)
         if mode not in ("counterfactual", "mean"):
             raise ValueError(f"mode must be 'counterfactual' or 'mean', got {mode!r}.")
         if n_samples < 0:
@@ -521,6 +528,7 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         Array of shape ``(n_cells, n_hidden)``.
         """
         self._check_if_trained(warn=True)
+        check_query_anndata(self, adata)
         adata, positions = self._prediction_input(adata, indices, None)
         override = None if condition is None else self._condition_code(condition, "requested")
         self.module.eval()
@@ -559,6 +567,9 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         """
         if reference_model is None:
             raise ValueError("reference_model is required (a trained TRVAE or the directory it was saved to).")
+        if adata is not None and not kwargs.get("inplace_subset_query_vars", False):
+            reference_genes = cls.prepare_query_anndata(adata, reference_model, return_reference_var_names=True)
+            check_same_genes(adata, pd.Index(reference_genes))
         n_reference = (
             reference_model.module.n_conditions
             if isinstance(reference_model, TRVAE)

@@ -135,3 +135,43 @@ def check_same_genes(adata: AnnData, training_var_names: pd.Index) -> None:
         f"adata's genes differ from the {len(training_var_names)} training genes: {len(missing)} missing "
         f"(e.g. {list(missing[:5])}), {len(extra)} unexpected (e.g. {list(extra[:5])})."
     )
+
+
+def check_loss_weight(value: float, name: str) -> None:
+    """A loss weight must be a finite number >= 0 (a negative weight would reward the term)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number) or not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}; a negative weight would reward the term.")
+
+
+def check_query_anndata(model, adata: AnnData | None) -> None:
+    """Check an AnnData given to a trained model's query method before it is copied and registered.
+
+    Nothing is checked for ``None`` (the model's own AnnData) or an AnnData registered with the
+    model, which :meth:`~scvi_trvae.TRVAE.setup_anndata` has checked. Otherwise the AnnData must
+    have cells, the training genes in the training order, the model's condition and covariate
+    columns, and expression values the model's likelihood accepts.
+
+    Parameters
+    ----------
+    model
+        A :class:`~scvi_trvae.TRVAE`.
+    adata
+        The AnnData passed by the user.
+    """
+    if adata is None or model.get_anndata_manager(adata) is not None:
+        return
+    if adata.n_obs == 0:
+        raise ValueError(f"adata is empty ({adata.n_obs} cells x {adata.n_vars} genes).")
+    if model.var_names_ is not None:
+        check_same_genes(adata, pd.Index(model.var_names_))
+    setup_args = model.registry_["setup_args"]
+    check_obs_keys(adata, [setup_args["condition_key"]], "condition_key of the model")
+    check_obs_keys(adata, setup_args.get("categorical_covariate_keys") or [], "categorical_covariate_keys of the model")
+    layer = setup_args.get("layer")
+    check_expression_values(
+        expression_matrix(adata, layer),
+        is_count_data=bool(setup_args.get("is_count_data")),
+        where="adata.X" if layer is None else f"adata.layers[{layer!r}]",
+    )

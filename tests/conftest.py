@@ -4,11 +4,16 @@ from pathlib import Path
 
 import pytest
 import scvi
+import torch
 
 from scvi_trvae.datasets import synthetic_perturbation
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SCORER = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "score.py"
+
+
+# the test models are tiny: one thread is faster than two (no synchronisation) and deterministic
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

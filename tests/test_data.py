@@ -42,8 +42,10 @@ def test_batch_smaller_than_number_of_conditions_is_refused():
 
 
 def test_splitter_split_is_stratified_and_loaders_balanced(small_adata):
-    adata = small_adata[: 200].copy()  # type_A and part of type_B; conditions imbalanced below
-    keep = np.r_[np.flatnonzero(adata.obs["condition"] == "control"), np.flatnonzero(adata.obs["condition"] != "control")[:12]]
+    adata = small_adata[:200].copy()  # type_A and part of type_B; conditions imbalanced below
+    keep = np.r_[
+        np.flatnonzero(adata.obs["condition"] == "control"), np.flatnonzero(adata.obs["condition"] != "control")[:12]
+    ]
     adata = adata[keep].copy()
     TRVAE.setup_anndata(adata, condition_key="condition")
     model = TRVAE(adata)

@@ -63,7 +63,9 @@ def test_kl_weight_constant_by_default_and_warmup_on_request(small_adata):
     TRVAE.setup_anndata(small_adata, condition_key="condition")
     model = quick_train(TRVAE(small_adata, n_hidden=16), kl_weight=0.3)
     assert np.allclose(model.history["kl_weight"].to_numpy(), 0.3)
-    model = quick_train(TRVAE(small_adata, n_hidden=16), kl_weight=0.3, max_epochs=2, plan_kwargs={"n_epochs_kl_warmup": 4})
+    model = quick_train(
+        TRVAE(small_adata, n_hidden=16), kl_weight=0.3, max_epochs=2, plan_kwargs={"n_epochs_kl_warmup": 4}
+    )
     weights = model.history["kl_weight"].to_numpy().ravel()
     assert weights.min() < 0.3 and weights.max() <= 0.3
 
@@ -183,7 +185,9 @@ def test_count_likelihoods(small_adata, likelihood, dispersion):
     assert pred.uns["trvae_prediction"]["log1p"] is True
     # default scale: log1p of expression per 10,000 counts
     assert np.allclose(np.expm1(pred.X).sum(1), 1e4, rtol=1e-3)
-    raw = model.predict_perturbation(source="control", target="stimulated", mode="mean", library_size="observed", log1p=False)
+    raw = model.predict_perturbation(
+        source="control", target="stimulated", mode="mean", library_size="observed", log1p=False
+    )
     control = small_adata[small_adata.obs["condition"] == "control"]
     np.testing.assert_allclose(raw.X.sum(1), np.asarray(control.layers["counts"]).sum(1), rtol=1e-3)
     cf = model.predict_perturbation(source="control", target="stimulated")

@@ -58,14 +58,16 @@ def test_count_mean_is_library_times_proportions():
     module = TRVAEModule(n_input=20, n_conditions=3, n_hidden=16, n_latent=4, likelihood="nb")
     module.eval()
     tensors = _tensors(counts=True)
-    inference, generative = module(tensors, compute_loss=False)
+    _, generative = module(tensors, compute_loss=False)
     library = tensors[REGISTRY_KEYS.X_KEY].sum(1, keepdim=True)
     assert torch.allclose(generative["px_scale"].sum(1), torch.ones(12), atol=1e-5)
     assert torch.allclose(generative["px_mean"], library * generative["px_scale"], rtol=1e-5)
 
 
 def test_gene_condition_dispersion_depends_on_condition():
-    module = TRVAEModule(n_input=20, n_conditions=3, n_hidden=16, n_latent=4, likelihood="nb", dispersion="gene-condition")
+    module = TRVAEModule(
+        n_input=20, n_conditions=3, n_hidden=16, n_latent=4, likelihood="nb", dispersion="gene-condition"
+    )
     assert module.px_r.shape == (20, 3)
     module.eval()
     tensors = _tensors(counts=True)
@@ -87,8 +89,8 @@ def test_decoding_under_another_condition_changes_output():
     module = TRVAEModule(n_input=20, n_conditions=3, n_hidden=16, n_latent=4)
     module.eval()
     tensors = _tensors()
-    inference, own = module(tensors, compute_loss=False)
-    other = module.generative(z=inference["z"], condition=torch.zeros(12, 1), library=inference["library"])
+    encoded, own = module(tensors, compute_loss=False)
+    other = module.generative(z=encoded["z"], condition=torch.zeros(12, 1), library=encoded["library"])
     assert not torch.allclose(own["px_mean"], other["px_mean"])
 
 
@@ -99,7 +101,12 @@ def test_sample_shape():
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"likelihood": "poisson"}, "likelihood"), ({"mmd_on": "x"}, "mmd_on"), ({"dispersion": "cell"}, "dispersion"), ({"n_layers": 0}, "n_layers")],
+    [
+        ({"likelihood": "poisson"}, "likelihood"),
+        ({"mmd_on": "x"}, "mmd_on"),
+        ({"dispersion": "cell"}, "dispersion"),
+        ({"n_layers": 0}, "n_layers"),
+    ],
 )
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -156,7 +156,9 @@ class ConditionBalancedDataSplitter(DataSplitter):
             validation.append(positions[:n_val])
             train.append(positions[n_val : n_val + n_train])
             test.append(positions[n_val + n_train :])
-        self.train_idx, self.val_idx, self.test_idx = (np.sort(np.concatenate(part)) for part in (train, validation, test))
+        self.train_idx, self.val_idx, self.test_idx = (
+            np.sort(np.concatenate(part)) for part in (train, validation, test)
+        )
 
     def _loader(self, indices: np.ndarray, shuffle: bool) -> DataLoader:
         dataset = self.adata_manager.create_torch_dataset(indices=indices, load_sparse_tensor=self.load_sparse_tensor)

@@ -1,18 +1,18 @@
-"""Maximum mean discrepancy between the conditions of a minibatch.
+r"""Maximum mean discrepancy between the conditions of a minibatch.
 
 For cells :math:`a_1..a_n` of condition :math:`A` and :math:`b_1..b_m` of condition :math:`B` the
 (biased, V-statistic) squared MMD under a kernel :math:`k` is
 
 .. math::
 
-    \\mathrm{MMD}^2(A, B) = \\overline{k(a, a')} + \\overline{k(b, b')} - 2\\,\\overline{k(a, b)},
+    \mathrm{MMD}^2(A, B) = \overline{k(a, a')} + \overline{k(b, b')} - 2\,\overline{k(a, b)},
 
 where each bar is the mean over all pairs, diagonal included. The V-statistic is never negative
 and is exactly zero for identical sets, which the unbiased U-statistic is not.
 
-The kernel is a mixture of RBF kernels, :math:`k(u, v) = \\frac{1}{S}\\sum_s \\exp(-\\|u - v\\|^2 / h_s)`.
-With ``bandwidths="adaptive"`` (the default) :math:`h_s = m_s \\cdot \\bar d`, where
-:math:`\\bar d` is the mean squared distance between distinct cells of the minibatch (treated as a
+The kernel is a mixture of RBF kernels, :math:`k(u, v) = \frac{1}{S}\sum_s \exp(-\|u - v\|^2 / h_s)`.
+With ``bandwidths="adaptive"`` (the default) :math:`h_s = m_s \cdot \bar d`, where
+:math:`\bar d` is the mean squared distance between distinct cells of the minibatch (treated as a
 constant, not differentiated) and :math:`m_s` are fixed multipliers. The kernel then stays
 informative whatever the scale of the layer, and the network cannot lower the penalty by merely
 shrinking or inflating the layer. A fixed list of bandwidths (as in the original trVAE code,
@@ -32,19 +32,46 @@ import torch.nn.functional as F
 ADAPTIVE_BANDWIDTH_MULTIPLIERS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 #: The bandwidth list of the original trVAE implementation, kept for comparison.
-LEGACY_BANDWIDTHS: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1, 5, 10, 15, 20, 25, 30, 35, 100, 1e3, 1e4, 1e5, 1e6)
+LEGACY_BANDWIDTHS: tuple[float, ...] = (
+    1e-6,
+    1e-5,
+    1e-4,
+    1e-3,
+    1e-2,
+    1e-1,
+    1,
+    5,
+    10,
+    15,
+    20,
+    25,
+    30,
+    35,
+    100,
+    1e3,
+    1e4,
+    1e5,
+    1e6,
+)
 
 BandwidthSpec = Literal["adaptive"] | Sequence[float]
 
 
 def pairwise_squared_distances(values: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances between all rows of ``values`` (``n x n``, non-negative)."""
+    """Squared Euclidean distances between all rows of ``values`` (``n x n``, non-negative).
+
+    Rows are centred first: the distances do not change, but the ``|u|^2 + |v|^2 - 2 u.v``
+    expansion no longer loses them to cancellation when the rows lie far from the origin.
+    """
+    values = values - values.mean(dim=0, keepdim=True)
     squared_norms = values.pow(2).sum(dim=1)
     distances = squared_norms[:, None] + squared_norms[None, :] - 2.0 * values @ values.T
     return distances.clamp_min(0.0)
 
 
-def resolve_bandwidths(squared_distances: torch.Tensor, bandwidths: BandwidthSpec = "adaptive") -> torch.Tensor:
+def resolve_bandwidths(
+    squared_distances: torch.Tensor, bandwidths: BandwidthSpec = "adaptive", tolerance: float | torch.Tensor = 0.0
+) -> torch.Tensor:
     """Bandwidths :math:`h_s` of the RBF mixture for a matrix of squared distances.
 
     Parameters
@@ -65,8 +92,7 @@ def resolve_bandwidths(squared_distances: torch.Tensor, bandwidths: BandwidthSpe
         n_cells = squared_distances.shape[0]
         n_pairs = max(n_cells * (n_cells - 1), 1)
         mean_distance = (squared_distances.sum() / n_pairs).detach()
-        # all-identical cells: any positive bandwidth gives the same (zero) MMD
-        mean_distance = torch.where(mean_distance > 0, mean_distance, torch.ones_like(mean_distance))
+        mean_distance = torch.where(mean_distance > tolerance, mean_distance, torch.ones_like(mean_distance))
         multipliers = torch.as_tensor(ADAPTIVE_BANDWIDTH_MULTIPLIERS, dtype=squared_distances.dtype)
         return multipliers.to(squared_distances.device) * mean_distance
     values = torch.as_tensor(tuple(bandwidths), dtype=squared_distances.dtype, device=squared_distances.device)
@@ -76,7 +102,7 @@ def resolve_bandwidths(squared_distances: torch.Tensor, bandwidths: BandwidthSpe
 
 
 def rbf_mixture_kernel(squared_distances: torch.Tensor, bandwidths: torch.Tensor) -> torch.Tensor:
-    """Mean over bandwidths of :math:`\\exp(-d / h_s)`, elementwise on ``squared_distances``."""
+    r"""Mean over bandwidths of :math:`\exp(-d / h_s)`, elementwise on ``squared_distances``."""
     return torch.exp(-squared_distances[..., None] / bandwidths).mean(dim=-1)
 
 
@@ -86,10 +112,10 @@ def condition_mmd(
     n_conditions: int,
     bandwidths: BandwidthSpec = "adaptive",
 ) -> torch.Tensor:
-    """Mean squared MMD over all pairs of conditions present in a minibatch.
+    r"""Mean squared MMD over all pairs of conditions present in a minibatch.
 
     All pairs are computed in one pass: with :math:`W` the ``n x C`` one-hot matrix whose columns
-    are divided by the condition sizes, :math:`W^\\top K W` holds every within- and
+    are divided by the condition sizes, :math:`W^\top K W` holds every within- and
     between-condition kernel mean. Conditions with fewer than two cells in the minibatch are
     skipped; averaging over pairs keeps the scale of the penalty independent of the number of
     conditions.
@@ -113,7 +139,8 @@ def condition_mmd(
     if codes.shape[0] != values.shape[0]:
         raise ValueError(f"{values.shape[0]} rows of values but {codes.shape[0]} condition codes.")
     squared_distances = pairwise_squared_distances(values)
-    kernel = rbf_mixture_kernel(squared_distances, resolve_bandwidths(squared_distances, bandwidths))
+    rounding = torch.finfo(values.dtype).eps * (1.0 + values.detach().pow(2).sum(dim=1).mean())
+    kernel = rbf_mixture_kernel(squared_distances, resolve_bandwidths(squared_distances, bandwidths, rounding))
 
     one_hot = F.one_hot(codes, num_classes=n_conditions).to(values.dtype)
     sizes = one_hot.sum(dim=0)

@@ -31,8 +31,8 @@ from ._validation import (
     check_expression_values,
     check_loss_weight,
     check_obs_keys,
-    check_query_anndata,
     check_same_genes,
+    check_unregistered_anndata,
     expression_matrix,
 )
 
@@ -292,27 +292,45 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         )
 
     # ------------------------------------------------------------------ queries
+    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
+        """Return ``adata`` registered with this model, checking and copying it if it is not.
+
+        An AnnData this model has not registered is checked (:func:`check_unregistered_anndata`)
+        and copied before registration, so that no query method modifies the user's object.
+        """
+        if adata is not None and not self._check_anndata(adata):
+            adata = adata.to_memory() if adata.isbacked else adata.copy()
+        return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+
+    def _check_anndata(self, adata: AnnData) -> bool:
+        """Check the genes of ``adata``, and its content if unregistered; return whether it is registered."""
+        if self.var_names_ is not None:
+            check_same_genes(adata, pd.Index(self.var_names_))
+        registered = self.get_anndata_manager(adata) is not None
+        if not registered:
+            check_unregistered_anndata(self, adata)
+        return registered
+
     def _prediction_input(
         self, adata: AnnData | None, indices: Sequence[int] | np.ndarray | None, conditions: Sequence[str] | None
     ) -> tuple[AnnData, np.ndarray]:
-        """The registered AnnData to read and the positions of its cells to use.
+        """Return the registered AnnData to read and the positions of its cells to use.
 
-        An AnnData not registered with this model is never modified: the selected cells are
-        copied and the copy is registered.
+        Of an AnnData not registered with this model only the selected cells are copied and
+        registered; the user's object is never modified. Positions into a backed AnnData are
+        sorted, the order in which its rows are read.
         """
         if adata is None:
             if self.adata is None:
                 raise ValueError("This model was loaded without its AnnData; pass `adata=`.")
             adata = self.adata
-        if adata.n_obs == 0:
-            raise ValueError("adata has no cells.")
-        if self.var_names_ is not None:
-            check_same_genes(adata, pd.Index(self.var_names_))
-        check_obs_keys(adata, [self.condition_key], "condition_key of the model")
+        registered = self._check_anndata(adata)
         positions = np.arange(adata.n_obs)
         if indices is not None:
             indices = np.asarray(indices)
             positions = positions[indices] if indices.dtype == bool else indices.astype(int)
+        if adata.isbacked:
+            positions = np.sort(positions)
         if conditions is not None:
             labels = adata.obs[self.condition_key].to_numpy().astype(str)[positions]
             positions = positions[np.isin(labels, [str(c) for c in conditions])]
@@ -321,10 +339,10 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 f"No cells of condition(s) {list(conditions or [])} in the selected cells of adata "
                 f"(column {self.condition_key!r})."
             )
-        if self.get_anndata_manager(adata) is None:
+        if not registered:
             adata = adata[positions].to_memory() if adata.isbacked else adata[positions].copy()
             positions = np.arange(adata.n_obs)
-        return self._validate_anndata(adata), positions
+        return super()._validate_anndata(adata), positions
 
     def _output_scale(
         self, proportions: torch.Tensor, library: torch.Tensor, library_size: float | str, log1p: bool
@@ -389,7 +407,6 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         recording how it was made.
         """
         self._check_if_trained(warn=True)
-        check_query_anndata(self, adata)
         if mode not in ("counterfactual", "mean"):
             raise ValueError(f"mode must be 'counterfactual' or 'mean', got {mode!r}.")
         if n_samples < 0:
@@ -452,7 +469,7 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         library_size: float | str | None,
         log1p: bool | None,
     ) -> torch.Tensor:
-        """Decoder mean under ``condition`` on the returned scale."""
+        """Decode ``z`` under ``condition``: the decoder mean on the returned scale."""
         outputs = self.module.generative(z=z, condition=condition, library=library, cat_covs=cat_covs)
         if not self.module.is_count_model:
             return outputs["px_mean"]
@@ -510,7 +527,7 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         batch_size: int | None = None,
         condition: str | None = None,
     ) -> np.ndarray:
-        """The MMD layer ``y = g1(z, s)`` of each cell (``z`` at its posterior mean).
+        """Return the MMD layer ``y = g1(z, s)`` of each cell (``z`` at its posterior mean).
 
         Parameters
         ----------
@@ -528,7 +545,6 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         Array of shape ``(n_cells, n_hidden)``.
         """
         self._check_if_trained(warn=True)
-        check_query_anndata(self, adata)
         adata, positions = self._prediction_input(adata, indices, None)
         override = None if condition is None else self._condition_code(condition, "requested")
         self.module.eval()
@@ -543,6 +559,16 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             )
             layers.append(generative["mmd_layer"].cpu().numpy())
         return np.concatenate(layers)
+
+    def save(self, dir_path: str, *args, **kwargs) -> None:
+        """Save the model (see :meth:`scvi.model.base.BaseModelClass.save`).
+
+        With ``save_anndata=True`` the AnnData is written with
+        ``convert_strings_to_categoricals=False`` unless told otherwise, because anndata's default
+        would turn the user's string obs/var columns into categoricals in place.
+        """
+        kwargs.setdefault("convert_strings_to_categoricals", False)
+        super().save(dir_path, *args, **kwargs)
 
     # ------------------------------------------------------------------ reference mapping
     @classmethod

@@ -29,10 +29,10 @@ _COUNT_LIKELIHOODS = ("nb", "zinb")
 
 
 class TRVAEModule(BaseModuleClass):
-    """Conditional VAE with an MMD penalty on the first decoder layer (trVAE).
+    r"""Conditional VAE with an MMD penalty on the first decoder layer (trVAE).
 
-    Encoder :math:`q(z \\mid x, s)`; decoder split into :math:`g_1(z, s) \\to y` (the "MMD layer")
-    and :math:`g_2(y) \\to` likelihood parameters. The loss per minibatch is
+    Encoder :math:`q(z \mid x, s)`; decoder split into :math:`g_1(z, s) \to y` (the "MMD layer")
+    and :math:`g_2(y) \to` likelihood parameters. The loss per minibatch is
     ``mean(reconstruction + kl_weight * KL) + mmd_weight * MMD``, the MMD taken between the
     conditions of the minibatch on ``y`` (trVAE), on ``z`` (MMD-CVAE) or not at all (CVAE).
 
@@ -164,7 +164,7 @@ class TRVAEModule(BaseModuleClass):
         inference_outputs: dict[str, torch.Tensor | Distribution],
         condition: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | None]:
-        """Generative inputs; ``condition`` overrides each cell's own label (counterfactual decoding)."""
+        """Collect generative inputs; ``condition`` overrides each cell's own label (counterfactual decoding)."""
         return {
             "z": inference_outputs["z"],
             "condition": tensors[REGISTRY_KEYS.BATCH_KEY] if condition is None else condition,

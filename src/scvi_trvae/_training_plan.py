@@ -56,17 +56,17 @@ class TRVAETrainingPlan(TrainingPlan):
     _batch_idx: int = 0
 
     def training_step(self, batch, batch_idx):
-        """Training step of :class:`scvi.train.TrainingPlan`, checked for a finite loss."""
+        """Run the training step of :class:`scvi.train.TrainingPlan`, checking for a finite loss."""
         self._stage, self._batch_idx = "training", batch_idx
         return super().training_step(batch, batch_idx)
 
     def validation_step(self, batch, batch_idx):
-        """Validation step of :class:`scvi.train.TrainingPlan`, checked for a finite loss."""
+        """Run the validation step of :class:`scvi.train.TrainingPlan`, checking for a finite loss."""
         self._stage, self._batch_idx = "validation", batch_idx
         return super().validation_step(batch, batch_idx)
 
     def forward(self, *args, **kwargs):
-        """The module's forward pass; raises :class:`NonFiniteLossError` when the loss is not finite."""
+        """Run the module's forward pass; raise :class:`NonFiniteLossError` when the loss is not finite."""
         try:
             outputs = super().forward(*args, **kwargs)
         except ValueError as error:  # torch.distributions refusing NaN / inf parameters
@@ -75,9 +75,9 @@ class TRVAETrainingPlan(TrainingPlan):
             with _distribution_validation(False):
                 outputs = super().forward(*args, **kwargs)
             self._raise_non_finite(outputs[-1] if isinstance(outputs[-1], LossOutput) else None, error)
-        if isinstance(outputs, tuple) and len(outputs) == 3 and isinstance(outputs[2], LossOutput):
-            if not bool(torch.isfinite(outputs[2].loss).all()):
-                self._raise_non_finite(outputs[2], None)
+        computed_loss = isinstance(outputs, tuple) and len(outputs) == 3 and isinstance(outputs[2], LossOutput)
+        if computed_loss and not bool(torch.isfinite(outputs[2].loss).all()):
+            self._raise_non_finite(outputs[2], None)
         return outputs
 
     def _raise_non_finite(self, loss_output: LossOutput | None, cause: BaseException | None) -> None:
@@ -87,7 +87,9 @@ class TRVAETrainingPlan(TrainingPlan):
         )
         weights = [parameter.detach() for parameter in self.module.parameters()]
         n_bad_weights = sum(int((~torch.isfinite(w)).sum()) for w in weights)
-        largest = max((float(w.abs().max()) for w in weights if w.numel() and bool(torch.isfinite(w).all())), default=0.0)
+        largest = max(
+            (float(w.abs().max()) for w in weights if w.numel() and bool(torch.isfinite(w).all())), default=0.0
+        )
         diverged = ""
         if n_bad_weights:
             diverged = f" {n_bad_weights} model weights are non-finite: an earlier optimizer step diverged."
@@ -125,7 +127,7 @@ def _join(names: list[str]) -> str:
 
 
 def _as_float(value) -> float:
-    """A tensor (summed) or number as a Python float."""
+    """Convert a tensor (summed) or number to a Python float."""
     if isinstance(value, torch.Tensor):
         return float(value.detach().float().sum().cpu())
     return float(value)

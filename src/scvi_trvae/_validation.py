@@ -25,7 +25,7 @@ def expression_matrix(adata: AnnData, layer: str | None):
 
 
 def _value_chunks(matrix) -> Iterator[np.ndarray]:
-    """Stored values of a dense, sparse or backed matrix, a block of rows at a time."""
+    """Yield the stored values of a dense, sparse or backed matrix, a block of rows at a time."""
     n_rows = matrix.shape[0]
     for start in range(0, n_rows, _CHUNK_ROWS):
         block = matrix[start : start + _CHUNK_ROWS]
@@ -100,7 +100,7 @@ def check_obs_keys(adata: AnnData, keys: Sequence[str], role: str) -> None:
 
 
 def check_condition_column(adata: AnnData, condition_key: str) -> None:
-    """The condition column must have no missing values and at least two conditions with cells."""
+    """Require a condition column without missing values and with at least two conditions that have cells."""
     column = adata.obs[condition_key]
     if column.isna().any():
         raise ValueError(f"adata.obs[{condition_key!r}] has {int(column.isna().sum())} missing values.")
@@ -131,27 +131,30 @@ def check_same_genes(adata: AnnData, training_var_names: pd.Index) -> None:
         )
     missing = pd.Index(training_var_names).difference(var_names)
     extra = var_names.difference(pd.Index(training_var_names))
+    described = [
+        f"{len(genes)} {what} (e.g. {list(genes[:5])})"
+        for what, genes in (("missing", missing), ("unexpected", extra))
+        if len(genes)
+    ]
     raise ValueError(
-        f"adata's genes differ from the {len(training_var_names)} training genes: {len(missing)} missing "
-        f"(e.g. {list(missing[:5])}), {len(extra)} unexpected (e.g. {list(extra[:5])})."
+        f"adata's genes differ from the {len(training_var_names)} training genes: {', '.join(described)}; "
+        "select the training genes with `adata[:, model.adata.var_names]` when adata holds them all."
     )
 
 
 def check_loss_weight(value: float, name: str) -> None:
-    """A loss weight must be a finite number >= 0 (a negative weight would reward the term)."""
+    """Refuse a loss weight that is not a finite number >= 0 (a negative weight would reward the term)."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.number) or not np.isfinite(value):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}; a negative weight would reward the term.")
 
 
-def check_query_anndata(model, adata: AnnData | None) -> None:
-    """Check an AnnData given to a trained model's query method before it is copied and registered.
+def check_unregistered_anndata(model, adata: AnnData) -> None:
+    """Check an AnnData that a trained model has not registered, before it copies and registers it.
 
-    Nothing is checked for ``None`` (the model's own AnnData) or an AnnData registered with the
-    model, which :meth:`~scvi_trvae.TRVAE.setup_anndata` has checked. Otherwise the AnnData must
-    have cells, the training genes in the training order, the model's condition and covariate
-    columns, and expression values the model's likelihood accepts.
+    It must have cells, the model's condition and covariate columns, and expression values the
+    model's likelihood accepts (genes are checked for every AnnData, with :func:`check_same_genes`).
 
     Parameters
     ----------
@@ -160,12 +163,8 @@ def check_query_anndata(model, adata: AnnData | None) -> None:
     adata
         The AnnData passed by the user.
     """
-    if adata is None or model.get_anndata_manager(adata) is not None:
-        return
     if adata.n_obs == 0:
         raise ValueError(f"adata is empty ({adata.n_obs} cells x {adata.n_vars} genes).")
-    if model.var_names_ is not None:
-        check_same_genes(adata, pd.Index(model.var_names_))
     setup_args = model.registry_["setup_args"]
     check_obs_keys(adata, [setup_args["condition_key"]], "condition_key of the model")
     check_obs_keys(adata, setup_args.get("categorical_covariate_keys") or [], "categorical_covariate_keys of the model")

@@ -20,7 +20,9 @@ def _dense(matrix) -> np.ndarray:
 
 def _source_cells(adata: AnnData, cell_type_key: str, condition_key: str, cell_type: str, source: str) -> AnnData:
     check_obs_keys(adata, [cell_type_key, condition_key], "keys")
-    mask = (adata.obs[cell_type_key].astype(str) == str(cell_type)) & (adata.obs[condition_key].astype(str) == str(source))
+    mask = (adata.obs[cell_type_key].astype(str) == str(cell_type)) & (
+        adata.obs[condition_key].astype(str) == str(source)
+    )
     if not mask.any():
         raise ValueError(f"No cells of cell type {cell_type!r} in condition {source!r}.")
     return adata[mask.to_numpy()]

@@ -1,8 +1,8 @@
-"""Demo: hold out one (cell type, condition) pair, train trVAE without it, predict it and score it.
+r"""Demo: hold out one (cell type, condition) pair, train trVAE without it, predict it and score it.
 
 Run ``python -m scvi_trvae.demo`` (the package's synthetic data set) or point it at an ``.h5ad``::
 
-    python -m scvi_trvae.demo --data kang.h5ad --condition-key condition --cell-type-key cell_type \\
+    python -m scvi_trvae.demo --data kang.h5ad --condition-key condition --cell-type-key cell_type \
         --source control --target stimulated --holdout NK
 """
 
@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import anndata as ad
-import numpy as np
 import scvi
 
 from . import baselines, metrics, pl
@@ -48,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
-    """A markdown table of metrics, one row per method."""
+    """Format metrics as a markdown table, one row per method."""
     header = "| method | " + " | ".join(_METRIC_KEYS) + " |"
     lines = [header, "|" + "---|" * (len(_METRIC_KEYS) + 1)]
     for name, scores in rows.items():
@@ -66,7 +65,10 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     held_out = ((cell_types == args.holdout) & (conditions == args.target)).to_numpy()
     if not held_out.any():
         raise SystemExit(f"No cells of {args.holdout!r} in {args.target!r} to hold out.")
-    print(f"Data: {adata.n_obs} cells x {adata.n_vars} genes; holding out {held_out.sum()} {args.holdout} {args.target} cells.")
+    print(
+        f"Data: {adata.n_obs} cells x {adata.n_vars} genes; "
+        f"holding out {held_out.sum()} {args.holdout} {args.target} cells."
+    )
 
     train = adata[~held_out].copy()
     TRVAE.setup_anndata(train, condition_key=args.condition_key)

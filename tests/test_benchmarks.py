@@ -1,0 +1,211 @@
+"""Tests of ``benchmarks/out_of_sample.py`` and its baseline models (quick mode on the shared Kang data)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scvi_trvae.datasets import synthetic_perturbation
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+KANG = SHARED_DATA / "kang2018_pbmc_ifnb_lognorm.h5ad"
+
+
+def _import(name: str):
+    if str(BENCH_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCH_DIR))
+    return importlib.import_module(name)
+
+
+oos = _import("out_of_sample")
+scgen = _import("_scgen")
+saucie = _import("_saucie")
+cyclegan = _import("_cyclegan")
+nets = _import("_nets")
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------------- small pieces
+def test_latent_delta_recovers_shift_despite_imbalance():
+    rng = np.random.default_rng(0)
+    shift = np.array([1.0, -2.0, 0.5])
+    offsets = {"a": np.array([0.0, 0.0, 0.0]), "b": np.array([10.0, 5.0, -3.0])}
+    # type "a" dominates the source, type "b" the target: an unbalanced mean difference is far off
+    sizes = {("a", "ctrl"): 200, ("b", "ctrl"): 10, ("a", "stim"): 10, ("b", "stim"): 200}
+    latent, conditions, types = [], [], []
+    for (cell_type, condition), n in sizes.items():
+        base = offsets[cell_type] + (shift if condition == "stim" else 0.0)
+        latent.append(base + 0.01 * rng.standard_normal((n, 3)))
+        conditions += [condition] * n
+        types += [cell_type] * n
+    latent, conditions, types = np.vstack(latent), np.array(conditions), np.array(types)
+    naive = latent[conditions == "stim"].mean(0) - latent[conditions == "ctrl"].mean(0)
+    assert np.abs(naive - shift).max() > 1.0
+    delta = scgen.latent_delta(latent, conditions, types, "ctrl", "stim", rng)
+    np.testing.assert_allclose(delta, shift, atol=0.05)
+
+
+def test_latent_delta_ignores_types_missing_a_condition():
+    latent = np.array([[0.0], [0.0], [1.0], [1.0], [100.0]])
+    conditions = np.array(["ctrl", "ctrl", "stim", "stim", "ctrl"])
+    types = np.array(["a", "a", "a", "a", "held_out"])  # the held-out type has control cells only
+    delta = scgen.latent_delta(latent, conditions, types, "ctrl", "stim", np.random.default_rng(0))
+    np.testing.assert_allclose(delta, [1.0])
+
+
+def test_balanced_batches_have_equal_conditions():
+    codes = np.array([0] * 90 + [1] * 10)
+    batches = list(nets.balanced_batches(codes, 20, np.random.default_rng(0)))
+    assert batches
+    for batch in batches:
+        assert (codes[batch] == 0).sum() == (codes[batch] == 1).sum() == 10
+
+
+def test_baseline_models_shapes(one_thread):
+    adata = synthetic_perturbation(
+        n_cell_types=2, n_genes=30, n_cells_per_group=20, n_response_genes=6, n_marker_genes=5, seed=0
+    )
+    x, conditions = adata.X, adata.obs["condition"].astype(str).to_numpy()
+    types = adata.obs["cell_type"].astype(str).to_numpy()
+    source = x[conditions == "control"]
+
+    model = scgen.ScGen(n_hidden=32, n_latent=4).fit(x, epochs=1)
+    pred = model.predict(x, conditions, types, source, "control", "stimulated")
+    assert pred.shape == source.shape and np.isfinite(pred).all() and (pred >= 0).all()
+
+    pred = saucie.SaucieLike(hidden=(32, 16), n_bottleneck=4).fit(x, conditions, epochs=1).predict(source, "stimulated")
+    assert pred.shape == source.shape and np.isfinite(pred).all()
+    with pytest.raises(ValueError, match="Unknown condition"):
+        saucie.SaucieLike(hidden=(8,), n_bottleneck=2).fit(x, conditions, epochs=1).predict(source, "drug")
+
+    gan = cyclegan.CycleGAN(hidden=(16,)).fit(source, x[conditions == "stimulated"], epochs=1)
+    pred = gan.predict(source)
+    assert pred.shape == source.shape and np.isfinite(pred).all() and (pred >= 0).all()
+
+
+def test_cyclegan_generator_starts_as_identity():
+    generator = cyclegan.ResidualGenerator(5, hidden=(8,))
+    x = torch.rand(4, 5)
+    torch.testing.assert_close(generator(x), x)
+
+
+@pytest.mark.parametrize("method", ["trVAE", "scVI"])
+def test_count_methods_fit_predict(method, one_thread):
+    adata = synthetic_perturbation(n_cell_types=2, n_genes=40, n_cells_per_group=25, n_response_genes=6, seed=3)
+    held_out = ((adata.obs["cell_type"] == "type_A") & (adata.obs["condition"] == "stimulated")).to_numpy()
+    control_mask = ((adata.obs["cell_type"] == "type_A") & (adata.obs["condition"] == "control")).to_numpy()
+    train, control = adata[~held_out].copy(), adata[control_mask].copy()
+    pred = oos.METHODS[method].fit_predict(
+        train, control, "control", "stimulated", 0, 1, condition_key="condition", cell_type_key="cell_type",
+        cell_type="type_A", counts=True, **oos.METHODS[method].kwargs,
+    )  # fmt: skip
+    assert pred.shape == control.shape and np.isfinite(pred).all()
+    assert pred.max() < np.log1p(1e4) + 1e-3  # log1p of counts per 10,000
+
+
+def test_scvi_not_applicable_to_lognorm_data():
+    adata = synthetic_perturbation(
+        n_cell_types=2, n_genes=20, n_cells_per_group=5, n_response_genes=4, n_marker_genes=3, seed=0
+    )
+    with pytest.raises(oos.NotApplicable):
+        oos.fit_predict_scvi(adata, adata, "control", "stimulated", 0, 1, condition_key="condition", counts=False)
+
+
+def test_select_genes_uses_detected_genes_only():
+    rng = np.random.default_rng(0)
+    x = np.log1p(rng.poisson(2.0, size=(50, 40)).astype(np.float32) * rng.gamma(1.0, 1.0, size=40))
+    x[:, :5] = 0.0  # never detected
+    mask = oos.select_genes(x, 10)
+    assert mask.sum() == 10 and not mask[:5].any()
+    assert oos.select_genes(x, None).all()
+
+
+def test_epochs_parsing():
+    methods = ["trVAE", "scGen", "no response"]
+    assert oos._parse_epochs(None, methods, quick=True) == {"trVAE": 3, "scGen": 3, "no response": None}
+    assert oos._parse_epochs(["7", "scGen=2"], methods, quick=False) == {"trVAE": 7, "scGen": 2, "no response": None}
+    with pytest.raises(SystemExit):
+        oos._parse_epochs(["nope=3"], methods, quick=False)
+
+
+def test_registry_has_not_run_entries_with_reasons():
+    entry = oos.METHODS["scArches trVAE"]
+    assert entry.fit_predict is None and entry.not_run
+    for name, method in oos.METHODS.items():
+        assert (method.fit_predict is None) == (method.not_run is not None), name
+
+
+# ------------------------------------------------------------------------------------------- quick mode
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    if not KANG.exists():
+        pytest.skip(f"shared data not found: {KANG}")
+    out = tmp_path_factory.mktemp("quick")
+    argv = ["--quick", "--threads", "1", "--output-dir", str(out), "--cache-dir", str(out / "cache")]
+    before = torch.get_num_threads()
+    try:
+        rows = oos.main(argv)
+    finally:
+        torch.set_num_threads(before)
+    return out, argv, rows
+
+
+def test_quick_mode_rows(quick_run):
+    out, _, rows = quick_run
+    payload = json.loads((out / "out_of_sample.json").read_text())
+    assert payload["quick"] and len(payload["rows"]) == len(rows)
+    by_method = {row["method"]: row for row in payload["rows"]}
+    assert set(by_method) == set(oos.METHODS)
+    for name, row in by_method.items():
+        assert (row["dataset"], row["cell_type"], row["target"]) == ("kang", "NK", "stimulated")
+        if row["status"] == "not run":
+            assert row["reason"], name
+            continue
+        assert row["status"] == "ok", (name, row.get("reason"))
+        assert row["n_genes"] == 500 and row["n_target"] == 646 and row["n_control"] == 517
+        keys = [k for k in oos.METRICS if not (name == "no response" and k.startswith("pearson_delta"))]
+        assert all(row[k] is not None and math.isfinite(row[k]) for k in keys), name
+        assert row["fit_seconds"] >= 0
+    assert by_method["scArches trVAE"]["status"] == "not run"
+    assert by_method["scVI"]["status"] == "not run"  # log-normalised data set
+    assert by_method["no response"]["edist_scaled"] == pytest.approx(1.0)
+    assert by_method["trVAE"]["epochs"] == 3
+
+
+def test_quick_mode_markdown_and_figures(quick_run):
+    out, _, _ = quick_run
+    text = (out / "benchmarks.md").read_text()
+    assert "| method | seeds | splits |" in text
+    for name in ("trVAE", "scGen", "control + mean shift", "no response"):
+        assert f"| {name} |" in text
+    assert "not run" in text and "Published numbers" in text and "quick mode" in text
+    assert {p.name for p in (out / "figures").glob("*.png")} == {
+        f"kang_NK_stimulated_{what}.png" for what in ("reg_mean", "reg_var", "genes")
+    }
+
+
+def test_quick_mode_resumes_from_cache(quick_run):
+    out, argv, _ = quick_run
+    before = torch.get_num_threads()
+    try:
+        rows = oos.main(
+            [*argv[:3], "--output-dir", str(out / "resumed"), "--cache-dir", str(out / "cache"), "--no-figures"]
+        )
+    finally:
+        torch.set_num_threads(before)
+    assert all(row.get("cached") for row in rows if row["status"] == "ok")

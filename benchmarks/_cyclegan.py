@@ -66,12 +66,10 @@ class CycleGAN:
                 real_a = a[rng.choice(len(a), size=min(self.batch_size, len(a)), replace=False)]
                 real_b = b[rng.choice(len(b), size=min(self.batch_size, len(b)), replace=False)]
                 fake_b, fake_a = self.g_ab_(real_a), self.g_ba_(real_b)
-                loss_g = (
-                    _lsgan(d_b(fake_b), True)
-                    + _lsgan(d_a(fake_a), True)
-                    + self.cycle_weight * ((self.g_ba_(fake_b) - real_a).abs().mean() + (self.g_ab_(fake_a) - real_b).abs().mean())
-                    + self.identity_weight * ((self.g_ab_(real_b) - real_b).abs().mean() + (self.g_ba_(real_a) - real_a).abs().mean())
-                )  # fmt: skip
+                cycle = (self.g_ba_(fake_b) - real_a).abs().mean() + (self.g_ab_(fake_a) - real_b).abs().mean()
+                identity = (self.g_ab_(real_b) - real_b).abs().mean() + (self.g_ba_(real_a) - real_a).abs().mean()
+                adversarial = _lsgan(d_b(fake_b), True) + _lsgan(d_a(fake_a), True)
+                loss_g = adversarial + self.cycle_weight * cycle + self.identity_weight * identity
                 opt_g.zero_grad()
                 loss_g.backward()
                 opt_g.step()

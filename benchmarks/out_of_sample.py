@@ -15,10 +15,10 @@ Usage (from the repository root)::
         --cell-types NK Tuft --seeds 2 --epochs trVAE=200 scGen=100
 
 Every (dataset, held-out type, target, method, seed) result is cached as a JSON file under
-``benchmarks/cache/`` (``benchmarks/cache/quick/`` in quick mode), so an interrupted run resumes.
+``benchmarks/cache/full/`` (``benchmarks/cache/quick/cache/`` in quick mode), so an interrupted run resumes.
 Outputs: ``benchmarks/results/out_of_sample.json`` (all rows), ``docs/benchmarks.md`` (tables) and
 ``docs/figures/`` (reg-mean, reg-var and gene-distribution plots); with ``--output-dir DIR`` (and in
-quick mode, default ``benchmarks/results/quick``) all three go under ``DIR`` instead.
+quick mode, default ``benchmarks/cache/quick``) all three go under ``DIR`` instead.
 """
 
 from __future__ import annotations
@@ -77,6 +77,10 @@ METRIC_LABELS = {
 TARGET_LIBRARY_SIZE = 1e4
 #: Bump when a change invalidates cached results.
 CACHE_VERSION = 1
+#: scanpy flavour of the per-split gene selection. ``"seurat"`` with ``n_top_genes`` favours lowly expressed,
+#: noisy genes on these preprocessed files (on Kang its top 500 miss ISG15, IFI6, IFIT3 ...);
+#: ``"cell_ranger"`` (median/MAD-normalised dispersions) keeps the interferon response genes.
+HVG_FLAVOR = "cell_ranger"
 
 logger = logging.getLogger("out_of_sample")
 
@@ -101,55 +105,105 @@ class DatasetSpec:
 
 DATASETS: dict[str, DatasetSpec] = {
     "kang": DatasetSpec(
-        "kang2018_pbmc_ifnb_lognorm.h5ad", "condition", "cell_type", "control", ("stimulated",), "lognorm", 2000,
+        "kang2018_pbmc_ifnb_lognorm.h5ad",
+        "condition",
+        "cell_type",
+        "control",
+        ("stimulated",),
+        "lognorm",
+        2000,
         "Kang 2018 PBMC IFN-β, scGen preprocessing (7 types); 2,000 HVGs as in the trVAE paper",
         figure=("NK", "stimulated", ("ISG15", "IFI6", "IFIT1")),
     ),
     "haber_hpoly": DatasetSpec(
-        "haber2017_gut_hpoly_lognorm.h5ad", "condition", "cell_type", "Control", ("Hpoly.Day10",), "lognorm", 1000,
+        "haber2017_gut_hpoly_lognorm.h5ad",
+        "condition",
+        "cell_type",
+        "Control",
+        ("Hpoly.Day10",),
+        "lognorm",
+        1000,
         "Haber 2017 gut, Control -> H. polygyrus day 10 (8 types); 1,000 HVGs as in the trVAE paper",
         figure=("Tuft", "Hpoly.Day10", ()),
     ),
     "haber_salmonella": DatasetSpec(
-        "haber2017_gut_salmonella_lognorm.h5ad", "condition", "cell_type", "Control", ("Salmonella",), "lognorm",
-        1000, "Haber 2017 gut, Control -> Salmonella (8 types); 1,000 HVGs",
+        "haber2017_gut_salmonella_lognorm.h5ad",
+        "condition",
+        "cell_type",
+        "Control",
+        ("Salmonella",),
+        "lognorm",
+        1000,
+        "Haber 2017 gut, Control -> Salmonella (8 types); 1,000 HVGs",
     ),
     "haber_3cond": DatasetSpec(
-        "haber2017_gut_3cond_lognorm.h5ad", "condition", "cell_type", "Control", ("Hpoly.Day10", "Salmonella"),
-        "lognorm", 1000, "Haber 2017 gut, 3 conditions, Control -> each infection; 1,000 HVGs",
+        "haber2017_gut_3cond_lognorm.h5ad",
+        "condition",
+        "cell_type",
+        "Control",
+        ("Hpoly.Day10", "Salmonella"),
+        "lognorm",
+        1000,
+        "Haber 2017 gut, 3 conditions, Control -> each infection; 1,000 HVGs",
     ),
     "kang_counts_100genes": DatasetSpec(
-        "kang2018_pbmc_ifnb_counts_100genes.h5ad", "condition", "cell_type", "control", ("stimulated",), "counts",
-        None, "Kang 2018 raw counts, 100 genes (8 types)",
+        "kang2018_pbmc_ifnb_counts_100genes.h5ad",
+        "condition",
+        "cell_type",
+        "control",
+        ("stimulated",),
+        "counts",
+        None,
+        "Kang 2018 raw counts, 100 genes (8 types)",
     ),
     "kang_counts_muscat": DatasetSpec(
-        "kang2018_pbmc_ifnb_counts_muscat.h5ad", "condition", "cell_type", "control", ("stimulated",), "counts",
-        None, "Kang 2018 raw counts, muscat subset (5 types, 1,267 genes)",
+        "kang2018_pbmc_ifnb_counts_muscat.h5ad",
+        "condition",
+        "cell_type",
+        "control",
+        ("stimulated",),
+        "counts",
+        None,
+        "Kang 2018 raw counts, muscat subset (5 types, 1,267 genes)",
     ),
     "kang_counts_ifnb1k": DatasetSpec(
-        "kang2018_pbmc_ifnb_counts_ifnb1k.h5ad", "condition", "cell_type", "control", ("stimulated",), "counts",
-        2000, "Kang 2018 raw counts, Seurat ifnb subset (6 types); 2,000 HVGs",
+        "kang2018_pbmc_ifnb_counts_ifnb1k.h5ad",
+        "condition",
+        "cell_type",
+        "control",
+        ("stimulated",),
+        "counts",
+        2000,
+        "Kang 2018 raw counts, Seurat ifnb subset (6 types); 2,000 HVGs",
     ),
 }
+
+
+def lognormalize(counts: sp.csr_matrix) -> sp.csr_matrix:
+    """``log1p`` of counts per 10,000 (``normalize_total(target_sum=1e4)`` then ``log1p``), cell by cell."""
+    totals = np.asarray(counts.sum(axis=1)).ravel()
+    scaled = sp.diags((TARGET_LIBRARY_SIZE / np.clip(totals, 1.0, None)).astype(np.float32)) @ counts
+    scaled = sp.csr_matrix(scaled, dtype=np.float32)
+    scaled.data = np.log1p(scaled.data)
+    return scaled
 
 
 def load_dataset(spec: DatasetSpec, data_dir: Path) -> ad.AnnData:
     """Read a data set: ``X`` log-normalised (float32); for count data the raw counts in ``layers['counts']``.
 
-    Count data are normalised per cell (``log1p`` of counts per 10,000), which uses no other cell.
+    Count data are normalised per cell (``log1p`` of counts per 10,000), which uses no other cell; when
+    a split keeps only some genes they are normalised again over those genes (:func:`make_split`).
     """
     adata = ad.read_h5ad(data_dir / spec.file)
     adata = ad.AnnData(
-        X=adata.X, obs=adata.obs[[spec.condition_key, spec.cell_type_key]].astype(str), var=pd.DataFrame(index=adata.var_names)
+        X=adata.X,
+        obs=adata.obs[[spec.condition_key, spec.cell_type_key]].astype(str),
+        var=pd.DataFrame(index=adata.var_names),
     )
     adata.var_names_make_unique()
     if spec.kind == "counts":
-        counts = sp.csr_matrix(adata.X, dtype=np.float32)
-        totals = np.asarray(counts.sum(axis=1)).ravel()
-        scale = TARGET_LIBRARY_SIZE / np.clip(totals, 1.0, None)
-        adata.layers["counts"] = counts
-        adata.X = sp.diags(scale.astype(np.float32)) @ counts
-        adata.X.data = np.log1p(adata.X.data)
+        adata.layers["counts"] = sp.csr_matrix(adata.X, dtype=np.float32)
+        adata.X = lognormalize(adata.layers["counts"])
     adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
     return adata
 
@@ -177,6 +231,28 @@ class Split:
         return self.spec.kind == "counts"
 
 
+def select_genes(x_train, n_top_genes: int | None, min_cells: int = 3) -> np.ndarray:
+    """Boolean mask of the ``n_top_genes`` most variable genes of the training cells (all genes if None).
+
+    Only genes detected in at least ``min_cells`` training cells are candidates (constant genes break
+    the dispersion binning of ``flavor='cell_ranger'``).
+    """
+    n_genes = x_train.shape[1]
+    if n_top_genes is None or n_top_genes >= n_genes:
+        return np.ones(n_genes, dtype=bool)
+    import scanpy as sc
+
+    detected = np.asarray((x_train > 0).sum(axis=0)).ravel() >= min_cells
+    if detected.sum() <= n_top_genes:
+        return detected
+    table = sc.pp.highly_variable_genes(
+        ad.AnnData(x_train[:, detected].copy()), n_top_genes=n_top_genes, flavor=HVG_FLAVOR, inplace=False
+    )
+    mask = np.zeros(n_genes, dtype=bool)
+    mask[np.flatnonzero(detected)[table["highly_variable"].to_numpy()]] = True
+    return mask
+
+
 def make_split(
     adata: ad.AnnData, dataset: str, spec: DatasetSpec, cell_type: str, target: str, n_top_genes: int | None
 ) -> Split:
@@ -185,18 +261,15 @@ def make_split(
     conditions = adata.obs[spec.condition_key].to_numpy()
     held_out = (types == cell_type) & (conditions == target)
     control = (types == cell_type) & (conditions == spec.control)
-    train = adata[~held_out]
-    if n_top_genes is not None and n_top_genes < adata.n_vars:
-        import scanpy as sc
-
-        hvg = sc.pp.highly_variable_genes(
-            ad.AnnData(train.X.copy()), n_top_genes=n_top_genes, flavor="seurat", inplace=False
-        )["highly_variable"].to_numpy()
-    else:
-        hvg = np.ones(adata.n_vars, dtype=bool)
-    train = train[:, hvg].copy()
-    real_control = adata[control][:, hvg].copy()
-    real_target = adata[held_out][:, hvg].copy()
+    genes = select_genes(adata[~held_out].X, n_top_genes)
+    if spec.kind == "counts" and not genes.all():
+        # count models normalise by the library of the genes they model: score on that same scale
+        adata = adata[:, genes].copy()
+        adata.X = lognormalize(adata.layers["counts"])
+        genes = np.ones(adata.n_vars, dtype=bool)
+    train = adata[~held_out][:, genes].copy()
+    real_control = adata[control][:, genes].copy()
+    real_target = adata[held_out][:, genes].copy()
     degs = metrics.top_degs(real_target, real_control)
     return Split(dataset, spec, cell_type, target, train, real_control, real_target, degs)
 
@@ -364,11 +437,16 @@ class MethodSpec:
 
 
 METHODS: dict[str, MethodSpec] = {
-    "trVAE": MethodSpec(fit_predict_trvae, "scvi_trvae.TRVAE defaults (MMD on y)", 400, kwargs={"mmd_on": "y"}),
-    "MMD-CVAE": MethodSpec(fit_predict_trvae, "TRVAE with mmd_on='z'", 400, kwargs={"mmd_on": "z"}),
-    "CVAE": MethodSpec(fit_predict_trvae, "TRVAE with mmd_on=None (no MMD)", 400, kwargs={"mmd_on": None}),
+    # 80 epochs: what TRVAE.train(max_epochs=None) picks for the Kang NK split, fixed here for every data set
+    "trVAE": MethodSpec(
+        fit_predict_trvae, "scvi_trvae.TRVAE defaults (MMD on y), 80 epochs", 80, kwargs={"mmd_on": "y"}
+    ),
+    "MMD-CVAE": MethodSpec(fit_predict_trvae, "TRVAE with mmd_on='z', 80 epochs", 80, kwargs={"mmd_on": "z"}),
+    "CVAE": MethodSpec(fit_predict_trvae, "TRVAE with mmd_on=None (no MMD), 80 epochs", 80, kwargs={"mmd_on": None}),
     "scGen": MethodSpec(fit_predict_scgen, "VAE 800-800, z 100 + balanced latent arithmetic", 100),
-    "SAUCIE-like": MethodSpec(fit_predict_saucie, "deterministic AE, MMD on bottleneck, conditional decoder", 200, seeds="one"),
+    "SAUCIE-like": MethodSpec(
+        fit_predict_saucie, "deterministic AE, MMD on bottleneck, conditional decoder", 200, seeds="one"
+    ),
     "CycleGAN": MethodSpec(fit_predict_cyclegan, "residual MLP generators, LSGAN + cycle + identity", 200, seeds="one"),
     "scVI": MethodSpec(fit_predict_scvi, "scvi.model.SCVI, condition as batch, transform_batch", 400, seeds="one"),
     "scArches trVAE": MethodSpec(
@@ -380,7 +458,9 @@ METHODS: dict[str, MethodSpec] = {
             "shared/notes/evaluation.md (Kang NK only)"
         ),
     ),
-    "control + mean shift": MethodSpec(fit_predict_mean_shift, "scvi_trvae.baselines.mean_shift", seeds="deterministic"),
+    "control + mean shift": MethodSpec(
+        fit_predict_mean_shift, "scvi_trvae.baselines.mean_shift", seeds="deterministic"
+    ),
     "no response": MethodSpec(fit_predict_no_response, "scvi_trvae.baselines.no_response", seeds="deterministic"),
 }
 
@@ -436,6 +516,8 @@ class RunConfig:
     figure_dir: Path | None
     quick: bool
     argv: list[str]
+    #: torch threads (0: leave torch's default)
+    threads: int = 0
 
 
 def _cache_path(config: RunConfig, split: Split, method: str, seed: int) -> Path:
@@ -484,7 +566,9 @@ def run_one(config: RunConfig, split: Split, name: str, seed: int) -> dict[str, 
         if cached.get("key") == key:
             return {**cached, "cached": True}
     spec = split.spec
-    start = time.perf_counter()
+    if config.threads > 0:  # scanpy (numba) resets torch's OpenMP thread count: set it again before each fit
+        torch.set_num_threads(config.threads)
+    start, start_cpu = time.perf_counter(), time.process_time()
     try:
         pred = method.fit_predict(
             split.train, split.control, split.source, split.target, seed, config.epochs.get(name) or 0,
@@ -496,21 +580,23 @@ def run_one(config: RunConfig, split: Split, name: str, seed: int) -> dict[str, 
     except Exception as error:  # a failing method must not stop the benchmark; it is reported, not cached
         logger.exception("%s failed on %s %s -> %s", name, split.dataset, split.cell_type, split.target)
         return {**row, "status": "failed", "reason": f"{type(error).__name__}: {error}"}
-    fit_seconds = time.perf_counter() - start
+    fit_seconds, fit_cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
     start = time.perf_counter()
     pred = np.asarray(pred, dtype=np.float32)
     if pred.shape != (split.control.n_obs, split.control.n_vars):
         return {**row, "status": "failed", "reason": f"prediction has shape {pred.shape}"}
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         scores = metrics.evaluate_prediction(pred, split.real_target, split.control, degs=split.degs, seed=0)
-    except ValueError as error:  # non-finite predictions
-        return {**row, "status": "failed", "reason": str(error)}
+    except ValueError as error:  # non-finite predictions: a result of the method (deterministic), so cached
+        row.update(status="failed", reason=str(error), fit_seconds=fit_seconds, eval_seconds=0.0, key=key)
+        path.write_text(json.dumps(_clean(row), indent=1))
+        return {**row, "cached": False}
     row.update({k: scores[k] for k in METRICS})
     row.update(
-        status="ok", epochs=config.epochs.get(name), fit_seconds=fit_seconds,
+        status="ok", epochs=config.epochs.get(name), fit_seconds=fit_seconds, fit_cpu_seconds=fit_cpu_seconds,
         eval_seconds=time.perf_counter() - start, key=key,
     )  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
     if _figure_split(split) and seed == 0:
         np.save(path.with_suffix(".npy"), pred)
     path.write_text(json.dumps(_clean(row), indent=1))
@@ -571,7 +657,9 @@ def run(config: RunConfig) -> list[dict[str, Any]]:
                         row["r2_mean_deg"] or np.nan, row["pearson_delta_deg"] or np.nan, row["edist_scaled"] or np.nan,
                     )  # fmt: skip
                 else:
-                    logger.info("[%d/%d] %-20s seed %d: %s (%s)", done, n_jobs, name, seed, row["status"], row["reason"])
+                    logger.info(
+                        "[%d/%d] %-20s seed %d: %s (%s)", done, n_jobs, name, seed, row["status"], row["reason"]
+                    )
     if config.figure_dir is not None:
         for split in figure_splits:
             try:
@@ -594,7 +682,15 @@ def _fmt(values: Sequence[float], digits: int = 3) -> str:
 
 def _per_seed_medians(frame: pd.DataFrame, metric: str) -> list[float]:
     """Median of ``metric`` over the splits in ``frame``, one value per seed."""
-    return [float(np.nanmedian(group[metric].astype(float))) for _, group in frame.groupby("seed")]
+    with warnings.catch_warnings():  # a metric undefined on every split (Δ-Pearson of "no response") stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return [float(np.nanmedian(group[metric].astype(float))) for _, group in frame.groupby("seed")]
+
+
+def _failures(frame: pd.DataFrame, method: str) -> str:
+    """`` (k failed)`` when some runs of a method failed (they are left out of the medians), else ``""``."""
+    n_failed = int(((frame["method"] == method) & (frame["status"] == "failed")).sum())
+    return f" ({n_failed} runs failed)" if n_failed else ""
 
 
 def _method_cell(frame: pd.DataFrame, method: str, n_seeds: int) -> tuple[str, str]:
@@ -611,7 +707,7 @@ def _method_cell(frame: pd.DataFrame, method: str, n_seeds: int) -> tuple[str, s
 
 
 def _dataset_table(frame: pd.DataFrame, methods: Sequence[str], n_seeds: int) -> list[str]:
-    header = ["method", "seeds", "splits", *[METRIC_LABELS[m] for m in METRICS], "fit s / split"]
+    header = ["method", "seeds", "splits", *[METRIC_LABELS[m] for m in METRICS], "fit s (mean)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in methods:
         seeds, note = _method_cell(frame, method, n_seeds)
@@ -619,16 +715,26 @@ def _dataset_table(frame: pd.DataFrame, methods: Sequence[str], n_seeds: int) ->
             lines.append(f"| {method} | {seeds} | — | " + f"*{note}* |" + " |" * (len(METRICS)))
             continue
         ok = frame[(frame["method"] == method) & (frame["status"] == "ok")]
-        n_splits = ok.groupby(["cell_type", "target"]).ngroups
+        n_splits = f"{ok.groupby(['cell_type', 'target']).ngroups}{_failures(frame, method)}"
         cells = [_fmt(_per_seed_medians(ok, m)) for m in METRICS]
         lines.append(
-            f"| {method} | {seeds} | {n_splits} | " + " | ".join(cells) + f" | {ok['fit_seconds'].astype(float).mean():.1f} |"
+            f"| {method} | {seeds} | {n_splits} | "
+            + " | ".join(cells)
+            + f" | {ok['fit_seconds'].astype(float).mean():.1f} |"
         )
     return lines
 
 
 def _overall_table(frame: pd.DataFrame, methods: Sequence[str], n_seeds: int) -> list[str]:
-    header = ["method", "seeds", "datasets", "splits", "median Δ-Pearson (DEG)", "median E-dist scaled ↓", "compute (s)"]
+    header = [
+        "method",
+        "seeds",
+        "datasets",
+        "splits",
+        "median Δ-Pearson (DEG)",
+        "median E-dist scaled ↓",
+        "compute (s)",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in methods:
         seeds, note = _method_cell(frame, method, n_seeds)
@@ -636,7 +742,7 @@ def _overall_table(frame: pd.DataFrame, methods: Sequence[str], n_seeds: int) ->
             lines.append(f"| {method} | {seeds} | — | — | *{note}* | | |")
             continue
         ok = frame[(frame["method"] == method) & (frame["status"] == "ok")]
-        n_splits = ok.groupby(["dataset", "cell_type", "target"]).ngroups
+        n_splits = f"{ok.groupby(['dataset', 'cell_type', 'target']).ngroups}{_failures(frame, method)}"
         seconds = (ok["fit_seconds"].astype(float) + ok["eval_seconds"].astype(float)).sum()
         lines.append(
             f"| {method} | {seeds} | {ok['dataset'].nunique()} | {n_splits} | "
@@ -646,7 +752,9 @@ def _overall_table(frame: pd.DataFrame, methods: Sequence[str], n_seeds: int) ->
     return lines
 
 
-def _headline_table(frame: pd.DataFrame, methods: Sequence[str], dataset: str, cell_type: str, target: str) -> list[str]:
+def _headline_table(
+    frame: pd.DataFrame, methods: Sequence[str], dataset: str, cell_type: str, target: str
+) -> list[str]:
     keys = ["r2_mean_all", "r2_mean_deg", "r2_var_all", "r2_var_deg", "pearson_delta_deg", "edist_scaled"]
     header = ["method", "seeds", *[METRIC_LABELS[k] for k in keys]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -660,18 +768,32 @@ def _headline_table(frame: pd.DataFrame, methods: Sequence[str], dataset: str, c
     return lines
 
 
-PUBLISHED = """\
-Published numbers, for reference only: their data, gene selection and splits, not ours
-(`../shared/notes/evaluation.md`). "r²" is the squared Pearson r of per-gene means / variances.
+_PUBLISHED_ROWS = (
+    ("trVAE paper code", "Kang, NK held out, 2,000 HVGs", "0.969", "0.987 (top 100)", "0.703", "0.730",
+     "bootstrapped top-1000 DEG r² mean 0.975 (scGen 0.907)"),
+    ("trVAE paper", "Haber, Tuft held out, Control -> H.poly.Day10, 1,000 HVGs", "0.968", "—", "0.867", "—",
+     "scGen 0.891 / 0.747"),
+    ("scArches re-implementation (2024)", "Haber Tuft", "0.91", "—", "0.55", "—", ""),
+    ("scArches 0.6.1 TRVAE, paper architecture (800-800-128, z 20), measured here",
+     "Kang NK split of `../shared/data`", "0.861", "0.908", "0.467", "—",
+     "Δ-Pearson (DEG) 0.895, E-dist scaled 1.12"),
+    ("control + mean shift, measured here", "Kang NK split of `../shared/data`, all 6,998 genes", "—", "0.92", "—", "—",
+     "Δ-Pearson (DEG) 0.91, E-dist scaled 0.17"),
+)  # fmt: skip
 
-| source | task | r² mean (all) | r² mean (DEG) | r² var (all) | r² var (DEG) | other |
-|---|---|---|---|---|---|---|
-| trVAE paper code | Kang, NK held out, 2,000 HVGs | 0.969 | 0.987 (top 100) | 0.703 | 0.730 | bootstrapped top-1000 DEG r² mean 0.975 (scGen 0.907) |
-| trVAE paper | Haber, Tuft held out, Control -> H.poly.Day10, 1,000 HVGs | 0.968 | — | 0.867 | — | scGen 0.891 / 0.747 |
-| scArches re-implementation (2024) | Haber Tuft | 0.91 | — | 0.55 | — | |
-| scArches 0.6.1 TRVAE, paper architecture, measured here | Kang NK split of `../shared/data` | 0.861 | 0.908 | 0.467 | — | Δ-Pearson (DEG) 0.895, E-dist scaled 1.12 |
-| control + mean shift, measured here | Kang NK split of `../shared/data` (all genes) | — | 0.92 | — | — | Δ-Pearson (DEG) 0.91, E-dist scaled 0.17 |
-"""
+
+def published_table() -> list[str]:
+    """Published and earlier measured numbers (``shared/notes/evaluation.md``), for reference."""
+    header = ["source", "task", "r² mean (all)", "r² mean (DEG)", "r² var (all)", "r² var (DEG)", "other"]
+    lines = [
+        "Published numbers, for reference only: their data, gene selection and splits, not ours "
+        '(`../shared/notes/evaluation.md`). "r²" is the squared Pearson r of per-gene means / variances.',
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in _PUBLISHED_ROWS]
+    return lines
 
 
 def markdown_report(config: RunConfig, rows: list[dict[str, Any]], wall_seconds: float) -> str:
@@ -694,8 +816,8 @@ def markdown_report(config: RunConfig, rows: list[dict[str, Any]], wall_seconds:
         "type's control cells and, in the 3-condition data, its cells in the other perturbed condition), "
         "predicts the held-out cells from the same type's control cells, and is scored with "
         "`scvi_trvae.metrics.evaluate_prediction` against the real held-out cells. Genes: highly variable "
-        "genes (scanpy `flavor='seurat'`) selected on the training cells of each split only, or all genes "
-        "(see the data sets). DEGs (50 up + 50 down, Wilcoxon, real target vs real control) are computed "
+        f"genes (scanpy, `flavor='{HVG_FLAVOR}'`) selected on the training cells of each split only, or all "
+        "genes (see the data sets). DEGs (50 up + 50 down, Wilcoxon, real target vs real control) are computed "
         "once per split and shared by all methods. Count data: trVAE/CVAE/MMD-CVAE (`likelihood='nb'`) and "
         "scVI are trained on raw counts, everything else on `log1p` of counts per 10,000, and all are scored "
         "on that scale. Splits with fewer than "
@@ -706,11 +828,31 @@ def markdown_report(config: RunConfig, rows: list[dict[str, Any]], wall_seconds:
         "was run with: slow baselines run with one seed, deterministic ones once. r² are squared Pearson "
         "correlations (scGen/trVAE figure metric); Δ-Pearson is the correlation of predicted and real mean "
         "shifts from control; E-dist scaled is the energy distance to the real cells over that of the control "
-        "cells (0 perfect, 1 = no better than no response; lower is better).",
+        "cells (0 perfect, 1 = no better than no response; lower is better). Δ-Pearson is undefined for "
+        "no response (its predicted shift is zero): shown as —. Runs that failed (e.g. non-finite "
+        "predictions) are left out of the medians and counted next to *splits*.",
         "",
         f"**Wall time.** This invocation: {wall_seconds / 60:.1f} min; compute summed over all results "
         f"(including ones read from the cache): {compute / 60:.1f} min; {len(ok)} results. "
         f"Machine: {platform.machine()}, torch threads {torch.get_num_threads()}.",
+        "",
+        "## Reproducing",
+        "",
+        "```",
+        "python benchmarks/out_of_sample.py                # everything; resumes from benchmarks/cache/full",
+        "python benchmarks/out_of_sample.py --quick        # smoke test (Kang NK, 500 genes, 1 seed, 3 epochs)",
+        "python benchmarks/out_of_sample.py --datasets kang --methods trVAE scGen --seeds 1 --epochs trVAE=100",
+        "```",
+        "",
+        "Each (data set, held-out type, target, method, seed) result is cached as JSON, keyed by epochs and "
+        "genes, so an interrupted run resumes. To use several cores, run disjoint `--datasets` in separate "
+        "processes (each with its own `--output-dir`, the same cache) and then the plain command, which only "
+        "reads the cache and writes this page. One torch thread per process (`--threads`, default 1): "
+        "several threads on a busy machine were measured to be many times slower than one.",
+        "",
+        "Deviations from the papers: scArches cannot be installed here (see the table); SAUCIE-like, scGen and "
+        "CycleGAN are re-implementations in `benchmarks/` (`_saucie.py`, `_scgen.py`, `_cyclegan.py`); "
+        "scGen's latent shift uses only cell types observed in both conditions, resampled to equal sizes.",
         "",
         "## Methods",
         "",
@@ -748,7 +890,7 @@ def markdown_report(config: RunConfig, rows: list[dict[str, Any]], wall_seconds:
                 *_headline_table(frame, methods, dataset, cell_type, target),
                 "",
             ]
-    lines += ["## Published numbers", "", PUBLISHED]
+    lines += ["## Published numbers", "", *published_table(), ""]
     if config.figure_dir is not None:
         figures = sorted(config.figure_dir.glob("*.png")) if config.figure_dir.exists() else []
         if figures:
@@ -806,9 +948,21 @@ def make_figures(config: RunConfig, split: Split) -> None:
     n_cols = min(len(predictions), 4)
     n_rows = int(np.ceil(len(predictions) / n_cols))
     for what, plot in (("reg_mean", pl.reg_mean_plot), ("reg_var", pl.reg_var_plot)):
-        fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 4.2 * n_rows), squeeze=False, layout="constrained")
+        fig, axes = plt.subplots(
+            n_rows, n_cols, figsize=(4.2 * n_cols, 4.2 * n_rows), squeeze=False, layout="constrained"
+        )
         for ax, (name, pred) in zip(axes.ravel(), predictions.items(), strict=False):
-            plot(pred, real_target, control, degs=split.degs, gene_names=names, title=name, ax=ax, show=False, top_labels=5)
+            plot(
+                pred,
+                real_target,
+                control,
+                degs=split.degs,
+                gene_names=names,
+                title=name,
+                ax=ax,
+                show=False,
+                top_labels=5,
+            )
         for ax in axes.ravel()[len(predictions) :]:
             ax.set_axis_off()
         fig.suptitle(f"{split.dataset}: {split.cell_type} {split.target} (held out), {len(names)} genes")
@@ -817,8 +971,11 @@ def make_figures(config: RunConfig, split: Split) -> None:
     genes = [g for g in split.spec.figure[2] if g in set(names)] if split.spec.figure else []
     genes = (genes or [names[split.degs[0]], names[split.degs[1]]])[:3]
     groups = {"control": control, "real": real_target, **predictions}
-    fig = pl.gene_distribution_plot(groups, genes, gene_names=names, show=False, return_fig=True)
-    fig.set_size_inches(max(6.0, 0.9 * len(groups) * len(genes)), 3.8)
+    fig, axes = plt.subplots(
+        len(genes), 1, figsize=(max(6.0, 0.8 * len(groups)), 3.0 * len(genes)), layout="constrained"
+    )
+    pl.gene_distribution_plot(groups, genes, gene_names=names, ax=list(np.ravel(axes)), show=False)
+    fig.suptitle(f"{split.dataset}: {split.cell_type} {split.target} (held out)")
     fig.savefig(config.figure_dir / f"{stem}_genes.png", dpi=110)
     plt.close(fig)
     logger.info("wrote figures %s_*.png to %s", stem, config.figure_dir)
@@ -842,9 +999,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-cells", type=int, default=3, help="skip splits with fewer control or target cells")
     parser.add_argument("--quick", action="store_true", help="a few-minute smoke run into its own output/cache")
     parser.add_argument("--output-dir", type=Path, help="write JSON, markdown and figures here")
-    parser.add_argument("--cache-dir", type=Path, help="default benchmarks/cache (quick: benchmarks/cache/quick)")
+    parser.add_argument(
+        "--cache-dir", type=Path, help="default benchmarks/cache/full (quick: benchmarks/cache/quick/cache)"
+    )
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch threads per fit (default 1; 0: torch's default). Several threads on a busy machine can be "
+        "far slower than one: run data sets in parallel processes instead",
+    )  # fmt: skip
     parser.add_argument("--no-figures", action="store_true")
     return parser
 
@@ -877,17 +1040,17 @@ def build_config(args: argparse.Namespace, argv: Sequence[str]) -> RunConfig:
         out = args.output_dir
         json_path, markdown_path, figure_dir = out / "out_of_sample.json", out / "benchmarks.md", out / "figures"
     elif quick:
-        out = BENCH_DIR / "results" / "quick"
+        out = BENCH_DIR / "cache" / "quick"  # gitignored, next to the quick cache
         json_path, markdown_path, figure_dir = out / "out_of_sample.json", out / "benchmarks.md", out / "figures"
     else:
         json_path = BENCH_DIR / "results" / "out_of_sample.json"
         markdown_path, figure_dir = REPO / "docs" / "benchmarks.md", REPO / "docs" / "figures"
-    cache_dir = args.cache_dir or (BENCH_DIR / "cache" / ("quick" if quick else "full"))
+    cache_dir = args.cache_dir or (BENCH_DIR / "cache" / ("quick/cache" if quick else "full"))
     return RunConfig(
         datasets=datasets, methods=methods, cell_types=cell_types, n_seeds=n_seeds,
         epochs=_parse_epochs(args.epochs, methods, quick), n_top_genes=n_top_genes, min_cells=args.min_cells,
         data_dir=args.data_dir, cache_dir=cache_dir, json_path=json_path, markdown_path=markdown_path,
-        figure_dir=None if args.no_figures else figure_dir, quick=quick, argv=list(argv),
+        figure_dir=None if args.no_figures else figure_dir, quick=quick, argv=list(argv), threads=args.threads,
     )  # fmt: skip
 
 
@@ -897,6 +1060,22 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    # Δ-Pearson of "no response" is undefined (its response is exactly zero): NaN, reported as "—"
+    warnings.filterwarnings("ignore", message="An input array is constant")
+
+
+def _limit_numba_threads(threads: int) -> None:
+    """Keep scanpy's numba kernels from resetting the OpenMP thread count that torch shares with them.
+
+    numba's ``omp`` threading layer sets the process's OpenMP threads to its own count (all cores) when
+    scanpy computes sparse means and variances, silently undoing ``torch.set_num_threads``.
+    """
+    try:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:  # pragma: no cover - numba comes with scanpy
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -908,6 +1087,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     _quiet()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+        _limit_numba_threads(args.threads)
     config = build_config(args, argv)
     missing = [DATASETS[d].file for d in config.datasets if not (config.data_dir / DATASETS[d].file).exists()]
     if missing:

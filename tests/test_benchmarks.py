@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
@@ -32,12 +33,24 @@ cyclegan = _import("_cyclegan")
 nets = _import("_nets")
 
 
+@contextlib.contextmanager
+def _restoring_threads():
+    """``main`` sets torch's and numba's thread counts; give other tests theirs back."""
+    import numba
+
+    torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        numba.set_num_threads(numba_threads)
+
+
 @pytest.fixture
 def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with _restoring_threads():
+        torch.set_num_threads(1)
+        yield
 
 
 # ------------------------------------------------------------------------------------------- small pieces
@@ -135,6 +148,34 @@ def test_select_genes_uses_detected_genes_only():
     assert oos.select_genes(x, None).all()
 
 
+def test_count_data_split_holds_out_and_renormalises(tmp_path):
+    import anndata as ad
+
+    adata = synthetic_perturbation(n_cell_types=3, n_genes=60, n_cells_per_group=30, n_response_genes=8, seed=4)
+    counts = adata.layers["counts"].copy()
+    held_out = ((adata.obs["cell_type"] == "type_B") & (adata.obs["condition"] == "stimulated")).to_numpy()
+    counts[:, 0] = 0.0
+    counts[held_out, 0] = 50.0  # a gene seen only in the held-out cells must not be selected
+    raw = ad.AnnData(counts, obs=adata.obs[["condition", "cell_type"]].copy(), var=adata.var[[]].copy())
+    raw.write_h5ad(tmp_path / "toy.h5ad")
+    spec = oos.DatasetSpec("toy.h5ad", "condition", "cell_type", "control", ("stimulated",), "counts", 20, "toy")
+
+    loaded = oos.load_dataset(spec, tmp_path)
+    np.testing.assert_allclose(np.expm1(loaded.X.toarray()).sum(1), 1e4, rtol=1e-3)
+    split = oos.make_split(loaded, "toy", spec, "type_B", "stimulated", 20)
+    assert split.train.n_vars == 20 and split.train.var_names[0] != raw.var_names[0]
+    assert raw.var_names[0] not in split.train.var_names
+    assert split.train.n_obs == adata.n_obs - held_out.sum() and split.real_target.n_obs == held_out.sum()
+    assert not set(split.real_target.obs_names) & set(split.train.obs_names)
+    assert set(split.control.obs_names) <= set(split.train.obs_names)
+    # scored on log1p(CP10k) of the selected genes, the scale of the count models' predictions
+    np.testing.assert_allclose(np.expm1(split.train.X.toarray()).sum(1), 1e4, rtol=1e-3)
+    np.testing.assert_array_equal(
+        split.train.layers["counts"].toarray(), counts[~held_out][:, np.isin(raw.var_names, split.train.var_names)]
+    )
+    assert len(split.degs) == 2 * 20  # 50 up + 50 down, truncated to the 20 genes
+
+
 def test_epochs_parsing():
     methods = ["trVAE", "scGen", "no response"]
     assert oos._parse_epochs(None, methods, quick=True) == {"trVAE": 3, "scGen": 3, "no response": None}
@@ -157,11 +198,8 @@ def quick_run(tmp_path_factory):
         pytest.skip(f"shared data not found: {KANG}")
     out = tmp_path_factory.mktemp("quick")
     argv = ["--quick", "--threads", "1", "--output-dir", str(out), "--cache-dir", str(out / "cache")]
-    before = torch.get_num_threads()
-    try:
+    with _restoring_threads():
         rows = oos.main(argv)
-    finally:
-        torch.set_num_threads(before)
     return out, argv, rows
 
 
@@ -201,11 +239,8 @@ def test_quick_mode_markdown_and_figures(quick_run):
 
 def test_quick_mode_resumes_from_cache(quick_run):
     out, argv, _ = quick_run
-    before = torch.get_num_threads()
-    try:
+    with _restoring_threads():
         rows = oos.main(
             [*argv[:3], "--output-dir", str(out / "resumed"), "--cache-dir", str(out / "cache"), "--no-figures"]
         )
-    finally:
-        torch.set_num_threads(before)
     assert all(row.get("cached") for row in rows if row["status"] == "ok")

@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", default="control", help="condition to predict from")
     parser.add_argument("--target", default="stimulated", help="condition to predict")
     parser.add_argument("--holdout", default="type_A", help="cell type whose target cells are held out")
-    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=None, help="default: TRVAE.train's own default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", type=Path, default=Path("demo_output"))
     return parser
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     model = TRVAE(train)
     start = time.perf_counter()
     model.train(max_epochs=args.epochs)
-    print(f"Trained {args.epochs} epochs in {time.perf_counter() - start:.0f} s.")
+    print(f"Trained {len(model.history['train_loss'])} epochs in {time.perf_counter() - start:.0f} s.")
 
     source_cells = (cell_types == args.holdout) & (conditions == args.source)
     real_control = adata[source_cells.to_numpy()]

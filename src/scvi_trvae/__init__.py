@@ -9,6 +9,7 @@ from ._data import ConditionBalancedDataSplitter, ConditionBalancedSampler
 from ._mmd import condition_mmd
 from ._model import TRVAE
 from ._module import TRVAEModule
+from ._training_plan import NonFiniteLossError, TRVAETrainingPlan
 
 try:
     __version__ = version("scvi-trvae")
@@ -19,7 +20,9 @@ __all__ = [
     "TRVAE",
     "ConditionBalancedDataSplitter",
     "ConditionBalancedSampler",
+    "NonFiniteLossError",
     "TRVAEModule",
+    "TRVAETrainingPlan",
     "baselines",
     "condition_mmd",
     "datasets",

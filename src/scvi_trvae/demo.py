@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import anndata as ad
+import numpy as np
 import scvi
 
 from . import baselines, metrics, pl
@@ -51,7 +52,9 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
     header = "| method | " + " | ".join(_METRIC_KEYS) + " |"
     lines = [header, "|" + "---|" * (len(_METRIC_KEYS) + 1)]
     for name, scores in rows.items():
-        lines.append(f"| {name} | " + " | ".join(f"{scores[k]:.3f}" for k in _METRIC_KEYS) + " |")
+        # Δ-Pearson of "no response" is undefined (a zero response): shown as n/a
+        cells = ("n/a" if np.isnan(scores[k]) else f"{scores[k]:.3f}" for k in _METRIC_KEYS)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -36,7 +36,7 @@ train = adata[~held_out].copy()
 TRVAE.setup_anndata(train, condition_key="condition")
 model = TRVAE(train)
 print(model)
-model.train(max_epochs=200)
+model.train()  # ~1,500 minibatch steps (docs/defaults.md)
 
 # %% [markdown]
 # ## Predict and score against the baselines
@@ -76,7 +76,7 @@ scvi_trvae.pl.gene_distribution_plot(
 
 # %%
 cvae = TRVAE(train, mmd_on=None)
-cvae.train(max_epochs=200)
+cvae.train()
 scvi_trvae.pl.representation_plot(
     {"trVAE": model, "CVAE": cvae}, train, color="condition", show=False, save=out / "representations.png"
 )

@@ -22,16 +22,6 @@ from . import baselines, metrics, pl
 from ._model import TRVAE
 from .datasets import synthetic_perturbation
 
-_METRIC_KEYS = (
-    "r2_mean_all",
-    "r2_mean_deg",
-    "r2_var_all",
-    "r2_var_deg",
-    "pearson_delta_all",
-    "pearson_delta_deg",
-    "edist_scaled",
-)
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,11 +39,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """Format metrics as a markdown table, one row per method."""
-    header = "| method | " + " | ".join(_METRIC_KEYS) + " |"
-    lines = [header, "|" + "---|" * (len(_METRIC_KEYS) + 1)]
+    header = "| method | " + " | ".join(metrics.METRIC_KEYS) + " |"
+    lines = [header, "|" + "---|" * (len(metrics.METRIC_KEYS) + 1)]
     for name, scores in rows.items():
         # Δ-Pearson of "no response" is undefined (a zero response): shown as n/a
-        cells = ("n/a" if np.isnan(scores[k]) else f"{scores[k]:.3f}" for k in _METRIC_KEYS)
+        cells = ("n/a" if np.isnan(scores[k]) else f"{scores[k]:.3f}" for k in metrics.METRIC_KEYS)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -352,6 +352,18 @@ def edistance_scaled(
     return edistance(z_p, z_t) / edistance(z_c, z_t)
 
 
+#: The scores of :func:`evaluate_prediction`, in the order reports show them.
+METRIC_KEYS: tuple[str, ...] = (
+    "r2_mean_all",
+    "r2_mean_deg",
+    "r2_var_all",
+    "r2_var_deg",
+    "pearson_delta_all",
+    "pearson_delta_deg",
+    "edist_scaled",
+)
+
+
 def evaluate_prediction(
     pred: Matrix,
     real_target: Matrix,

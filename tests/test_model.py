@@ -219,6 +219,18 @@ def test_query_with_new_condition(small_adata):
     assert np.isfinite(pred.X).all()
 
 
+def test_query_from_saved_reference_directory(small_adata, tmp_path):
+    reference = small_adata[small_adata.obs["cell_type"] != "type_C"].copy()
+    TRVAE.setup_anndata(reference, condition_key="condition")
+    ref_model = quick_train(TRVAE(reference, n_hidden=16, n_latent=4))
+    ref_model.save(tmp_path / "reference")
+    query = small_adata[small_adata.obs["cell_type"] == "type_C"].copy()
+    query.obs["condition"] = query.obs["condition"].astype(str).replace({"stimulated": "new_drug"})
+    query_model = TRVAE.load_query_data(query, str(tmp_path / "reference"))
+    assert list(query_model.conditions) == ["control", "stimulated", "new_drug"]
+    torch.testing.assert_close(query_model.module.px_head.weight.detach(), ref_model.module.px_head.weight.detach())
+
+
 def test_query_gene_condition_dispersion_trains_new_columns(small_adata):
     reference = small_adata[small_adata.obs["cell_type"] != "type_C"].copy()
     TRVAE.setup_anndata(reference, condition_key="condition", layer="counts", is_count_data=True)

@@ -510,6 +510,8 @@ class RunConfig:
     argv: list[str]
     #: torch threads (0: leave torch's default)
     threads: int = 0
+    #: report only what the cache holds; fit nothing
+    cached_only: bool = False
 
 
 def _cache_path(config: RunConfig, split: Split, method: str, seed: int) -> Path:
@@ -557,6 +559,8 @@ def run_one(config: RunConfig, split: Split, name: str, seed: int) -> dict[str, 
         cached = json.loads(path.read_text())
         if cached.get("key") == key:
             return {**cached, "cached": True}
+    if config.cached_only:
+        return {**row, "status": "not run", "reason": "not in the cache (--cached-only: the run was stopped before it)"}
     spec = split.spec
     if config.threads > 0:  # scanpy (numba) resets torch's OpenMP thread count: set it again before each fit
         torch.set_num_threads(config.threads)
@@ -1001,6 +1005,7 @@ def _parser() -> argparse.ArgumentParser:
         "far slower than one: run data sets in parallel processes instead",
     )  # fmt: skip
     parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument("--cached-only", action="store_true", help="fit nothing: report what the cache holds")
     return parser
 
 
@@ -1043,6 +1048,7 @@ def build_config(args: argparse.Namespace, argv: Sequence[str]) -> RunConfig:
         epochs=_parse_epochs(args.epochs, methods, quick), n_top_genes=n_top_genes, min_cells=args.min_cells,
         data_dir=args.data_dir, cache_dir=cache_dir, json_path=json_path, markdown_path=markdown_path,
         figure_dir=None if args.no_figures else figure_dir, quick=quick, argv=list(argv), threads=args.threads,
+        cached_only=args.cached_only,
     )  # fmt: skip
 
 

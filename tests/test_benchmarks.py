@@ -244,3 +244,15 @@ def test_quick_mode_resumes_from_cache(quick_run):
             [*argv[:3], "--output-dir", str(out / "resumed"), "--cache-dir", str(out / "cache"), "--no-figures"]
         )
     assert all(row.get("cached") for row in rows if row["status"] == "ok")
+
+
+def test_cached_only_reports_the_cache_and_fits_nothing(quick_run):
+    out, argv, first = quick_run
+    with _restoring_threads():
+        cached = oos.main([*argv[:3], "--output-dir", str(out / "cached"), "--cache-dir", str(out / "cache"),
+                           "--no-figures", "--cached-only"])  # fmt: skip
+        empty = oos.main([*argv[:3], "--output-dir", str(out / "empty"), "--cache-dir", str(out / "no-cache"),
+                          "--no-figures", "--cached-only"])  # fmt: skip
+    assert [r["status"] for r in cached] == [r["status"] for r in first]
+    fitted = [r for r in empty if r["method"] in oos.METHODS and oos.METHODS[r["method"]].not_run is None]
+    assert fitted and all(r["status"] == "not run" and "not in the cache" in r["reason"] for r in fitted)

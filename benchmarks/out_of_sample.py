@@ -426,6 +426,8 @@ class MethodSpec:
     seeds: Literal["all", "one", "deterministic"] = "all"
     kwargs: dict[str, Any] = field(default_factory=dict)
     not_run: str | None = None
+    #: the method needs raw counts (not run on log-normalised data sets)
+    counts_only: bool = False
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -440,7 +442,9 @@ METHODS: dict[str, MethodSpec] = {
         fit_predict_saucie, "deterministic AE, MMD on bottleneck, conditional decoder", 200, seeds="one"
     ),
     "CycleGAN": MethodSpec(fit_predict_cyclegan, "residual MLP generators, LSGAN + cycle + identity", 200, seeds="one"),
-    "scVI": MethodSpec(fit_predict_scvi, "scvi.model.SCVI, condition as batch, transform_batch", 400, seeds="one"),
+    "scVI": MethodSpec(
+        fit_predict_scvi, "scvi.model.SCVI, condition as batch, transform_batch", 400, seeds="one", counts_only=True
+    ),
     "scArches trVAE": MethodSpec(
         None,
         "scarches.models.TRVAE",
@@ -553,6 +557,8 @@ def run_one(config: RunConfig, split: Split, name: str, seed: int) -> dict[str, 
     }
     if method.not_run is not None:
         return {**row, "status": "not run", "reason": method.not_run}
+    if method.counts_only and not split.counts:
+        return {**row, "status": "not run", "reason": f"{name} models raw counts; this data set is log-normalised"}
     key = _result_key(config, split, name)
     path = _cache_path(config, split, name, seed)
     if path.exists():

@@ -600,14 +600,12 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         """
         if reference_model is None:
             raise ValueError("reference_model is required (a trained TRVAE or the directory it was saved to).")
+        if not isinstance(reference_model, TRVAE):  # read the saved reference once, not once per use below
+            reference_model = cls.load(reference_model, adata=None)
         if adata is not None and not kwargs.get("inplace_subset_query_vars", False):
             reference_genes = cls.prepare_query_anndata(adata, reference_model, return_reference_var_names=True)
             check_same_genes(adata, pd.Index(reference_genes))
-        n_reference = (
-            reference_model.module.n_conditions
-            if isinstance(reference_model, TRVAE)
-            else cls.load(reference_model, adata=None).module.n_conditions
-        )
+        n_reference = reference_model.module.n_conditions
         model = super().load_query_data(adata, reference_model, **kwargs)
         module = model.module
         if module.is_count_model and module.dispersion == "gene-condition" and module.n_conditions > n_reference:

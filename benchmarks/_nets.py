@@ -48,29 +48,3 @@ def shuffled_batches(n_cells: int, batch_size: int, rng: np.random.Generator) ->
         batch = order[start : start + batch_size]
         if len(batch) > 1:
             yield batch
-
-
-def balanced_batches(codes: np.ndarray, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """One epoch of minibatches with every condition in equal numbers.
-
-    Each condition contributes ``batch_size // C`` cells per batch, drawn without replacement from a
-    shuffled copy of its cells that is refilled when exhausted; an epoch has as many batches as it takes
-    to see ``len(codes)`` cells.
-    """
-    groups = [np.flatnonzero(codes == c) for c in np.unique(codes)]
-    per_group = max(batch_size // len(groups), 1)
-    queues = [rng.permutation(g) for g in groups]
-    positions = [0] * len(groups)
-    n_batches = max(int(np.ceil(len(codes) / (per_group * len(groups)))), 1)
-    for _ in range(n_batches):
-        parts = []
-        for i, group in enumerate(groups):
-            if positions[i] + per_group > len(queues[i]):
-                queues[i] = rng.permutation(group)
-                positions[i] = 0
-            take = queues[i][positions[i] : positions[i] + per_group]
-            positions[i] += per_group
-            parts.append(take)
-        batch = np.concatenate(parts)
-        if len(batch) > 1:
-            yield batch

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _nets import balanced_batches, dense, mlp, seed_everything
+from _nets import dense, mlp, seed_everything
 from torch import nn
 
-from scvi_trvae import condition_mmd
+from scvi_trvae import ConditionBalancedSampler, condition_mmd
 
 
 class ConditionalAutoencoder(nn.Module):
@@ -60,14 +60,15 @@ class SaucieLike:
 
     def fit(self, x: np.ndarray, conditions: np.ndarray, epochs: int) -> SaucieLike:
         """Train on ``x`` (cells x genes, log-normalised) with condition labels ``conditions``."""
-        rng = seed_everything(self.seed)
+        seed_everything(self.seed)
         self.conditions_, codes = np.unique(np.asarray(conditions, dtype=str), return_inverse=True)
         data, code_tensor = torch.from_numpy(dense(x)), torch.from_numpy(codes)
         self.model_ = ConditionalAutoencoder(data.shape[1], len(self.conditions_), self.hidden, self.n_bottleneck)
         optimizer = torch.optim.Adam(self.model_.parameters(), lr=self.lr)
+        sampler = ConditionBalancedSampler(codes, self.batch_size, shuffle=True, seed=self.seed)
         self.model_.train()
         for _ in range(epochs):
-            for batch in balanced_batches(codes, self.batch_size, rng):
+            for batch in sampler:
                 x_batch, c_batch = data[batch], code_tensor[batch]
                 x_hat, h = self.model_(x_batch, c_batch)
                 reconstruction = 0.5 * (x_hat - x_batch).pow(2).sum(dim=1).mean()

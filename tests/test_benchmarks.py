@@ -81,14 +81,6 @@ def test_latent_delta_ignores_types_missing_a_condition():
     np.testing.assert_allclose(delta, [1.0])
 
 
-def test_balanced_batches_have_equal_conditions():
-    codes = np.array([0] * 90 + [1] * 10)
-    batches = list(nets.balanced_batches(codes, 20, np.random.default_rng(0)))
-    assert batches
-    for batch in batches:
-        assert (codes[batch] == 0).sum() == (codes[batch] == 1).sum() == 10
-
-
 def test_baseline_models_shapes(one_thread):
     adata = synthetic_perturbation(
         n_cell_types=2, n_genes=30, n_cells_per_group=20, n_response_genes=6, n_marker_genes=5, seed=0

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint benchmark clean
+.PHONY: demo test lint benchmark scarches-venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ lint: $(STAMP)
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/out_of_sample.py $(ARGS)
+
+# scArches (a benchmark baseline) lives in its own environment so that it cannot change the packages under test
+scarches-venv:
+	$(PYTHON) -m venv .venv-scarches
+	.venv-scarches/bin/python -m pip install --quiet "torch==2.13.0"
+	.venv-scarches/bin/python -m pip install --quiet "scarches==0.6.1" "scvi-tools==1.4.2"
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

@@ -176,11 +176,13 @@ def test_epochs_parsing():
         oos._parse_epochs(["nope=3"], methods, quick=False)
 
 
-def test_registry_has_not_run_entries_with_reasons():
-    entry = oos.METHODS["scArches trVAE"]
-    assert entry.fit_predict is None and entry.not_run
-    for name, method in oos.METHODS.items():
-        assert (method.fit_predict is None) == (method.not_run is not None), name
+def test_scarches_without_its_environment_is_not_applicable(monkeypatch, tmp_path):
+    monkeypatch.setattr(oos, "SCARCHES_PYTHON", tmp_path / "missing" / "python")
+    adata = synthetic_perturbation(
+        n_cell_types=2, n_genes=20, n_cells_per_group=10, n_response_genes=4, n_marker_genes=3, seed=0
+    )
+    with pytest.raises(oos.NotApplicable, match="make scarches-venv"):
+        oos.fit_predict_scarches(adata, adata, "control", "stimulated", 0, 1, condition_key="condition", counts=False)
 
 
 # ------------------------------------------------------------------------------------------- quick mode
@@ -211,7 +213,8 @@ def test_quick_mode_rows(quick_run):
         keys = [k for k in oos.METRICS if not (name == "no response" and k.startswith("pearson_delta"))]
         assert all(row[k] is not None and math.isfinite(row[k]) for k in keys), name
         assert row["fit_seconds"] >= 0
-    assert by_method["scArches trVAE"]["status"] == "not run"
+    scarches_status = "ok" if oos.SCARCHES_PYTHON.exists() else "not run"
+    assert by_method["scArches trVAE"]["status"] == by_method["scArches trVAE (paper)"]["status"] == scarches_status
     assert by_method["scVI"]["status"] == "not run"  # log-normalised data set
     assert by_method["no response"]["edist_scaled"] == pytest.approx(1.0)
     assert by_method["trVAE"]["epochs"] == 3
@@ -246,5 +249,5 @@ def test_cached_only_reports_the_cache_and_fits_nothing(quick_run):
         empty = oos.main([*argv[:3], "--output-dir", str(out / "empty"), "--cache-dir", str(out / "no-cache"),
                           "--no-figures", "--cached-only"])  # fmt: skip
     assert [r["status"] for r in cached] == [r["status"] for r in first]
-    fitted = [r for r in empty if oos.METHODS[r["method"]].not_run is None and not oos.METHODS[r["method"]].counts_only]
+    fitted = [r for r in empty if not oos.METHODS[r["method"]].counts_only]
     assert fitted and all(r["status"] == "not run" and "not in the cache" in r["reason"] for r in fitted)

@@ -168,6 +168,64 @@ def test_count_data_split_holds_out_and_renormalises(tmp_path):
     assert len(split.degs) == 2 * 20  # 50 up + 50 down, truncated to the 20 genes
 
 
+def test_load_dataset_caps_cells_per_group(tmp_path):
+    import anndata as ad
+
+    adata = synthetic_perturbation(n_cell_types=3, n_genes=60, n_cells_per_group=20, n_response_genes=6, seed=2)
+    keep_all = (adata.obs["cell_type"] == "type_C").to_numpy()
+    adata = adata[~keep_all | (np.arange(adata.n_obs) % 4 == 0)].copy()  # type_C: 5 cells per condition
+    raw = ad.AnnData(adata.layers["counts"], obs=adata.obs[["condition", "cell_type"]].copy(), var=adata.var[[]].copy())
+    raw.write_h5ad(tmp_path / "toy.h5ad")
+    spec = oos.DatasetSpec(
+        "toy.h5ad", "condition", "cell_type", "control", ("stimulated",), "counts", None, "toy", max_cells_per_group=8
+    )
+    first, again = oos.load_dataset(spec, tmp_path), oos.load_dataset(spec, tmp_path)
+    sizes = first.obs.groupby(["cell_type", "condition"], observed=True).size()
+    expected = raw.obs.groupby(["cell_type", "condition"], observed=True).size().clip(upper=8)
+    assert sizes.to_dict() == expected.to_dict() and sizes.min() == 5
+    np.testing.assert_array_equal(first.obs_names, again.obs_names)  # seeded: the same cells every run
+    np.testing.assert_array_equal(first.layers["counts"].toarray(), raw[first.obs_names].X)
+
+
+def test_trvae_auto_epochs_is_the_model_default(monkeypatch):
+    from scvi_trvae import TRVAE
+
+    seen = []
+
+    def record_train(self, max_epochs=None, **kwargs):
+        seen.append(max_epochs)
+        raise _StopFit
+
+    class _StopFit(Exception):
+        pass
+
+    monkeypatch.setattr(TRVAE, "train", record_train)
+    adata = synthetic_perturbation(
+        n_cell_types=2, n_genes=20, n_cells_per_group=10, n_response_genes=4, n_marker_genes=3, seed=0
+    )
+    for epochs in (oos.AUTO_EPOCHS, 7):
+        with pytest.raises(_StopFit):
+            oos.fit_predict_trvae(
+                adata, adata, "control", "stimulated", 0, epochs, condition_key="condition", counts=False
+            )
+    assert seen == [None, 7]
+
+
+@pytest.mark.skipif(not oos.SCARCHES_PYTHON.exists(), reason="no scArches environment (make scarches-venv)")
+@pytest.mark.parametrize(("settings", "counts"), [("defaults", True), ("paper", False)])
+def test_scarches_fit_predict(settings, counts, one_thread):
+    adata = synthetic_perturbation(n_cell_types=2, n_genes=40, n_cells_per_group=20, n_response_genes=6, seed=1)
+    held_out = ((adata.obs["cell_type"] == "type_A") & (adata.obs["condition"] == "stimulated")).to_numpy()
+    control_mask = ((adata.obs["cell_type"] == "type_A") & (adata.obs["condition"] == "control")).to_numpy()
+    train, control = adata[~held_out].copy(), adata[control_mask].copy()
+    pred = oos.fit_predict_scarches(
+        train, control, "control", "stimulated", 0, 2, condition_key="condition", counts=counts, settings=settings
+    )
+    assert pred.shape == control.shape and np.isfinite(pred).all() and (pred >= 0).all()
+    if counts:
+        assert pred.max() < np.log1p(1e4) + 1e-3  # log1p of counts per 10,000
+
+
 def test_epochs_parsing():
     methods = ["trVAE", "scGen", "no response"]
     assert oos._parse_epochs(None, methods, quick=True) == {"trVAE": 3, "scGen": 3, "no response": None}

@@ -888,9 +888,10 @@ def markdown_report(config: RunConfig, rows: list[dict[str, Any]], wall_seconds:
         "`scvi_trvae.metrics.evaluate_prediction` against the real held-out cells. Genes: highly variable "
         f"genes (scanpy, `flavor='{HVG_FLAVOR}'`) selected on the training cells of each split only, or all "
         "genes (see the data sets). DEGs (50 up + 50 down, Wilcoxon, real target vs real control) are computed "
-        "once per split and shared by all methods. Count data: trVAE/CVAE/MMD-CVAE (`likelihood='nb'`) and "
-        "scVI are trained on raw counts, everything else on `log1p` of counts per 10,000, and all are scored "
-        "on that scale. Splits with fewer than "
+        "once per split and shared by all methods. Count data: trVAE/CVAE/MMD-CVAE (`likelihood='nb'`), "
+        "scArches trVAE with its defaults (`recon_loss='nb'`) and scVI are trained on raw counts, everything "
+        "else on `log1p` of counts per 10,000, and all are scored on that scale. scVI's prediction is the "
+        "decoder mean (no sampling), which the E-distance penalises. Splits with fewer than "
         f"{config.min_cells} held-out or control cells are skipped.",
         "",
         "**Tables.** Each cell is the median over the held-out splits of a data set (or of all data sets); "

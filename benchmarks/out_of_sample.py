@@ -750,11 +750,40 @@ def _fmt(values: Sequence[float], digits: int = 3) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
-def _per_seed_medians(frame: pd.DataFrame, metric: str) -> list[float]:
-    """Median of ``metric`` over the splits in ``frame``, one value per seed."""
+SPLIT_KEYS = ["dataset", "cell_type", "target"]
+
+
+def _nanmedian(values: pd.Series) -> float:
     with warnings.catch_warnings():  # a metric undefined on every split (Δ-Pearson of "no response") stays NaN
         warnings.simplefilter("ignore", RuntimeWarning)
-        return [float(np.nanmedian(group[metric].astype(float))) for _, group in frame.groupby("seed")]
+        return float(np.nanmedian(values.astype(float)))
+
+
+def _split_means(frame: pd.DataFrame, metric: str) -> pd.Series:
+    """``metric`` of one method per split, averaged over the seeds that split has."""
+    return frame.groupby(SPLIT_KEYS)[metric].agg(
+        lambda v: float(np.nanmean(v.astype(float))) if v.notna().any() else np.nan
+    )
+
+
+def _median_cell(frame: pd.DataFrame, metric: str, digits: int = 3) -> str:
+    """Median over splits of the seed-averaged ``metric``; ``± sd`` over seeds where several seeds ran.
+
+    The spread is the standard deviation, over seeds, of the medians over the splits that every seed covers.
+    """
+    median = _nanmedian(_split_means(frame, metric))
+    if not math.isfinite(median):
+        return "—"
+    seeds = sorted(frame["seed"].unique())
+    if len(seeds) < 2:
+        return f"{median:.{digits}f}"
+    per_split = frame.groupby(SPLIT_KEYS)["seed"].nunique()
+    common = per_split[per_split == len(seeds)].index
+    complete = frame.set_index(SPLIT_KEYS).loc[common].reset_index()
+    spreads = [_nanmedian(group[metric]) for _, group in complete.groupby("seed")]
+    if len(spreads) < 2:
+        return f"{median:.{digits}f}"
+    return f"{median:.{digits}f} ± {np.std(spreads, ddof=1):.{digits}f}"
 
 
 def _failures(frame: pd.DataFrame, method: str) -> str:
@@ -786,7 +815,7 @@ def _dataset_table(frame: pd.DataFrame, methods: Sequence[str], n_seeds: int) ->
             continue
         ok = frame[(frame["method"] == method) & (frame["status"] == "ok")]
         n_splits = f"{ok.groupby(['cell_type', 'target']).ngroups}{_failures(frame, method)}"
-        cells = [_fmt(_per_seed_medians(ok, m)) for m in METRICS]
+        cells = [_median_cell(ok, m) for m in METRICS]
         lines.append(
             f"| {method} | {seeds} | {n_splits} | "
             + " | ".join(cells)
@@ -816,9 +845,40 @@ def _overall_table(frame: pd.DataFrame, methods: Sequence[str], n_seeds: int) ->
         seconds = (ok["fit_seconds"].astype(float) + ok["eval_seconds"].astype(float)).sum()
         lines.append(
             f"| {method} | {seeds} | {ok['dataset'].nunique()} | {n_splits} | "
-            f"{_fmt(_per_seed_medians(ok, 'pearson_delta_deg'))} | {_fmt(_per_seed_medians(ok, 'edist_scaled'))} | "
+            f"{_median_cell(ok, 'pearson_delta_deg')} | {_median_cell(ok, 'edist_scaled')} | "
             f"{seconds:.0f} |"
         )
+    return lines
+
+
+def _paired_table(frame: pd.DataFrame, methods: Sequence[str], reference: str = "trVAE") -> list[str]:
+    """``reference`` against each other method on the splits both have (seed-averaged per split)."""
+    ok = frame[frame["status"] == "ok"]
+    mine = ok[ok["method"] == reference]
+    if mine.empty:
+        return []
+    metrics = (("pearson_delta_deg", "Δ-Pearson (DEG)", 1.0), ("edist_scaled", "E-dist scaled ↓", -1.0))
+    header = ["method", "common splits"]
+    for _, label, _ in metrics:
+        header += [f"{label}: {reference}", f"{label}: method", f"{label}: {reference} better"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in methods:
+        theirs = ok[ok["method"] == method]
+        if method == reference or theirs.empty:
+            continue
+        cells = []
+        for metric, _, sign in metrics:
+            pair = pd.concat({"ref": _split_means(mine, metric), "other": _split_means(theirs, metric)}, axis=1)
+            pair = pair.dropna()
+            wins = int((sign * (pair["ref"] - pair["other"]) > 0).sum())
+            if pair.empty:  # e.g. Δ-Pearson of "no response", undefined on every split
+                cells += ["—", "—", "—"]
+                continue
+            cells += [f"{pair['ref'].median():.3f}", f"{pair['other'].median():.3f}", f"{wins}/{len(pair)}"]
+        n_common = len(
+            pd.concat([_split_means(mine, "edist_scaled"), _split_means(theirs, "edist_scaled")], axis=1).dropna()
+        )
+        lines.append(f"| {method} | {n_common} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -895,7 +955,8 @@ def markdown_report(config: RunConfig, rows: list[dict[str, Any]], wall_seconds:
         f"{config.min_cells} held-out or control cells are skipped.",
         "",
         "**Tables.** Each cell is the median over the held-out splits of a data set (or of all data sets); "
-        "with several seeds, the mean ± sd over seeds of those medians. *seeds* says how many seeds a method "
+        "each split's value is first averaged over the seeds it was run with; ± is the sd over seeds of the medians "
+        "over the splits that every seed covers. *seeds* says how many seeds a method "
         "was run with: slow baselines run with one seed, deterministic ones once. r² are squared Pearson "
         "correlations (scGen/trVAE figure metric); Δ-Pearson is the correlation of predicted and real mean "
         "shifts from control; E-dist scaled is the energy distance to the real cells over that of the control "
@@ -940,6 +1001,17 @@ def markdown_report(config: RunConfig, rows: list[dict[str, Any]], wall_seconds:
         seeds = seeds_label(spec, seeds_for(spec, config.n_seeds))
         lines.append(f"| {name} | {spec.description} | {'—' if epochs is None else epochs} | {seeds} |")
     lines += ["", "## Overall (all data sets)", "", *_overall_table(frame, methods, config.n_seeds), ""]
+    paired = _paired_table(frame, methods)
+    if paired:
+        lines += [
+            "## trVAE against each method, on the same splits",
+            "",
+            "Medians over the splits that both trVAE and the method have (seed-averaged per split), and in how "
+            "many of those splits trVAE is better. Methods with fewer splits than trVAE are compared on theirs only.",
+            "",
+            *paired,
+            "",
+        ]
     for dataset in config.datasets:
         spec = DATASETS[dataset]
         here = frame[frame["dataset"] == dataset]

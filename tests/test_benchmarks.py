@@ -226,6 +226,35 @@ def test_scarches_fit_predict(settings, counts, one_thread):
         assert pred.max() < np.log1p(1e4) + 1e-3  # log1p of counts per 10,000
 
 
+def _result_rows(method: str, values: dict[tuple[str, int], tuple[float, float]]) -> list[dict]:
+    """Rows of one method: {(cell type, seed): (Δ-Pearson DEG, E-dist)}."""
+    return [
+        {"dataset": "d", "cell_type": cell_type, "target": "t", "method": method, "seed": seed, "status": "ok",
+         "pearson_delta_deg": delta, "edist_scaled": edist}
+        for (cell_type, seed), (delta, edist) in values.items()
+    ]  # fmt: skip
+
+
+def test_median_cell_averages_seeds_per_split_and_spreads_over_common_splits():
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        _result_rows("trVAE", {("a", 0): (0.9, 0.2), ("a", 1): (0.7, 0.4), ("b", 0): (0.5, 0.6), ("c", 0): (0.1, 0.9)})
+    )
+    # per split: a 0.8 (two seeds), b 0.5, c 0.1 -> median 0.5; seeds 0 and 1 share only split a: sd of (0.9, 0.7)
+    assert oos._median_cell(frame, "pearson_delta_deg") == f"0.500 ± {np.std([0.9, 0.7], ddof=1):.3f}"
+    assert oos._median_cell(frame[frame["seed"] == 0], "pearson_delta_deg") == "0.500"
+
+
+def test_paired_table_compares_on_common_splits_only():
+    import pandas as pd
+
+    rows = _result_rows("trVAE", {("a", 0): (0.9, 0.2), ("b", 0): (0.5, 0.6), ("c", 0): (0.8, 0.3)})
+    rows += _result_rows("other", {("a", 0): (0.8, 0.1), ("b", 0): (0.6, 0.7)})  # no split c
+    table = oos._paired_table(pd.DataFrame(rows), ["trVAE", "other"])
+    assert table[2] == "| other | 2 | 0.700 | 0.700 | 1/2 | 0.400 | 0.400 | 1/2 |"
+
+
 def test_epochs_parsing():
     methods = ["trVAE", "scGen", "no response"]
     assert oos._parse_epochs(None, methods, quick=True) == {"trVAE": 3, "scGen": 3, "no response": None}

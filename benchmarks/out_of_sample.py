@@ -802,7 +802,12 @@ def _method_cell(frame: pd.DataFrame, method: str, n_seeds: int) -> tuple[str, s
     if ok.empty:
         reasons = sorted({f"{status}: {reason}" for status, reason in zip(mine["status"], mine["reason"], strict=True)})
         return "—", "; ".join(reasons)
-    return seeds_label(spec, sorted(ok["seed"].unique())), ""
+    seeds = sorted(ok["seed"].unique())
+    label = seeds_label(spec, seeds)
+    per_split = ok.groupby(SPLIT_KEYS)["seed"].nunique()
+    if len(seeds) > 1 and (per_split < len(seeds)).any():
+        label += f" on {int((per_split == len(seeds)).sum())} of {len(per_split)} splits, fewer on the rest"
+    return label, ""
 
 
 def _dataset_table(frame: pd.DataFrame, methods: Sequence[str], n_seeds: int) -> list[str]:
@@ -964,7 +969,12 @@ def markdown_report(config: RunConfig, rows: list[dict[str, Any]], wall_seconds:
         "no response (its predicted shift is zero): shown as —. Runs that failed (e.g. non-finite "
         "predictions) are left out of the medians and counted next to *splits*.",
         "",
-        f"**Wall time.** This invocation: {wall_seconds / 60:.1f} min; compute summed over all results "
+        (
+            "**Wall time.** This page was made from the cache (`--cached-only`); "
+            if config.cached_only
+            else f"**Wall time.** This invocation: {wall_seconds / 60:.1f} min; "
+        )
+        + "compute summed over all results "
         f"(including ones read from the cache): {compute / 60:.1f} min; {len(ok)} results. "
         f"Machine: {platform.machine()}, torch threads {torch.get_num_threads()}.",
         "",

@@ -862,27 +862,26 @@ def _paired_table(frame: pd.DataFrame, methods: Sequence[str], reference: str = 
     mine = ok[ok["method"] == reference]
     if mine.empty:
         return []
-    metrics = (("pearson_delta_deg", "Δ-Pearson (DEG)", 1.0), ("edist_scaled", "E-dist scaled ↓", -1.0))
+    compared = (("pearson_delta_deg", "Δ-Pearson (DEG)", 1.0), ("edist_scaled", "E-dist scaled ↓", -1.0))
+    reference_means = {metric: _split_means(mine, metric) for metric, _, _ in compared}
     header = ["method", "common splits"]
-    for _, label, _ in metrics:
+    for _, label, _ in compared:
         header += [f"{label}: {reference}", f"{label}: method", f"{label}: {reference} better"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in methods:
         theirs = ok[ok["method"] == method]
         if method == reference or theirs.empty:
             continue
-        cells = []
-        for metric, _, sign in metrics:
-            pair = pd.concat({"ref": _split_means(mine, metric), "other": _split_means(theirs, metric)}, axis=1)
-            pair = pair.dropna()
-            wins = int((sign * (pair["ref"] - pair["other"]) > 0).sum())
+        cells, n_common = [], 0
+        for metric, _, sign in compared:
+            pair = pd.concat({"ref": reference_means[metric], "other": _split_means(theirs, metric)}, axis=1).dropna()
+            if metric == "edist_scaled":  # defined for every method, so its pairs are the common splits
+                n_common = len(pair)
             if pair.empty:  # e.g. Δ-Pearson of "no response", undefined on every split
                 cells += ["—", "—", "—"]
                 continue
+            wins = int((sign * (pair["ref"] - pair["other"]) > 0).sum())
             cells += [f"{pair['ref'].median():.3f}", f"{pair['other'].median():.3f}", f"{wins}/{len(pair)}"]
-        n_common = len(
-            pd.concat([_split_means(mine, "edist_scaled"), _split_means(theirs, "edist_scaled")], axis=1).dropna()
-        )
         lines.append(f"| {method} | {n_common} | " + " | ".join(cells) + " |")
     return lines
 

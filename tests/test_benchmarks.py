@@ -54,6 +54,13 @@ def one_thread():
 
 
 # ------------------------------------------------------------------------------------------- small pieces
+def _hold_out_type_a(adata):
+    """(training cells without stimulated type_A, type_A's control cells) of a synthetic data set."""
+    type_a = (adata.obs["cell_type"] == "type_A").to_numpy()
+    stimulated = (adata.obs["condition"] == "stimulated").to_numpy()
+    return adata[~(type_a & stimulated)].copy(), adata[type_a & ~stimulated].copy()
+
+
 def test_latent_delta_recovers_shift_despite_imbalance():
     rng = np.random.default_rng(0)
     shift = np.array([1.0, -2.0, 0.5])
@@ -112,9 +119,7 @@ def test_cyclegan_generator_starts_as_identity():
 @pytest.mark.parametrize("method", ["trVAE", "scVI"])
 def test_count_methods_fit_predict(method, one_thread):
     adata = synthetic_perturbation(n_cell_types=2, n_genes=40, n_cells_per_group=25, n_response_genes=6, seed=3)
-    held_out = ((adata.obs["cell_type"] == "type_A") & (adata.obs["condition"] == "stimulated")).to_numpy()
-    control_mask = ((adata.obs["cell_type"] == "type_A") & (adata.obs["condition"] == "control")).to_numpy()
-    train, control = adata[~held_out].copy(), adata[control_mask].copy()
+    train, control = _hold_out_type_a(adata)
     pred = oos.METHODS[method].fit_predict(
         train, control, "control", "stimulated", 0, 1, condition_key="condition", cell_type_key="cell_type",
         cell_type="type_A", counts=True, **oos.METHODS[method].kwargs,
@@ -215,9 +220,7 @@ def test_trvae_auto_epochs_is_the_model_default(monkeypatch):
 @pytest.mark.parametrize(("settings", "counts"), [("defaults", True), ("paper", False)])
 def test_scarches_fit_predict(settings, counts, one_thread):
     adata = synthetic_perturbation(n_cell_types=2, n_genes=40, n_cells_per_group=20, n_response_genes=6, seed=1)
-    held_out = ((adata.obs["cell_type"] == "type_A") & (adata.obs["condition"] == "stimulated")).to_numpy()
-    control_mask = ((adata.obs["cell_type"] == "type_A") & (adata.obs["condition"] == "control")).to_numpy()
-    train, control = adata[~held_out].copy(), adata[control_mask].copy()
+    train, control = _hold_out_type_a(adata)
     pred = oos.fit_predict_scarches(
         train, control, "control", "stimulated", 0, 2, condition_key="condition", counts=counts, settings=settings
     )

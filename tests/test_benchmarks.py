@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import json
@@ -31,6 +32,7 @@ scgen = _import("_scgen")
 saucie = _import("_saucie")
 cyclegan = _import("_cyclegan")
 nets = _import("_nets")
+tune = _import("tune_kang_nk")
 
 
 @contextlib.contextmanager
@@ -273,6 +275,37 @@ def test_scarches_without_its_environment_is_not_applicable(monkeypatch, tmp_pat
     )
     with pytest.raises(oos.NotApplicable, match="make scarches-venv"):
         oos.fit_predict_scarches(adata, adata, "control", "stimulated", 0, 1, condition_key="condition", counts=False)
+
+
+# ------------------------------------------------------------------------------------------- tuning script
+def _tune_args(**overrides):
+    defaults = {
+        "genes": 2000, "epochs": 1, "kl": 0.1, "mmd": 100.0, "hidden": 32, "latent": 4, "layers": 1,
+        "dropout": 0.1, "mmd_on": "y", "bs": 128, "lr": 1e-3, "seed": 0, "threads": 1, "data_dir": SHARED_DATA,
+    }  # fmt: skip
+    return argparse.Namespace(**{**defaults, **overrides})
+
+
+def test_tune_table_marks_old_runs_as_all_genes(tmp_path):
+    scores = {name: 0.5 for name in tune.TABLE_METRICS}
+    old_run = {"args": {"epochs": 60, "kl": 0.1, "seed": 0}, "counterfactual": scores}
+    new_run = {"args": {"genes": 2000, "epochs": "auto", "seed": 1}, "counterfactual": scores, "mean": scores}
+    path = tmp_path / "runs.jsonl"
+    path.write_text(json.dumps(old_run) + "\n" + json.dumps(new_run) + "\n")
+    lines = tune.markdown_table(path).splitlines()
+    assert len(lines) == 2 + 3  # header, rule, one row per (run, prediction mode)
+    assert lines[2].startswith("| all | 60 | 0.1 |") and "| counterfactual | 0.500 |" in lines[2]
+    assert lines[3].startswith("| 2000 | auto |") and lines[4].split(" | ")[12] == "mean"
+
+
+def test_tune_once_scores_the_benchmark_split(one_thread):
+    if not KANG.exists():
+        pytest.skip(f"shared data not found: {KANG}")
+    result = tune.tune_once(_tune_args())
+    assert result["n_genes"] == 2000 and result["epochs_trained"] == 1
+    for mode in ("counterfactual", "mean"):
+        assert set(result[mode]) == set(tune.TABLE_METRICS)
+        assert all(math.isfinite(value) for value in result[mode].values())
 
 
 # ------------------------------------------------------------------------------------------- quick mode

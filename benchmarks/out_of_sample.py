@@ -494,16 +494,11 @@ class MethodSpec:
 
 METHODS: dict[str, MethodSpec] = {
     # "auto": TRVAE.train(max_epochs=None), about 1,500 minibatch steps (80 epochs on the Kang NK split)
-    # revision 1 of the three TRVAE variants: the model's default depth went from n_layers=2 to 1
-    "trVAE": MethodSpec(
-        fit_predict_trvae, "scvi_trvae.TRVAE defaults (MMD on y)", AUTO_EPOCHS, kwargs={"mmd_on": "y"}, revision=1
-    ),
+    "trVAE": MethodSpec(fit_predict_trvae, "scvi_trvae.TRVAE defaults (MMD on y)", AUTO_EPOCHS, kwargs={"mmd_on": "y"}),
     "MMD-CVAE": MethodSpec(
-        fit_predict_trvae, "TRVAE with mmd_on='z'", AUTO_EPOCHS, seeds="one", kwargs={"mmd_on": "z"}, revision=1
+        fit_predict_trvae, "TRVAE with mmd_on='z'", AUTO_EPOCHS, seeds="one", kwargs={"mmd_on": "z"}
     ),
-    "CVAE": MethodSpec(
-        fit_predict_trvae, "TRVAE with mmd_on=None (no MMD)", AUTO_EPOCHS, kwargs={"mmd_on": None}, revision=1
-    ),
+    "CVAE": MethodSpec(fit_predict_trvae, "TRVAE with mmd_on=None (no MMD)", AUTO_EPOCHS, kwargs={"mmd_on": None}),
     "scGen": MethodSpec(fit_predict_scgen, "VAE 800-800, z 100 + balanced latent arithmetic", 100, seeds="one"),
     "SAUCIE-like": MethodSpec(
         fit_predict_saucie,

@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--mmd", type=float, default=100.0)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--latent", type=int, default=20)
-    parser.add_argument("--layers", type=int, default=1)
+    parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--mmd-on", default="y", choices=["y", "z", "none"])
     parser.add_argument("--bs", type=int, default=128)

@@ -106,7 +106,7 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         adata: AnnData | None = None,
         n_hidden: int = 256,
         n_latent: int = 20,
-        n_layers: int = 1,
+        n_layers: int = 2,
         dropout_rate: float = 0.1,
         use_batch_norm: bool = True,
         use_layer_norm: bool = False,

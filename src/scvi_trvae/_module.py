@@ -79,7 +79,7 @@ class TRVAEModule(BaseModuleClass):
         n_cats_per_cov: Sequence[int] | None = None,
         n_hidden: int = 256,
         n_latent: int = 20,
-        n_layers: int = 1,
+        n_layers: int = 2,
         dropout_rate: float = 0.1,
         use_batch_norm: bool = True,
         use_layer_norm: bool = False,

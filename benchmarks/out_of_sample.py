@@ -810,9 +810,19 @@ def _method_cell(frame: pd.DataFrame, method: str, n_seeds: int) -> tuple[str, s
     return label, ""
 
 
+def markdown_row(cells: Sequence[str]) -> str:
+    """One markdown table row."""
+    return "| " + " | ".join(cells) + " |"
+
+
+def markdown_header(header: Sequence[str]) -> list[str]:
+    """A markdown table's header row and rule."""
+    return [markdown_row(header), "|" + "---|" * len(header)]
+
+
 def _dataset_table(frame: pd.DataFrame, methods: Sequence[str], n_seeds: int) -> list[str]:
     header = ["method", "seeds", "splits", *[METRIC_LABELS[m] for m in METRICS], "fit s (mean)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = markdown_header(header)
     for method in methods:
         seeds, note = _method_cell(frame, method, n_seeds)
         if note:
@@ -821,11 +831,7 @@ def _dataset_table(frame: pd.DataFrame, methods: Sequence[str], n_seeds: int) ->
         ok = frame[(frame["method"] == method) & (frame["status"] == "ok")]
         n_splits = f"{ok.groupby(['cell_type', 'target']).ngroups}{_failures(frame, method)}"
         cells = [_median_cell(ok, m) for m in METRICS]
-        lines.append(
-            f"| {method} | {seeds} | {n_splits} | "
-            + " | ".join(cells)
-            + f" | {ok['fit_seconds'].astype(float).mean():.1f} |"
-        )
+        lines.append(markdown_row([method, seeds, n_splits, *cells, f"{ok['fit_seconds'].astype(float).mean():.1f}"]))
     return lines
 
 
@@ -839,7 +845,7 @@ def _overall_table(frame: pd.DataFrame, methods: Sequence[str], n_seeds: int) ->
         "median E-dist scaled ↓",
         "compute (s)",
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = markdown_header(header)
     for method in methods:
         seeds, note = _method_cell(frame, method, n_seeds)
         if note:
@@ -867,7 +873,7 @@ def _paired_table(frame: pd.DataFrame, methods: Sequence[str], reference: str = 
     header = ["method", "common splits"]
     for _, label, _ in compared:
         header += [f"{label}: {reference}", f"{label}: method", f"{label}: {reference} better"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = markdown_header(header)
     for method in methods:
         theirs = ok[ok["method"] == method]
         if method == reference or theirs.empty:
@@ -882,7 +888,7 @@ def _paired_table(frame: pd.DataFrame, methods: Sequence[str], reference: str = 
                 continue
             wins = int((sign * (pair["ref"] - pair["other"]) > 0).sum())
             cells += [f"{pair['ref'].median():.3f}", f"{pair['other'].median():.3f}", f"{wins}/{len(pair)}"]
-        lines.append(f"| {method} | {n_common} | " + " | ".join(cells) + " |")
+        lines.append(markdown_row([method, str(n_common), *cells]))
     return lines
 
 
@@ -891,14 +897,14 @@ def _headline_table(
 ) -> list[str]:
     keys = ["r2_mean_all", "r2_mean_deg", "r2_var_all", "r2_var_deg", "pearson_delta_deg", "edist_scaled"]
     header = ["method", "seeds", *[METRIC_LABELS[k] for k in keys]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = markdown_header(header)
     here = frame[(frame["dataset"] == dataset) & (frame["cell_type"] == cell_type) & (frame["target"] == target)]
     for method in methods:
         ok = here[(here["method"] == method) & (here["status"] == "ok")]
         if ok.empty:
             continue
         cells = [_fmt(list(ok[k].astype(float))) for k in keys]
-        lines.append(f"| {method} | {len(ok)} | " + " | ".join(cells) + " |")
+        lines.append(markdown_row([method, str(len(ok)), *cells]))
     return lines
 
 
@@ -923,10 +929,9 @@ def published_table() -> list[str]:
         "Published numbers, for reference only: their data, gene selection and splits, not ours "
         '(`../shared/notes/evaluation.md`). "r²" is the squared Pearson r of per-gene means / variances.',
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
+        *markdown_header(header),
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in _PUBLISHED_ROWS]
+    lines += [markdown_row(row) for row in _PUBLISHED_ROWS]
     return lines
 
 

@@ -20,16 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from out_of_sample import AUTO_EPOCHS, DATASETS, load_dataset, make_split
+from out_of_sample import AUTO_EPOCHS, DATASETS, load_dataset, make_split, markdown_header, markdown_row
 
 from scvi_trvae import TRVAE, metrics
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RESULTS = Path(__file__).parent / "results" / "tune_kang_nk.jsonl"
 TABLE_ARGS = ("genes", "epochs", "kl", "mmd", "mmd_on", "hidden", "latent", "layers", "dropout", "lr", "bs", "seed")
-TABLE_METRICS = (
-    "r2_mean_all", "r2_mean_deg", "r2_var_all", "r2_var_deg", "pearson_delta_all", "pearson_delta_deg", "edist_scaled",
-)  # fmt: skip
+TABLE_METRICS = metrics.METRIC_KEYS
 #: Settings of runs stored before the option existed.
 OLD_RUN_DEFAULTS = {"genes": "all"}
 
@@ -46,7 +44,7 @@ def markdown_table(path: Path) -> str:
     """Every stored run (one row per run and prediction mode) as a markdown table."""
     runs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     header = [*TABLE_ARGS, "mode", *TABLE_METRICS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = markdown_header(header)
     for run in runs:
         settings = {**OLD_RUN_DEFAULTS, **run["args"]}
         for mode in ("counterfactual", "mean"):
@@ -54,7 +52,7 @@ def markdown_table(path: Path) -> str:
                 continue
             cells = [str(settings.get(name, "")) for name in TABLE_ARGS]
             cells += [mode, *(f"{run[mode][name]:.3f}" for name in TABLE_METRICS)]
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append(markdown_row(cells))
     return "\n".join(lines)
 
 
@@ -95,7 +93,8 @@ def tune_once(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one configuration (model settings default to TRVAE's), or ``--table``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--genes", type=_genes, default=2000, help="number of HVGs, or 'all' (default 2000)")
     parser.add_argument("--epochs", type=_epochs, default=AUTO_EPOCHS, help="'auto' (the model's default) or N")
@@ -113,7 +112,11 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--table", action="store_true", help="print the stored runs as a markdown table and exit")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.table:
         print(markdown_table(args.output))
         return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import json
@@ -278,14 +277,6 @@ def test_scarches_without_its_environment_is_not_applicable(monkeypatch, tmp_pat
 
 
 # ------------------------------------------------------------------------------------------- tuning script
-def _tune_args(**overrides):
-    defaults = {
-        "genes": 2000, "epochs": 1, "kl": 0.1, "mmd": 100.0, "hidden": 32, "latent": 4, "layers": 1,
-        "dropout": 0.1, "mmd_on": "y", "bs": 128, "lr": 1e-3, "seed": 0, "threads": 1, "data_dir": SHARED_DATA,
-    }  # fmt: skip
-    return argparse.Namespace(**{**defaults, **overrides})
-
-
 def test_tune_table_marks_old_runs_as_all_genes(tmp_path):
     scores = {name: 0.5 for name in tune.TABLE_METRICS}
     old_run = {"args": {"epochs": 60, "kl": 0.1, "seed": 0}, "counterfactual": scores}
@@ -301,7 +292,8 @@ def test_tune_table_marks_old_runs_as_all_genes(tmp_path):
 def test_tune_once_scores_the_benchmark_split(one_thread):
     if not KANG.exists():
         pytest.skip(f"shared data not found: {KANG}")
-    result = tune.tune_once(_tune_args())
+    small = ["--epochs", "1", "--hidden", "32", "--latent", "4", "--threads", "1", "--data-dir", str(SHARED_DATA)]
+    result = tune.tune_once(tune.build_parser().parse_args(small))
     assert result["n_genes"] == 2000 and result["epochs_trained"] == 1
     for mode in ("counterfactual", "mean"):
         assert set(result[mode]) == set(tune.TABLE_METRICS)

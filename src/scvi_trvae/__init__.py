@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import baselines, datasets, metrics, pl
+from . import baselines, datasets, metrics, model_selection, pl
 from ._data import ConditionBalancedDataSplitter, ConditionBalancedSampler
+from ._ensemble import TRVAEEnsemble
 from ._mmd import condition_mmd
 from ._model import TRVAE
 from ._module import TRVAEModule
@@ -21,11 +22,13 @@ __all__ = [
     "ConditionBalancedDataSplitter",
     "ConditionBalancedSampler",
     "NonFiniteLossError",
+    "TRVAEEnsemble",
     "TRVAEModule",
     "TRVAETrainingPlan",
     "baselines",
     "condition_mmd",
     "datasets",
     "metrics",
+    "model_selection",
     "pl",
 ]

@@ -1,0 +1,249 @@
+"""Seed ensembles, self-tuning and shift shrinkage on the out-of-sample splits (issue 13).
+
+For each split of ``out_of_sample.py`` (same data, gene selection, DEGs and metrics) this runs, with every
+result cached in ``benchmarks/cache/accuracy`` so that an interrupted run resumes:
+
+* ``members``: three default :class:`scvi_trvae.TRVAE` fits (seeds 0, 1, 2; the benchmark's "trVAE" seeds),
+  their counterfactual predictions kept;
+* ``selection``: :func:`scvi_trvae.model_selection.select_hyperparameters` on the split's training cells
+  only (inner leave-one-cell-type-out), which picks a configuration and a shift weight ``w``;
+* ``tuned``: three fits of the chosen configuration on all training cells (reused from ``members`` when
+  the defaults win).
+
+Methods scored from these: "trVAE ensemble" (mean of the 3 default members), "trVAE ensemble + shrink"
+(``w`` chosen by the inner validation of the default configuration), "trVAE self-tuned" (chosen
+configuration and ``w``, seed 0 only), "trVAE self-tuned ensemble" (chosen configuration and ``w``, 3
+seeds), and the single seeds of the default ("trVAE seed k"). The per-gene sd of the ensemble's predicted
+shift is compared with the absolute error of its mean shift (Spearman).
+
+    python benchmarks/accuracy.py --datasets kang --cell-types NK          # the tuning split
+    python benchmarks/accuracy.py --report                                  # tables from the cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from out_of_sample import BENCH_DIR, DATA_DIR, DATASETS, dense, load_dataset, make_split
+from scipy.stats import spearmanr
+
+from scvi_trvae import metrics, model_selection
+from scvi_trvae._ensemble import pooled_shift
+
+CACHE = BENCH_DIR / "cache" / "accuracy"
+RESULTS = BENCH_DIR / "results" / "accuracy.json"
+SEEDS = (0, 1, 2)
+SEARCH_SPACE = {
+    "n_layers": (1, 2),
+    "mmd_weight": (10.0, 100.0),
+    "kl_weight": (0.01, 0.1),
+    "training_steps": (750, 1500),
+}
+
+
+def _fit_predict(split, config: dict[str, Any], seed: int) -> np.ndarray:
+    model = model_selection._train_model(
+        split.train, split.spec.condition_key, config, seed, accelerator="cpu", enable_progress_bar=False
+    )
+    return dense(model.predict_perturbation(split.control, source=split.source, target=split.target).X)
+
+
+def _cached_preds(path: Path, split, config: dict[str, Any]) -> np.ndarray:
+    if path.exists():
+        return np.load(path)
+    preds = np.stack([_fit_predict(split, config, seed) for seed in SEEDS]).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, preds)
+    return preds
+
+
+def _selection(path: Path, split, n_configs: int, max_inner_folds: int) -> dict[str, Any]:
+    if path.exists():
+        return json.loads(path.read_text())
+    spec = split.spec
+    start = time.perf_counter()
+    result = model_selection.select_hyperparameters(
+        split.train, cell_type_key=spec.cell_type_key, condition_key=spec.condition_key, source=split.source,
+        target=split.target, n_configs=n_configs, search_space=SEARCH_SPACE, max_inner_folds=max_inner_folds,
+        seed=0, progress_bar=False, accelerator="cpu",
+    )  # fmt: skip
+    default_rows = result.summary[result.summary["config"] == 0]
+    out = {
+        "best_config": result.best_config,
+        "best_shift_weight": result.best_shift_weight,
+        "default_shift_weight": float(default_rows.iloc[0]["shift_weight"]),
+        "inner_cell_types": result.inner_cell_types,
+        "seconds": time.perf_counter() - start,
+        "summary": result.summary.to_dict(orient="records"),
+    }
+    path.write_text(json.dumps(out, indent=1, default=float))
+    return out
+
+
+def _blend(pred: np.ndarray, observed: np.ndarray, shift: np.ndarray, weight: float) -> np.ndarray:
+    return np.clip(observed + weight * (pred - observed) + (1 - weight) * shift, 0.0, None)
+
+
+def uncertainty_spearman(members: np.ndarray, observed: np.ndarray, real_target: np.ndarray) -> tuple[float, Any]:
+    """Spearman r between each gene's sd over members of the mean predicted shift and the abs error of the mean."""
+    member_shift = members.mean(1) - observed.mean(0)
+    sd = member_shift.std(0, ddof=1)
+    error = np.abs(member_shift.mean(0) - (real_target.mean(0) - observed.mean(0)))
+    return float(spearmanr(sd, error).statistic), (sd, error)
+
+
+def run_split(split, n_configs: int, max_inner_folds: int) -> list[dict[str, Any]]:
+    spec = split.spec
+    base = CACHE / split.dataset / f"{split.cell_type}__{split.target}".replace(" ", "_").replace("/", "_")
+    base.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    members = _cached_preds(base / "members_default.npy", split, model_selection.DEFAULT_CONFIG)
+    selection = _selection(base / "selection.json", split, n_configs, max_inner_folds)
+    best = selection["best_config"]
+    same = all(best[k] == model_selection.DEFAULT_CONFIG[k] for k in best)
+    tuned = members if same else _cached_preds(base / "members_tuned.npy", split, best)
+    observed = dense(split.control.X)
+    real = dense(split.real_target.X)
+    shift = pooled_shift(split.train, cell_type_key=spec.cell_type_key, condition_key=spec.condition_key,
+                         exclude=[split.cell_type], source=split.source, target=split.target)  # fmt: skip
+    w_default, w_best = selection["default_shift_weight"], selection["best_shift_weight"]
+    preds = {f"trVAE seed {k}": members[k] for k in range(len(SEEDS))}
+    preds["trVAE ensemble"] = members.mean(0)
+    preds["trVAE ensemble + shrink"] = _blend(members.mean(0), observed, shift, w_default)
+    preds["trVAE ensemble + shrink w=0.5 (fixed)"] = _blend(members.mean(0), observed, shift, 0.5)
+    preds["trVAE self-tuned"] = _blend(tuned[0], observed, shift, w_best)
+    preds["trVAE self-tuned ensemble"] = _blend(tuned.mean(0), observed, shift, w_best)
+    rho, (sd, error) = uncertainty_spearman(members, observed, real)
+    np.savez(base / "uncertainty.npz", sd=sd, error=error)
+    rows = []
+    for name, pred in preds.items():
+        scores = metrics.evaluate_prediction(pred, split.real_target, split.control, degs=split.degs, seed=0)
+        rows.append({
+            "dataset": split.dataset, "cell_type": split.cell_type, "target": split.target, "method": name,
+            **{k: float(scores[k]) for k in metrics.METRIC_KEYS},
+            "shift_weight": {"trVAE ensemble + shrink": w_default, "trVAE self-tuned": w_best,
+                             "trVAE self-tuned ensemble": w_best}.get(name),
+            "tuned_config": best if "self-tuned" in name else None,
+            "uncertainty_spearman": rho if name == "trVAE ensemble" else None,
+        })  # fmt: skip
+    (base / "rows.json").write_text(json.dumps({"rows": rows, "seconds": time.perf_counter() - start}, indent=1))
+    return rows
+
+
+def _reference_rows(path: Path) -> pd.DataFrame:
+    """The benchmark's own per-split rows (trVAE/CVAE seeds, control + mean shift), seed-averaged."""
+    frame = pd.DataFrame(json.loads(path.read_text())["rows"])
+    frame = frame[frame["status"] == "ok"]
+    keys = ["dataset", "cell_type", "target", "method"]
+    return frame.groupby(keys)[list(metrics.METRIC_KEYS)].mean().reset_index()
+
+
+def report(reference_path: Path, figure: Path | None) -> dict[str, Any]:
+    """Tables of every cached split: per-method medians, paired wins, uncertainty Spearman."""
+    rows = [row for path in sorted(CACHE.glob("*/*/rows.json")) for row in json.loads(path.read_text())["rows"]]
+    if not rows:
+        raise SystemExit(f"no cached results under {CACHE}")
+    ours = pd.DataFrame(rows)
+    reference = _reference_rows(reference_path)
+    keys = ["dataset", "cell_type", "target"]
+    splits = ours[keys].drop_duplicates()
+    lines = [f"Splits run: {len(splits)} ({', '.join(f'{d} {c} -> {t}' for d, c, t in splits.to_numpy())}).", ""]
+    lines += ["| method | splits | median Δ-Pearson (DEG) | median E-dist scaled | "
+              "beats mean shift (Δ-P DEG / E-dist) | beats CVAE, 3-seed mean (Δ-P DEG / E-dist) |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for name in ["control + mean shift", "CVAE", "trVAE"]:
+        ref = reference[reference["method"] == name].merge(splits, on=keys)
+        ours = pd.concat([ours, ref.assign(method=f"{name} (benchmark)")], ignore_index=True)
+    summary: dict[str, Any] = {"splits": len(splits), "methods": {}}
+    for name, group in ours.groupby("method", sort=False):
+        paired = {}
+        for baseline in ("control + mean shift (benchmark)", "CVAE (benchmark)"):
+            base = ours[ours["method"] == baseline].set_index(keys)
+            mine = group.set_index(keys).reindex(base.index).dropna(subset=["edist_scaled"])
+            base = base.loc[mine.index]
+            paired[baseline] = (int((mine["pearson_delta_deg"] > base["pearson_delta_deg"]).sum()),
+                                int((mine["edist_scaled"] < base["edist_scaled"]).sum()), len(mine))  # fmt: skip
+        medians = group[["pearson_delta_deg", "edist_scaled"]].median()
+        summary["methods"][name] = {"median": medians.to_dict(), "wins": paired}
+        cells = [f"{a}/{n} / {b}/{n}" for a, b, n in paired.values()]
+        lines.append(f"| {name} | {len(group)} | {medians['pearson_delta_deg']:.3f} | {medians['edist_scaled']:.3f} | "
+                     f"{cells[0]} | {cells[1]} |")  # fmt: skip
+    rho = ours["uncertainty_spearman"].dropna()
+    summary["uncertainty_spearman"] = rho.tolist()
+    lines += [
+        "",
+        f"Uncertainty: Spearman(per-gene sd of the 3-seed ensemble's shift, |error of its mean shift|), "
+        f"median over {len(rho)} splits: {rho.median():.3f} (range {rho.min():.3f} to {rho.max():.3f}).",
+    ]
+    print("\n".join(lines))
+    if figure is not None:
+        _reliability_figure(figure)
+    return summary
+
+
+def _reliability_figure(path: Path) -> None:
+    """Mean absolute error of the predicted mean shift per decile of the predicted sd, one line per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for npz in sorted(CACHE.glob("*/*/uncertainty.npz")):
+        data = np.load(npz)
+        order = np.argsort(data["sd"])
+        bins = np.array_split(order, 10)
+        ax.plot([data["sd"][b].mean() for b in bins], [data["error"][b].mean() for b in bins], marker="o",
+                label=f"{npz.parent.parent.name} {npz.parent.name}")  # fmt: skip
+    lims = ax.get_xlim()
+    ax.set_xlabel("predicted sd of the mean shift (decile mean)")
+    ax.set_ylabel("|error of the mean shift| (decile mean)")
+    ax.set_title("3-seed trVAE ensemble: per-gene uncertainty vs error", fontsize=9)
+    ax.set_xlim(lims)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["kang"])
+    parser.add_argument("--cell-types", nargs="+", default=None)
+    parser.add_argument("--genes", type=int, default=None, help="HVGs (default: the data set's own setting)")
+    parser.add_argument("--n-configs", type=int, default=3)
+    parser.add_argument("--inner-folds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument("--report", action="store_true", help="print the tables of the cached splits and exit")
+    parser.add_argument("--reference", type=Path, default=BENCH_DIR / "results" / "out_of_sample.json")
+    parser.add_argument("--figure", type=Path, default=None, help="write the reliability figure here")
+    args = parser.parse_args()
+    if args.report:
+        summary = report(args.reference, args.figure)
+        RESULTS.write_text(json.dumps(summary, indent=1))
+        return
+    for dataset in args.datasets:
+        spec = DATASETS[dataset]
+        adata = load_dataset(spec, args.data_dir)
+        types = args.cell_types or sorted(set(adata.obs[spec.cell_type_key]))
+        for target in spec.perturbed:
+            for cell_type in types:
+                split = make_split(adata, dataset, spec, cell_type, target, args.genes or spec.n_top_genes)
+                torch.set_num_threads(args.threads)
+                start = time.perf_counter()
+                rows = run_split(split, args.n_configs, args.inner_folds)
+                print(f"{dataset} {cell_type} -> {target}: {time.perf_counter() - start:.0f} s", flush=True)
+                for row in rows:
+                    print(f"  {row['method']:40s} dDEG {row['pearson_delta_deg']:.3f} edist {row['edist_scaled']:.3f}",
+                          flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,311 @@
+"""Seed ensembles of :class:`~scvi_trvae.TRVAE`: K independently seeded models trained on the same data.
+
+The ensemble's counterfactual prediction of a cell is its own observation plus the members' mean
+predicted shift (each member's target decoding minus its source decoding), so the real cell-to-cell
+variation of the observed cells stays in the prediction. The members' disagreement about the shift is
+returned with it as a per-gene and per-(cell, gene) standard deviation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import scvi
+import torch
+from anndata import AnnData
+from scvi.data import _constants
+
+from ._model import TRVAE
+
+#: ``layers`` key of the per-(cell, gene) sd over members of the predicted shift.
+SHIFT_SD_LAYER = "trvae_shift_sd"
+#: ``var`` column of the per-gene sd over members of the cell-averaged predicted shift.
+SHIFT_SD_VAR = "trvae_shift_sd"
+#: ``varm`` key of each member's cell-averaged prediction (genes x members).
+MEMBER_MEANS_VARM = "trvae_member_means"
+_MANIFEST = "ensemble.json"
+
+
+def _dense(matrix) -> np.ndarray:
+    return np.asarray(matrix.toarray() if sp.issparse(matrix) else matrix, dtype=np.float32)
+
+
+def fresh_copy(adata: AnnData) -> AnnData:
+    """Copy ``adata`` without scvi-tools' registration marks, so that registering it leaves ``adata`` alone."""
+    copy = adata.copy()
+    for key in (_constants._SCVI_UUID_KEY, _constants._MANAGER_UUID_KEY):
+        copy.uns.pop(key, None)
+    return copy
+
+
+def _train_member(
+    adata: AnnData,
+    setup_kwargs: dict[str, Any],
+    model_kwargs: dict[str, Any],
+    train_kwargs: dict[str, Any],
+    seed: int,
+    threads: int | None,
+) -> TRVAE:
+    """Set the seed, then build and train one member on a registered copy of ``adata``."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    scvi.settings.seed = seed
+    adata = fresh_copy(adata)
+    TRVAE.setup_anndata(adata, **setup_kwargs)
+    model = TRVAE(adata, **model_kwargs)
+    model.train(**train_kwargs)
+    return model
+
+
+def _train_member_to_disk(directory: str, *args: Any) -> str:
+    """Process-pool entry point: train one member and save it (models are passed back on disk)."""
+    _train_member(*args).save(directory, overwrite=True)
+    return directory
+
+
+def pooled_shift(adata: AnnData, *, cell_type_key: str, condition_key: str, exclude: Sequence[str], source: str,
+                 target: str) -> np.ndarray:  # fmt: skip
+    """Per-gene mean ``target`` minus mean ``source`` expression of the cells of all types but ``exclude``.
+
+    The shift of :func:`scvi_trvae.baselines.mean_shift` (cells pooled over the other cell types).
+    """
+    types = adata.obs[cell_type_key].astype(str).to_numpy()
+    conditions = adata.obs[condition_key].astype(str).to_numpy()
+    others = ~np.isin(types, [str(t) for t in exclude])
+    in_source, in_target = others & (conditions == str(source)), others & (conditions == str(target))
+    if not (in_source.any() and in_target.any()):
+        raise ValueError(f"No other cell type has cells in {source!r} and {target!r} to estimate a pooled shift from.")
+    return _dense(adata.X[in_target]).mean(0) - _dense(adata.X[in_source]).mean(0)
+
+
+class TRVAEEnsemble:
+    """K independently seeded :class:`~scvi_trvae.TRVAE` models trained on the same data.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`scvi_trvae.TRVAE.setup_anndata` (its setup is reused for every
+        member; it is not modified).
+    n_members
+        Number of members (ignored when ``seeds`` is given).
+    seeds
+        One seed per member (default ``0 .. n_members - 1``): member ``k`` is initialised and trained
+        after ``scvi.settings.seed = seeds[k]``.
+    shift_weight
+        Default weight ``w`` of the members' mean shift in :meth:`predict_perturbation`; ``1`` keeps the
+        trVAE shift alone, below 1 it is shrunk toward the pooled shift of the other cell types.
+    **model_kwargs
+        Passed to :class:`~scvi_trvae.TRVAE` for every member (``n_layers``, ``mmd_on``...).
+
+    Examples
+    --------
+    >>> ensemble = scvi_trvae.TRVAEEnsemble(adata, n_members=3)
+    >>> ensemble.train(max_epochs=50)
+    >>> pred = ensemble.predict_perturbation(control_cells, source="control", target="stimulated")
+    >>> pred.var["trvae_shift_sd"]  # members' disagreement about each gene's shift
+    """
+
+    def __init__(
+        self,
+        adata: AnnData,
+        n_members: int = 3,
+        seeds: Sequence[int] | None = None,
+        shift_weight: float = 1.0,
+        **model_kwargs: Any,
+    ):
+        seeds = list(range(n_members)) if seeds is None else [int(s) for s in seeds]
+        if len(seeds) < 1 or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be one or more distinct integers, got {seeds}.")
+        manager = TRVAE._get_most_recent_anndata_manager(adata)
+        if manager is None:
+            raise ValueError("adata is not registered: call scvi_trvae.TRVAE.setup_anndata(adata, ...) first.")
+        _check_weight(shift_weight)
+        self.adata = adata
+        self.seeds = seeds
+        self.shift_weight = float(shift_weight)
+        self.model_kwargs = dict(model_kwargs)
+        self.setup_kwargs = {k: v for k, v in manager.registry["setup_args"].items() if v is not None}
+        self.members: list[TRVAE] = []
+
+    @property
+    def n_members(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def is_trained(self) -> bool:
+        return len(self.members) == self.n_members
+
+    def __repr__(self) -> str:
+        state = "trained" if self.is_trained else "not trained"
+        return f"TRVAEEnsemble of {self.n_members} TRVAE models (seeds {self.seeds}), {state}"
+
+    def train(self, n_jobs: int = 1, threads_per_job: int | None = None, **train_kwargs: Any) -> TRVAEEnsemble:
+        """Train every member with :meth:`scvi_trvae.TRVAE.train` (same arguments, its own seed).
+
+        Parameters
+        ----------
+        n_jobs
+            ``1``: one member after the other in this process. ``> 1``: that many worker processes
+            (each saves its member, which is loaded here). Same seeds, same members either way.
+        threads_per_job
+            Torch threads of each worker (default 1 when ``n_jobs > 1``: several processes on few
+            cores are faster with one thread each).
+        **train_kwargs
+            Passed to :meth:`scvi_trvae.TRVAE.train` (``max_epochs``, ``kl_weight``, ``accelerator``...).
+        """
+        if n_jobs < 1:
+            raise ValueError(f"n_jobs must be >= 1, got {n_jobs}.")
+        jobs = [(self.adata, self.setup_kwargs, self.model_kwargs, train_kwargs, seed) for seed in self.seeds]
+        if n_jobs == 1:
+            self.members = [_train_member(*job, threads_per_job) for job in jobs]
+            return self
+        threads = 1 if threads_per_job is None else threads_per_job
+        with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn")) as pool:
+            futures = [
+                pool.submit(_train_member_to_disk, os.path.join(tmp, f"member_{k}"), *job, threads)
+                for k, job in enumerate(jobs)
+            ]
+            directories = [future.result() for future in futures]
+            self.members = [TRVAE.load(directory, adata=self._member_adata()) for directory in directories]
+        return self
+
+    def _member_adata(self) -> AnnData:
+        adata = fresh_copy(self.adata)
+        TRVAE.setup_anndata(adata, **self.setup_kwargs)
+        return adata
+
+    def _check_trained(self) -> None:
+        if not self.is_trained:
+            raise RuntimeError("The ensemble is not trained: call .train() (or load a saved ensemble) first.")
+
+    def predict_perturbation(
+        self,
+        adata: AnnData | None = None,
+        *,
+        source: str,
+        target: str,
+        indices: Sequence[int] | np.ndarray | None = None,
+        batch_size: int | None = None,
+        shift_weight: float | None = None,
+        cell_type_key: str | None = None,
+    ) -> AnnData:
+        """Predict ``source`` cells under ``target``: each cell's observation plus the members' mean shift.
+
+        Every member predicts in ``"counterfactual"`` mode (its shift added to the cell's own
+        observation, clipped at zero); the ensemble's ``X`` is their mean, i.e. the observation plus
+        the mean of the members' (clipped) shifts.
+
+        Parameters
+        ----------
+        adata, source, target, indices, batch_size
+            As in :meth:`scvi_trvae.TRVAE.predict_perturbation`.
+        shift_weight
+            ``w`` in ``x + w * trVAE shift + (1 - w) * pooled shift`` (default: the ensemble's
+            ``shift_weight``). The pooled shift is that of the training cells of all cell types except
+            those of the predicted cells (``cell_type_key`` needed when ``w < 1``); only for models of
+            log-normalised data (``likelihood='mse'``), where the prediction is on the scale of ``X``.
+        cell_type_key
+            ``obs`` column of cell types, needed when ``w < 1``.
+
+        Returns
+        -------
+        The AnnData of :meth:`scvi_trvae.TRVAE.predict_perturbation` (mode ``"counterfactual"``) with
+        ``X`` the ensemble's prediction, and the members' spread of the predicted shift:
+        ``layers['trvae_shift_sd']`` per cell and gene (sd over members, ``ddof=1``; 0 for one member),
+        ``var['trvae_shift_sd']`` per gene (sd over members of the cell-averaged shift: large values
+        mark genes whose predicted response the members disagree on), and
+        ``varm['trvae_member_means']`` each member's cell-averaged prediction (genes x members).
+        ``uns['trvae_prediction']`` records ``n_members``, ``seeds`` and ``shift_weight``.
+        """
+        self._check_trained()
+        weight = self.shift_weight if shift_weight is None else float(shift_weight)
+        _check_weight(weight)
+        preds = [
+            member.predict_perturbation(
+                adata, source=source, target=target, indices=indices, batch_size=batch_size, mode="counterfactual"
+            )
+            for member in self.members
+        ]
+        stacked = np.stack([_dense(p.X) for p in preds])
+        out = preds[0]
+        out.X = stacked.mean(0)
+        ddof = 1 if self.n_members > 1 else 0
+        out.layers[SHIFT_SD_LAYER] = stacked.std(0, ddof=ddof).astype(np.float32)
+        member_means = stacked.mean(1)
+        out.var[SHIFT_SD_VAR] = member_means.std(0, ddof=ddof).astype(np.float32)
+        out.varm[MEMBER_MEANS_VARM] = member_means.T.astype(np.float32)
+        if weight < 1.0:
+            out.X = self._shrink(out, adata, source, target, weight, cell_type_key)
+        info = out.uns["trvae_prediction"]
+        info.update(n_members=self.n_members, seeds=list(self.seeds), shift_weight=weight)
+        return out
+
+    def _shrink(
+        self, pred: AnnData, adata: AnnData | None, source: str, target: str, weight: float, cell_type_key: str | None
+    ) -> np.ndarray:
+        """``x + w * (ensemble - x) + (1 - w) * pooled shift``, clipped at zero."""
+        if self.members[0].module.is_count_model:
+            raise ValueError("shift_weight < 1 needs a model of log-normalised data (likelihood='mse').")
+        if cell_type_key is None or cell_type_key not in pred.obs:
+            raise ValueError(
+                f"shift_weight < 1 needs cell_type_key, an obs column of the cells (got {cell_type_key!r})."
+            )
+        reference = self.adata if adata is None else adata
+        observed = _dense(reference[pred.obs_names].X)
+        exclude = pred.obs[cell_type_key].astype(str).unique()
+        shift = pooled_shift(
+            self.adata, cell_type_key=cell_type_key, condition_key=self.members[0].condition_key, exclude=exclude,
+            source=source, target=target,
+        )  # fmt: skip
+        blended = observed + weight * (_dense(pred.X) - observed) + (1.0 - weight) * shift
+        return np.clip(blended, 0.0, None).astype(np.float32)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, dir_path: str | Path, overwrite: bool = False, save_anndata: bool = False) -> None:
+        """Save every member with :meth:`scvi_trvae.TRVAE.save` (in ``member_<k>``) and the ensemble's settings."""
+        self._check_trained()
+        dir_path = Path(dir_path)
+        if dir_path.exists() and any(dir_path.iterdir()) and not overwrite:
+            raise ValueError(f"{dir_path} exists and is not empty; pass overwrite=True to replace it.")
+        dir_path.mkdir(parents=True, exist_ok=True)
+        for k, member in enumerate(self.members):
+            member.save(str(dir_path / f"member_{k}"), overwrite=True, save_anndata=save_anndata and k == 0)
+        manifest = {"seeds": self.seeds, "shift_weight": self.shift_weight, "model_kwargs": self.model_kwargs}
+        (dir_path / _MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+    @classmethod
+    def load(cls, dir_path: str | Path, adata: AnnData | None = None) -> TRVAEEnsemble:
+        """Load an ensemble written by :meth:`save`; each member with :meth:`scvi_trvae.TRVAE.load`.
+
+        ``adata``: the training AnnData (needed unless it was saved with ``save_anndata=True``).
+        """
+        dir_path = Path(dir_path)
+        manifest_path = dir_path / _MANIFEST
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"{dir_path} holds no saved TRVAEEnsemble ({_MANIFEST} is missing).")
+        manifest = json.loads(manifest_path.read_text())
+        seeds = [int(s) for s in manifest["seeds"]]
+        first = TRVAE.load(str(dir_path / "member_0"), adata=adata)
+        members = [first] + [TRVAE.load(str(dir_path / f"member_{k}"), adata=first.adata) for k in range(1, len(seeds))]
+        ensemble = cls.__new__(cls)
+        ensemble.adata = first.adata
+        ensemble.seeds = seeds
+        ensemble.shift_weight = float(manifest["shift_weight"])
+        ensemble.model_kwargs = dict(manifest["model_kwargs"])
+        ensemble.setup_kwargs = {k: v for k, v in first.registry_["setup_args"].items() if v is not None}
+        ensemble.members = members
+        return ensemble
+
+
+def _check_weight(weight: float) -> None:
+    if not 0.0 <= float(weight) <= 1.0:
+        raise ValueError(f"shift_weight must be between 0 and 1, got {weight}.")

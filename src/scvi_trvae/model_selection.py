@@ -1,0 +1,279 @@
+"""Choose trVAE's hyperparameters on the user's own training data, by inner leave-one-cell-type-out.
+
+For a task "predict cell type X under ``target`` from its ``source`` cells", the training data holds other
+cell types observed in both conditions. :func:`select_hyperparameters` holds each of those out in turn
+(an *inner* fold: its ``target`` cells are removed from the training cells), fits every candidate
+configuration on the rest, predicts the held-out type from its ``source`` cells and scores the prediction
+with :mod:`scvi_trvae.metrics`. The configuration with the best mean inner score wins, together with the
+shift weight ``w`` of ``x + w * trVAE shift + (1 - w) * pooled shift of the other types`` (``w = 1``: trVAE
+alone). :func:`fit_self_tuned` then trains the chosen configuration on all the training cells.
+
+Only the AnnData passed in is ever seen: pass the training cells only (without the cells to predict), and
+the selection cannot look at them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scvi
+from anndata import AnnData
+from tqdm.auto import tqdm
+
+from . import metrics
+from ._ensemble import TRVAEEnsemble, fresh_copy, pooled_shift
+from ._model import TRVAE
+
+__all__ = ["DEFAULT_SEARCH_SPACE", "SelectionResult", "fit_self_tuned", "select_hyperparameters"]
+
+#: The default configuration of :class:`~scvi_trvae.TRVAE` (always evaluated first).
+DEFAULT_CONFIG: dict[str, Any] = {"n_layers": 2, "mmd_weight": 100.0, "kl_weight": 0.1, "training_steps": 1500}
+#: Candidate values of each hyperparameter; random draws pick one value of each.
+DEFAULT_SEARCH_SPACE: dict[str, Sequence[Any]] = {
+    "n_layers": (1, 2, 3),
+    "mmd_weight": (10.0, 100.0, 300.0),
+    "kl_weight": (0.01, 0.1, 0.5),
+    "training_steps": (750, 1500, 3000),
+}
+DEFAULT_SHIFT_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+_MODEL_ARGS = ("n_layers", "n_hidden", "n_latent", "dropout_rate", "mmd_on")
+_TRAIN_ARGS = ("mmd_weight", "kl_weight")
+BATCH_SIZE = 128
+
+
+@dataclass
+class SelectionResult:
+    """What :func:`select_hyperparameters` found.
+
+    Attributes
+    ----------
+    table
+        One row per (configuration, inner fold, shift weight): the configuration, the inner held-out cell
+        type, ``shift_weight``, the metrics of :func:`scvi_trvae.metrics.evaluate_prediction` and
+        ``score`` (``pearson_delta_deg - edist_scaled``; higher is better).
+    summary
+        One row per (configuration, shift weight): the mean of each metric over the inner folds, sorted
+        best first.
+    best_config
+        The winning configuration (model and training arguments).
+    best_shift_weight
+        The winning ``w``.
+    inner_cell_types
+        The cell types held out in turn.
+    stopped_early
+        Whether the time budget stopped the search before every configuration was evaluated.
+    """
+
+    table: pd.DataFrame
+    summary: pd.DataFrame
+    best_config: dict[str, Any]
+    best_shift_weight: float
+    inner_cell_types: list[str]
+    stopped_early: bool = False
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def candidate_configs(n_configs: int, search_space: Mapping[str, Sequence[Any]] | None, seed: int) -> list[dict]:
+    """Return ``n_configs`` distinct configurations: the defaults first, then random draws from ``search_space``.
+
+    The first takes each value of :data:`DEFAULT_CONFIG` that ``search_space`` holds (else its first value).
+    """
+    space = DEFAULT_SEARCH_SPACE if search_space is None else search_space
+    configs = [{k: DEFAULT_CONFIG[k] if DEFAULT_CONFIG.get(k) in space[k] else space[k][0] for k in space}]
+    rng = np.random.default_rng(seed)
+    n_possible = math.prod(len(values) for values in space.values())
+    while len(configs) < min(n_configs, n_possible):
+        draw = {k: values[int(rng.integers(len(values)))] for k, values in space.items()}
+        if draw not in configs:
+            configs.append(draw)
+    return configs
+
+
+def _epochs(n_cells: int, steps: int) -> int:
+    return max(1, math.ceil(steps / math.ceil(n_cells / BATCH_SIZE)))
+
+
+def _train_model(adata: AnnData, condition_key: str, config: Mapping[str, Any], seed: int, **train_kwargs) -> TRVAE:
+    """Fit one configuration on ``adata`` (every model fit of the selection goes through here)."""
+    scvi.settings.seed = seed
+    adata = fresh_copy(adata)
+    TRVAE.setup_anndata(adata, condition_key=condition_key)
+    model = TRVAE(adata, **{k: v for k, v in config.items() if k in _MODEL_ARGS})
+    model.train(
+        max_epochs=_epochs(adata.n_obs, int(config.get("training_steps", DEFAULT_CONFIG["training_steps"]))),
+        batch_size=BATCH_SIZE, **{k: v for k, v in config.items() if k in _TRAIN_ARGS}, **train_kwargs,
+    )  # fmt: skip
+    return model
+
+
+def inner_cell_types(adata: AnnData, cell_type_key: str, condition_key: str, source: str, target: str) -> list[str]:
+    """Cell types with at least 3 cells in both ``source`` and ``target`` (sorted)."""
+    counts = pd.crosstab(adata.obs[cell_type_key].astype(str), adata.obs[condition_key].astype(str))
+    if source not in counts or target not in counts:
+        return []
+    return sorted(t for t in counts.index if counts.loc[t, source] >= 3 and counts.loc[t, target] >= 3)
+
+
+def _score_fold(pred_x: np.ndarray, real: AnnData, control: AnnData, degs: np.ndarray) -> dict[str, float]:
+    scores = metrics.evaluate_prediction(pred_x, real, control, degs=degs, seed=0)
+    scores = {k: float(scores[k]) for k in metrics.METRIC_KEYS}
+    scores["score"] = scores["pearson_delta_deg"] - scores["edist_scaled"]
+    return scores
+
+
+def _fold_rows(
+    adata: AnnData, held_out: str, config: dict, seed: int, keys: tuple[str, str, str, str], weights, train_kwargs
+) -> list[dict[str, Any]]:
+    """Fit ``config`` without ``(held_out, target)``, predict it and score every shift weight."""
+    cell_type_key, condition_key, source, target = keys
+    types = adata.obs[cell_type_key].astype(str).to_numpy()
+    conditions = adata.obs[condition_key].astype(str).to_numpy()
+    is_held_out = (types == held_out) & (conditions == target)
+    is_control = (types == held_out) & (conditions == source)
+    fold_train = adata[~is_held_out]
+    control, real = adata[is_control], adata[is_held_out]
+    model = _train_model(fold_train, condition_key, config, seed, **train_kwargs)
+    pred = np.asarray(model.predict_perturbation(control.copy(), source=source, target=target).X, dtype=np.float64)
+    observed = np.asarray(control.X.toarray() if hasattr(control.X, "toarray") else control.X, dtype=np.float64)
+    shift = pooled_shift(
+        fold_train, cell_type_key=cell_type_key, condition_key=condition_key, exclude=[held_out], source=source,
+        target=target,
+    )  # fmt: skip
+    degs = metrics.top_degs(real, control)
+    rows = []
+    for weight in weights:
+        blended = np.clip(observed + weight * (pred - observed) + (1 - weight) * shift, 0.0, None)
+        rows.append({**config, "inner_cell_type": held_out, "shift_weight": float(weight),
+                     **_score_fold(blended, real, control, degs)})  # fmt: skip
+    return rows
+
+
+def select_hyperparameters(
+    adata: AnnData,
+    *,
+    cell_type_key: str,
+    condition_key: str,
+    source: str,
+    target: str,
+    n_configs: int = 4,
+    search_space: Mapping[str, Sequence[Any]] | None = None,
+    shift_weights: Sequence[float] = DEFAULT_SHIFT_WEIGHTS,
+    max_inner_folds: int | None = 3,
+    time_budget: float | None = None,
+    seed: int = 0,
+    progress_bar: bool = True,
+    **train_kwargs: Any,
+) -> SelectionResult:
+    """Choose a configuration and shift weight by inner leave-one-cell-type-out on ``adata``.
+
+    Parameters
+    ----------
+    adata
+        The training cells only (log-normalised ``X``): whatever is to be predicted must not be in it.
+        It is not modified.
+    cell_type_key, condition_key
+        ``obs`` columns of cell types and conditions.
+    source, target
+        The conditions of the task (predict ``target`` from ``source`` cells).
+    n_configs
+        Configurations to try: TRVAE's defaults (where ``search_space`` holds them), then random draws.
+    search_space
+        Values to draw from for ``n_layers``, ``mmd_weight``, ``kl_weight``, ``training_steps`` (minibatch
+        steps of 128 cells) and optionally ``n_hidden``, ``n_latent``, ``dropout_rate``, ``mmd_on``
+        (default :data:`DEFAULT_SEARCH_SPACE`).
+    shift_weights
+        Values of ``w`` to try (scored on the same fits, at no extra training cost); include 1 to allow
+        trVAE alone.
+    max_inner_folds
+        Hold out at most this many cell types (drawn with ``seed``; ``None``: all of them).
+    time_budget
+        Seconds: no new configuration is started after this (the defaults are always evaluated in full).
+    seed
+        Seeds the draws of configurations and folds and every model fit.
+    progress_bar
+        Show a tqdm bar over the model fits.
+    **train_kwargs
+        Passed to :meth:`scvi_trvae.TRVAE.train` (e.g. ``accelerator``).
+    """
+    start = time.perf_counter()
+    keys = (cell_type_key, condition_key, source, target)
+    folds = inner_cell_types(adata, cell_type_key, condition_key, source, target)
+    if len(folds) < 2:
+        raise ValueError(
+            f"Inner validation needs at least 2 cell types with cells in both {source!r} and {target!r} in adata "
+            f"(found {folds})."
+        )
+    rng = np.random.default_rng(seed)
+    if max_inner_folds is not None and len(folds) > max_inner_folds:
+        folds = sorted(rng.choice(folds, size=max_inner_folds, replace=False).tolist())
+    configs = candidate_configs(n_configs, search_space, seed)
+    train_kwargs.setdefault("enable_progress_bar", False)
+    rows: list[dict[str, Any]] = []
+    stopped = False
+    with tqdm(total=len(configs) * len(folds), desc="inner fits", disable=not progress_bar) as bar:
+        for index, config in enumerate(configs):
+            if index > 0 and time_budget is not None and time.perf_counter() - start > time_budget:
+                stopped = True
+                break
+            for held_out in folds:
+                rows += [{"config": index, **row} for row in
+                         _fold_rows(adata, held_out, config, seed, keys, shift_weights, train_kwargs)]  # fmt: skip
+                bar.update(1)
+    table = pd.DataFrame(rows)
+    group = ["config", *configs[0].keys(), "shift_weight"]
+    summary = table.groupby(group, sort=False)[[*metrics.METRIC_KEYS, "score"]].mean().reset_index()
+    summary = summary.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    best = summary.iloc[0]
+    return SelectionResult(
+        table=table, summary=summary, best_config=dict(configs[int(best["config"])]),
+        best_shift_weight=float(best["shift_weight"]), inner_cell_types=list(folds), stopped_early=stopped,
+        seconds=time.perf_counter() - start,
+    )  # fmt: skip
+
+
+def fit_self_tuned(
+    adata: AnnData,
+    *,
+    cell_type_key: str,
+    condition_key: str,
+    source: str,
+    target: str,
+    n_members: int = 1,
+    seed: int = 0,
+    selection: SelectionResult | None = None,
+    **selection_kwargs: Any,
+) -> tuple[TRVAEEnsemble, SelectionResult]:
+    """Select with :func:`select_hyperparameters` (unless ``selection`` is given), then train on all of ``adata``.
+
+    Returns the trained :class:`~scvi_trvae.TRVAEEnsemble` (``n_members`` seeds from ``seed``; its
+    ``shift_weight`` is the chosen ``w``; predict with ``cell_type_key=`` when ``w < 1``) and the selection.
+    """
+    if selection is None:
+        selection = select_hyperparameters(
+            adata, cell_type_key=cell_type_key, condition_key=condition_key, source=source, target=target, seed=seed,
+            **selection_kwargs,
+        )  # fmt: skip
+    config = selection.best_config
+    train_kwargs = {k: v for k, v in selection_kwargs.items() if k not in _SELECTION_ONLY}
+    train_kwargs.setdefault("enable_progress_bar", False)
+    adata = fresh_copy(adata)
+    TRVAE.setup_anndata(adata, condition_key=condition_key)
+    ensemble = TRVAEEnsemble(
+        adata, seeds=range(seed, seed + n_members), shift_weight=selection.best_shift_weight,
+        **{k: v for k, v in config.items() if k in _MODEL_ARGS},
+    )  # fmt: skip
+    ensemble.train(
+        max_epochs=_epochs(adata.n_obs, int(config.get("training_steps", DEFAULT_CONFIG["training_steps"]))),
+        batch_size=BATCH_SIZE, **{k: v for k, v in config.items() if k in _TRAIN_ARGS}, **train_kwargs,
+    )  # fmt: skip
+    return ensemble, selection
+
+
+_SELECTION_ONLY = ("n_configs", "search_space", "shift_weights", "max_inner_folds", "time_budget", "progress_bar")

@@ -26,6 +26,7 @@ from ._module import (
     MMDTarget,
     TRVAEModule,
 )
+from ._persistence import SafePersistenceMixin
 from ._training_plan import TRVAETrainingPlan
 from ._validation import (
     check_condition_column,
@@ -53,7 +54,7 @@ DEFAULT_TRAINING_STEPS = 1500
 SOURCE_COLUMN = "trvae_source_condition"
 
 
-class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class TRVAE(SafePersistenceMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """trVAE: conditional VAE with an MMD-regularised decoder layer, for out-of-sample perturbation prediction.
 
     Implements Lotfollahi et al., "Conditional out-of-sample generation for unpaired data using
@@ -567,16 +568,6 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             layers.append(generative["mmd_layer"].cpu().numpy())
         return np.concatenate(layers)
 
-    def save(self, dir_path: str, *args, **kwargs) -> None:
-        """Save the model (see :meth:`scvi.model.base.BaseModelClass.save`).
-
-        With ``save_anndata=True`` the AnnData is written with
-        ``convert_strings_to_categoricals=False`` unless told otherwise, because anndata's default
-        would turn the user's string obs/var columns into categoricals in place.
-        """
-        kwargs.setdefault("convert_strings_to_categoricals", False)
-        super().save(dir_path, *args, **kwargs)
-
     # ------------------------------------------------------------------ reference mapping
     @classmethod
     def load_query_data(cls, adata: AnnData | None = None, reference_model: str | TRVAE | None = None, **kwargs):
@@ -601,7 +592,7 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         if reference_model is None:
             raise ValueError("reference_model is required (a trained TRVAE or the directory it was saved to).")
         if not isinstance(reference_model, TRVAE):  # read the saved reference once, not once per use below
-            reference_model = cls.load(reference_model, adata=None)
+            reference_model = cls.load(reference_model, adata=False)  # read safely (SafePersistenceMixin)
         if adata is not None and not kwargs.get("inplace_subset_query_vars", False):
             reference_genes = cls.prepare_query_anndata(adata, reference_model, return_reference_var_names=True)
             check_same_genes(adata, pd.Index(reference_genes))

@@ -17,6 +17,7 @@ from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, Laye
 from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 from scvi.utils import setup_anndata_dsp
 
+from ._checkpoint import InterruptibleTrainRunner
 from ._data import ConditionBalancedDataSplitter
 from ._module import (
     DEFAULT_KL_WEIGHT,
@@ -101,6 +102,7 @@ class TRVAE(SafePersistenceMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMix
     _module_cls = TRVAEModule
     _data_splitter_cls = ConditionBalancedDataSplitter
     _training_plan_cls = TRVAETrainingPlan
+    _train_runner_cls = InterruptibleTrainRunner  # Ctrl-C stops training and keeps a usable model
 
     def __init__(
         self,

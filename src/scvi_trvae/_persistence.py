@@ -485,6 +485,8 @@ class SafePersistenceMixin:
     @staticmethod
     def view_setup_args(dir_path: str | os.PathLike, prefix: str | None = None) -> None:
         """Print the arguments a saved model was set up with (read safely, as :meth:`load` does)."""
+        import rich.pretty  # noqa: F401  (scvi-tools 1.4 calls rich.pretty without importing it)
+
         AnnDataManager.view_setup_method_args(read_saved_model(dir_path, prefix).registry)
 
     @classmethod

@@ -23,6 +23,8 @@ import anndata
 import numpy as np
 import pandas as pd
 
+from .utils import TARGET_LIBRARY_SIZE
+
 __all__ = ["KANG2018_URL", "haber2017", "kang2018", "synthetic_perturbation"]
 
 #: Public download address of the scGen tutorial's ``train_pbmc.h5ad`` (Kang et al. 2018 PBMCs, control and
@@ -286,7 +288,7 @@ def synthetic_perturbation(
 
     counts = np.vstack(blocks).astype(np.float32)
     totals = counts.sum(axis=1, dtype=np.float64)
-    normalized = counts / np.maximum(totals, 1.0)[:, None] * 1e4
+    normalized = counts / np.maximum(totals, 1.0)[:, None] * TARGET_LIBRARY_SIZE
     obs = pd.DataFrame(
         {
             "condition": pd.Categorical(obs_condition, categories=conditions),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import baselines, datasets, metrics, pl
+from . import baselines, datasets, metrics, pl, utils
 from ._checkpoint import TrainingCheckpoint
 from ._data import ConditionBalancedDataSplitter, ConditionBalancedSampler
 from ._mmd import condition_mmd
@@ -33,4 +33,5 @@ __all__ = [
     "datasets",
     "metrics",
     "pl",
+    "utils",
 ]

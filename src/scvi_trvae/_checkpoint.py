@@ -15,7 +15,8 @@ from lightning.pytorch.callbacks import Callback
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
-from ._persistence import MODEL_FILE, UnsafeModelFileError, _pickle_globals, replace_directory, torch_default_globals
+from ._atomic_write import replace_directory
+from ._persistence import MODEL_FILE, UnsafeModelFileError, _pickle_globals, torch_default_globals
 
 #: Lightning's training state (weights, optimiser, loop counters, random states) inside a checkpoint directory.
 STATE_FILE = "training_state.ckpt"

@@ -141,7 +141,7 @@ BROKEN = [
     pytest.param(lambda tmp, scvi_dir: (tmp / "nowhere", {}), "{dir}: the directory does not exist", id="missing dir"),
     pytest.param(
         lambda tmp, scvi_dir: (shutil.copytree(MODEL_DIR, tmp / "m", ignore=shutil.ignore_patterns("model.pt")), {}),
-        "{dir} is not a saved model directory: it has no model.pt. It holds: adata.h5ad.",
+        "{dir} is not a saved model directory: it has no model.pt. It holds: adata.h5ad; pass the directory",
         id="missing model.pt",
     ),
     pytest.param(
@@ -189,7 +189,7 @@ def test_damaged_saved_anndata_names_the_file(tmp_path):
 def test_prefixed_save_is_pointed_at(trained, tmp_path):
     model, _ = trained
     model.save(tmp_path / "m", prefix="ref_")
-    with pytest.raises(ModelFileError, match=re.escape("Was it saved with a prefix? Pass prefix='ref_'.")):
+    with pytest.raises(ModelFileError, match=re.escape("It holds ref_model.pt: was it saved with a prefix? Pass prefix='ref_'.")):
         TRVAE.load(tmp_path / "m", adata=False)
     assert TRVAE.load(tmp_path / "m", adata=False, prefix="ref_").is_trained
 

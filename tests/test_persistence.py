@@ -189,7 +189,8 @@ def test_damaged_saved_anndata_names_the_file(tmp_path):
 def test_prefixed_save_is_pointed_at(trained, tmp_path):
     model, _ = trained
     model.save(tmp_path / "m", prefix="ref_")
-    with pytest.raises(ModelFileError, match=re.escape("It holds ref_model.pt: was it saved with a prefix? Pass prefix='ref_'.")):
+    hint = "It holds ref_model.pt: was it saved with a prefix? Pass prefix='ref_'."
+    with pytest.raises(ModelFileError, match=re.escape(hint)):
         TRVAE.load(tmp_path / "m", adata=False)
     assert TRVAE.load(tmp_path / "m", adata=False, prefix="ref_").is_trained
 

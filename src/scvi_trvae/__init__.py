@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import baselines, datasets, metrics, pl
+from . import baselines, datasets, metrics, pl, utils
 from ._data import ConditionBalancedDataSplitter, ConditionBalancedSampler
 from ._mmd import condition_mmd
 from ._model import TRVAE
@@ -28,4 +28,5 @@ __all__ = [
     "datasets",
     "metrics",
     "pl",
+    "utils",
 ]

@@ -9,11 +9,13 @@ import torch
 import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
 from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
+from scvi.module._constants import MODULE_KEYS  # scvi-tools' own modules import it from here
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from scvi.nn import FCLayers
 from torch import nn
 from torch.distributions import Distribution, Normal, kl_divergence
 
+from ._docstrings import trvae_dsp
 from ._mmd import BandwidthSpec, condition_mmd
 
 Likelihood = Literal["mse", "nb", "zinb"]
@@ -27,7 +29,14 @@ DEFAULT_KL_WEIGHT = 0.1
 
 _COUNT_LIKELIHOODS = ("nb", "zinb")
 
+#: Keys of this module's own inputs and outputs (scvi-tools' ``MODULE_KEYS`` name the shared ones).
+CONDITION_KEY = "condition"
+MMD_LAYER_KEY = "mmd_layer"
+PX_SCALE_KEY = "px_scale"
+PX_MEAN_KEY = "px_mean"
 
+
+@trvae_dsp.dedent
 class TRVAEModule(BaseModuleClass):
     r"""Conditional VAE with an MMD penalty on the first decoder layer (trVAE).
 
@@ -49,27 +58,9 @@ class TRVAEModule(BaseModuleClass):
     n_cats_per_cov
         Number of categories of each extra categorical covariate (e.g. donor); these enter the
         encoder and :math:`g_1` like the condition, but are not MMD-balanced.
-    n_hidden
-        Width of every hidden layer, the MMD layer ``y`` included.
-    n_latent
-        Dimension of ``z``.
-    n_layers
-        Hidden layers of the encoder; :math:`g_2` has ``n_layers - 1`` hidden layers after ``y``.
-    dropout_rate
-        Dropout after hidden layers of the encoder and of :math:`g_2` (``y`` itself has none, so
-        that the MMD compares deterministic functions of ``z``).
-    use_batch_norm, use_layer_norm
-        Normalisation of hidden layers.
-    likelihood
-        ``"mse"`` (Gaussian with unit variance, for log-normalised data; decoder outputs pass
-        through a ReLU so they are non-negative), ``"nb"`` or ``"zinb"`` (raw counts; the mean is
-        the observed library size times a softmax over genes).
-    dispersion
-        Inverse dispersion of the count likelihoods, per gene or per gene and condition.
-    mmd_on
-        ``"y"`` (trVAE), ``"z"`` (MMD-CVAE) or ``None`` (CVAE).
-    mmd_bandwidths
-        RBF bandwidths of the MMD kernel, see :func:`scvi_trvae._mmd.resolve_bandwidths`.
+    %(param_network)s
+    %(param_likelihood)s
+    %(param_mmd)s
     """
 
     def __init__(
@@ -153,9 +144,9 @@ class TRVAEModule(BaseModuleClass):
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
         return {
-            "x": tensors[REGISTRY_KEYS.X_KEY],
-            "condition": tensors[REGISTRY_KEYS.BATCH_KEY],
-            "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
+            MODULE_KEYS.X_KEY: tensors[REGISTRY_KEYS.X_KEY],
+            CONDITION_KEY: tensors[REGISTRY_KEYS.BATCH_KEY],
+            MODULE_KEYS.CAT_COVS_KEY: tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
         }
 
     def _get_generative_input(
@@ -166,10 +157,10 @@ class TRVAEModule(BaseModuleClass):
     ) -> dict[str, torch.Tensor | None]:
         """Collect generative inputs; ``condition`` overrides each cell's own label (counterfactual decoding)."""
         return {
-            "z": inference_outputs["z"],
-            "condition": tensors[REGISTRY_KEYS.BATCH_KEY] if condition is None else condition,
-            "library": inference_outputs["library"],
-            "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
+            MODULE_KEYS.Z_KEY: inference_outputs[MODULE_KEYS.Z_KEY],
+            CONDITION_KEY: tensors[REGISTRY_KEYS.BATCH_KEY] if condition is None else condition,
+            MODULE_KEYS.LIBRARY_KEY: inference_outputs[MODULE_KEYS.LIBRARY_KEY],
+            MODULE_KEYS.CAT_COVS_KEY: tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
         }
 
     @auto_move_data
@@ -182,7 +173,7 @@ class TRVAEModule(BaseModuleClass):
         hidden = self.z_encoder(encoder_input, *self._categorical_inputs(condition, cat_covs))
         qz = Normal(self.z_mean_encoder(hidden), torch.exp(self.z_var_encoder(hidden)).add(1e-4).sqrt())
         z = qz.rsample() if n_samples == 1 else qz.rsample((n_samples,))
-        return {"qz": qz, "z": z, "library": library}
+        return {MODULE_KEYS.QZ_KEY: qz, MODULE_KEYS.Z_KEY: z, MODULE_KEYS.LIBRARY_KEY: library}
 
     @auto_move_data
     def generative(
@@ -202,7 +193,12 @@ class TRVAEModule(BaseModuleClass):
         hidden = self.expression_decoder(mmd_layer)
         if not self.is_count_model:
             px_mean = F.relu(self.px_head(hidden))
-            return {"mmd_layer": mmd_layer, "px_scale": px_mean, "px_mean": px_mean, "px": Normal(px_mean, 1.0)}
+            return {
+                MMD_LAYER_KEY: mmd_layer,
+                PX_SCALE_KEY: px_mean,
+                PX_MEAN_KEY: px_mean,
+                MODULE_KEYS.PX_KEY: Normal(px_mean, 1.0),
+            }
         px_scale = torch.softmax(self.px_head(hidden), dim=-1)
         px_mean = library * px_scale
         if self.dispersion == "gene-condition":
@@ -216,7 +212,7 @@ class TRVAEModule(BaseModuleClass):
             )
         else:
             px = NegativeBinomial(mu=px_mean, theta=theta, scale=px_scale)
-        return {"mmd_layer": mmd_layer, "px_scale": px_scale, "px_mean": px_mean, "px": px}
+        return {MMD_LAYER_KEY: mmd_layer, PX_SCALE_KEY: px_scale, PX_MEAN_KEY: px_mean, MODULE_KEYS.PX_KEY: px}
 
     def loss(
         self,
@@ -233,10 +229,10 @@ class TRVAEModule(BaseModuleClass):
         """
         x = tensors[REGISTRY_KEYS.X_KEY]
         if self.is_count_model:
-            reconstruction = -generative_outputs["px"].log_prob(x).sum(dim=-1)
+            reconstruction = -generative_outputs[MODULE_KEYS.PX_KEY].log_prob(x).sum(dim=-1)
         else:
-            reconstruction = 0.5 * (x - generative_outputs["px_mean"]).pow(2).sum(dim=-1)
-        qz = inference_outputs["qz"]
+            reconstruction = 0.5 * (x - generative_outputs[PX_MEAN_KEY]).pow(2).sum(dim=-1)
+        qz = inference_outputs[MODULE_KEYS.QZ_KEY]
         kl = kl_divergence(qz, Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))).sum(dim=-1)
         mmd = self.mmd_penalty(tensors, inference_outputs, generative_outputs)
         loss = torch.mean(reconstruction + kl_weight * kl) + mmd_weight * mmd
@@ -252,8 +248,8 @@ class TRVAEModule(BaseModuleClass):
     ) -> torch.Tensor:
         """Unweighted MMD between the minibatch's conditions on the layer chosen by ``mmd_on``."""
         if self.mmd_on is None:
-            return inference_outputs["z"].sum() * 0.0
-        values = generative_outputs["mmd_layer"] if self.mmd_on == "y" else inference_outputs["z"]
+            return inference_outputs[MODULE_KEYS.Z_KEY].sum() * 0.0
+        values = generative_outputs[MMD_LAYER_KEY] if self.mmd_on == "y" else inference_outputs[MODULE_KEYS.Z_KEY]
         return condition_mmd(values, tensors[REGISTRY_KEYS.BATCH_KEY], self.n_conditions, self.mmd_bandwidths)
 
     @torch.inference_mode()
@@ -262,5 +258,5 @@ class TRVAEModule(BaseModuleClass):
         draws = []
         for _ in range(n_samples):
             _, generative_outputs = self.forward(tensors, compute_loss=False)
-            draws.append(generative_outputs["px"].sample())
+            draws.append(generative_outputs[MODULE_KEYS.PX_KEY].sample())
         return torch.stack(draws)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ._holdout import HoldoutSplit, holdout_split
+from .utils import TARGET_LIBRARY_SIZE
 
 __all__ = ["KANG2018_URL", "HoldoutSplit", "haber2017", "holdout_split", "kang2018", "synthetic_perturbation"]
 
@@ -288,7 +289,7 @@ def synthetic_perturbation(
 
     counts = np.vstack(blocks).astype(np.float32)
     totals = counts.sum(axis=1, dtype=np.float64)
-    normalized = counts / np.maximum(totals, 1.0)[:, None] * 1e4
+    normalized = counts / np.maximum(totals, 1.0)[:, None] * TARGET_LIBRARY_SIZE
     obs = pd.DataFrame(
         {
             "condition": pd.Categorical(obs_condition, categories=conditions),

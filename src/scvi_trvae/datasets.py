@@ -23,9 +23,10 @@ import anndata
 import numpy as np
 import pandas as pd
 
+from ._holdout import HoldoutSplit, holdout_split
 from .utils import TARGET_LIBRARY_SIZE
 
-__all__ = ["KANG2018_URL", "haber2017", "kang2018", "synthetic_perturbation"]
+__all__ = ["KANG2018_URL", "HoldoutSplit", "haber2017", "holdout_split", "kang2018", "synthetic_perturbation"]
 
 #: Public download address of the scGen tutorial's ``train_pbmc.h5ad`` (Kang et al. 2018 PBMCs, control and
 #: IFN-beta stimulated, log-normalized, ``obs`` columns ``condition`` and ``cell_type``).

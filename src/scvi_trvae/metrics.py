@@ -425,3 +425,28 @@ def evaluate_prediction(
         "pearson_delta_deg": pearson_delta(p, t, c, deg),
         "edist_scaled": edistance_scaled(p, t, c, seed=seed),
     }
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str | None]]) -> str:
+    """Format a markdown table: a header row, its rule and one row per sequence of cells.
+
+    Parameters
+    ----------
+    header
+        The column names.
+    rows
+        The cells of each row, already formatted as text; a cell ``None`` is left blank (``| |``),
+        e.g. the cells that a note in an earlier cell spans (``""`` is written as ``|  |``).
+
+    Returns
+    -------
+    The table, one line per row, without a final newline.
+    """
+
+    def row(cells: Sequence[str | None]) -> str:
+        return "|" + "".join(" |" if cell is None else f" {cell} |" for cell in cells)
+
+    return "\n".join([row(header), "|" + "---|" * len(header), *(row(cells) for cells in rows)])
+
+
+__all__ += ["markdown_table"]

@@ -17,9 +17,11 @@ from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, Laye
 from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 from scvi.utils import setup_anndata_dsp
 
+from ._checkpoint import InterruptibleTrainRunner
 from ._data import ConditionBalancedDataSplitter
 from ._docstrings import trvae_dsp
 from ._module import DEFAULT_KL_WEIGHT, DEFAULT_MMD_WEIGHT, TRVAEModule
+from ._persistence import SafePersistenceMixin
 from ._prediction import (
     DEFAULT_PREDICTION_MODE,
     SOURCE_COLUMN,
@@ -59,7 +61,7 @@ _WEIGHT_PLAN_KWARGS = {"mmd_weight": "mmd_weight", "kl_weight": "kl_weight", "ma
 
 
 @trvae_dsp.dedent
-class TRVAE(QueryAnnDataMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """trVAE: conditional VAE with an MMD-regularised decoder layer, for out-of-sample perturbation prediction.
 
     Implements Lotfollahi et al., "Conditional out-of-sample generation for unpaired data using
@@ -97,6 +99,7 @@ class TRVAE(QueryAnnDataMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin,
     _module_cls = TRVAEModule
     _data_splitter_cls = ConditionBalancedDataSplitter
     _training_plan_cls = TRVAETrainingPlan
+    _train_runner_cls = InterruptibleTrainRunner  # Ctrl-C stops training and keeps a usable model
 
     def __init__(
         self,
@@ -413,16 +416,6 @@ class TRVAE(QueryAnnDataMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin,
         minibatches = self._make_data_loader(adata=adata, indices=positions, batch_size=batch_size, shuffle=False)
         return np.concatenate([mmd_layer(self.module, tensors, override).cpu().numpy() for tensors in minibatches])
 
-    def save(self, dir_path: str, *args, **kwargs) -> None:
-        """Save the model (see :meth:`scvi.model.base.BaseModelClass.save`).
-
-        With ``save_anndata=True`` the AnnData is written with
-        ``convert_strings_to_categoricals=False`` unless told otherwise, because anndata's default
-        would turn the user's string obs/var columns into categoricals in place.
-        """
-        kwargs.setdefault("convert_strings_to_categoricals", False)
-        super().save(dir_path, *args, **kwargs)
-
     # ------------------------------------------------------------------ reference mapping
     @classmethod
     def load_query_data(cls, adata: AnnData | None = None, reference_model: str | TRVAE | None = None, **kwargs):
@@ -447,7 +440,7 @@ class TRVAE(QueryAnnDataMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin,
         if reference_model is None:
             raise ValueError("reference_model is required (a trained TRVAE or the directory it was saved to).")
         if not isinstance(reference_model, TRVAE):  # read the saved reference once, not once per use below
-            reference_model = cls.load(reference_model, adata=None)
+            reference_model = cls.load(reference_model, adata=False)  # read safely (SafePersistenceMixin)
         if adata is not None and not kwargs.get("inplace_subset_query_vars", False):
             reference_genes = cls.prepare_query_anndata(adata, reference_model, return_reference_var_names=True)
             check_same_genes(adata, pd.Index(reference_genes))

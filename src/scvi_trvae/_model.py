@@ -26,6 +26,8 @@ from ._module import (
     MMDTarget,
     TRVAEModule,
 )
+from ._mudata import modality_with_genes, registered_modality
+from ._mudata import setup_mudata as _setup_mudata
 from ._training_plan import TRVAETrainingPlan
 from ._validation import (
     check_condition_column,
@@ -38,6 +40,8 @@ from ._validation import (
 )
 
 if TYPE_CHECKING:
+    from mudata import MuData
+
     from ._mmd import BandwidthSpec
 
 logger = logging.getLogger(__name__)
@@ -116,6 +120,7 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         mmd_bandwidths: BandwidthSpec = "adaptive",
         registry: dict | None = None,
     ):
+        adata = registered_modality(type(self), adata)  # a MuData: its RNA modality (setup_mudata)
         super().__init__(adata, registry=registry)
         is_count_data = bool(self.registry_["setup_args"]["is_count_data"])
         if likelihood is None:
@@ -207,6 +212,52 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
+
+    @classmethod
+    def setup_mudata(
+        cls,
+        mdata: MuData,
+        rna_layer: str | None = None,
+        condition_key: str = "condition",
+        categorical_covariate_keys: list[str] | None = None,
+        is_count_data: bool = False,
+        modalities: dict[str, str] | None = None,
+        **kwargs,
+    ) -> None:
+        """Register the RNA modality of a MuData for trVAE.
+
+        The modality named by ``modalities["rna_layer"]`` is registered with :meth:`setup_anndata`;
+        the model trains on it, and every method that takes an AnnData also takes the MuData and
+        reads that modality. The other modalities are not used.
+
+        Parameters
+        ----------
+        mdata
+            MuData holding the RNA modality.
+        rna_layer
+            Layer of the RNA modality to use; ``None`` for its ``X``.
+        condition_key
+            Column of the RNA modality's ``obs`` with each cell's condition.
+        categorical_covariate_keys
+            Columns of the RNA modality's ``obs`` with extra categorical covariates.
+        is_count_data
+            As in :meth:`setup_anndata`.
+        modalities
+            Setup argument -> modality name; ``{"rna_layer": "rna"}`` is required. ``condition_key``
+            and ``categorical_covariate_keys`` may only name the RNA modality too.
+        **kwargs
+            Passed to :meth:`setup_anndata`.
+
+        Examples
+        --------
+        >>> TRVAE.setup_mudata(mdata, condition_key="condition", modalities={"rna_layer": "rna"})
+        >>> model = TRVAE(mdata)
+        """
+        _setup_mudata(
+            cls, mdata, rna_layer=rna_layer, condition_key=condition_key,
+            categorical_covariate_keys=categorical_covariate_keys, is_count_data=is_count_data,
+            modalities=modalities, **kwargs,
+        )  # fmt: skip
 
     def _field_state(self, registry_key: str) -> dict:
         return self.registry_["field_registries"][registry_key]["state_registry"]
@@ -305,6 +356,7 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         An AnnData this model has not registered is checked (:func:`check_unregistered_anndata`)
         and copied before registration, so that no query method modifies the user's object.
         """
+        adata = modality_with_genes(adata, self.var_names_)
         if adata is not None and not self._check_anndata(adata):
             adata = adata.to_memory() if adata.isbacked else adata.copy()
         return super()._validate_anndata(adata, copy_if_view=copy_if_view)
@@ -327,6 +379,7 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         registered; the user's object is never modified. Positions into a backed AnnData are
         sorted, the order in which its rows are read.
         """
+        adata = modality_with_genes(adata, self.var_names_)
         if adata is None:
             if self.adata is None:
                 raise ValueError("This model was loaded without its AnnData; pass `adata=`.")

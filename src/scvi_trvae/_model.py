@@ -21,6 +21,8 @@ from ._checkpoint import InterruptibleTrainRunner
 from ._data import ConditionBalancedDataSplitter
 from ._docstrings import trvae_dsp
 from ._module import DEFAULT_KL_WEIGHT, DEFAULT_MMD_WEIGHT, TRVAEModule
+from ._mudata import registered_modality
+from ._mudata import setup_mudata as _setup_mudata
 from ._persistence import SafePersistenceMixin
 from ._prediction import (
     DEFAULT_PREDICTION_MODE,
@@ -45,6 +47,8 @@ from ._validation import (
 from .utils import TARGET_LIBRARY_SIZE
 
 if TYPE_CHECKING:
+    from mudata import MuData
+
     from ._mmd import BandwidthSpec
     from ._module import Dispersion, Likelihood, MMDTarget
 
@@ -118,6 +122,7 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
         n_mmd: int | None = None,
         registry: dict | None = None,
     ):
+        adata = registered_modality(type(self), adata)  # a MuData: its RNA modality (setup_mudata)
         super().__init__(adata, registry=registry)
         likelihood = resolve_likelihood(likelihood, bool(self.registry_["setup_args"]["is_count_data"]))
         self.var_names_ = None if adata is None else np.asarray(adata.var_names, dtype=str)
@@ -209,6 +214,52 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
+
+    @classmethod
+    def setup_mudata(
+        cls,
+        mdata: MuData,
+        rna_layer: str | None = None,
+        condition_key: str = "condition",
+        categorical_covariate_keys: list[str] | None = None,
+        is_count_data: bool = False,
+        modalities: dict[str, str] | None = None,
+        **kwargs,
+    ) -> None:
+        """Register the RNA modality of a MuData for trVAE.
+
+        The modality named by ``modalities["rna_layer"]`` is registered with :meth:`setup_anndata`;
+        the model trains on it, and every method that takes an AnnData also takes the MuData and
+        reads that modality. The other modalities are not used.
+
+        Parameters
+        ----------
+        mdata
+            MuData holding the RNA modality.
+        rna_layer
+            Layer of the RNA modality to use; ``None`` for its ``X``.
+        condition_key
+            Column of the RNA modality's ``obs`` with each cell's condition.
+        categorical_covariate_keys
+            Columns of the RNA modality's ``obs`` with extra categorical covariates.
+        is_count_data
+            As in :meth:`setup_anndata`.
+        modalities
+            Setup argument -> modality name; ``{"rna_layer": "rna"}`` is required. ``condition_key``
+            and ``categorical_covariate_keys`` may only name the RNA modality too.
+        **kwargs
+            Passed to :meth:`setup_anndata`.
+
+        Examples
+        --------
+        >>> TRVAE.setup_mudata(mdata, condition_key="condition", modalities={"rna_layer": "rna"})
+        >>> model = TRVAE(mdata)
+        """
+        _setup_mudata(
+            cls, mdata, rna_layer=rna_layer, condition_key=condition_key,
+            categorical_covariate_keys=categorical_covariate_keys, is_count_data=is_count_data,
+            modalities=modalities, **kwargs,
+        )  # fmt: skip
 
     def _field_state(self, registry_key: str) -> dict:
         return self.registry_["field_registries"][registry_key]["state_registry"]

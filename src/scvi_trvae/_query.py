@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from ._mudata import modality_with_genes
 from ._validation import check_not_empty, check_same_genes, check_setup_columns, check_setup_values
 
 
@@ -40,6 +41,7 @@ class QueryAnnDataMixin:
         user's object is never modified, and a large AnnData is not scanned beyond the cells
         asked for. Positions into a backed AnnData are sorted, the order in which its rows are read.
         """
+        adata = modality_with_genes(adata, self.var_names_)  # a MuData: its RNA modality
         if adata is None:
             if self.adata is None:
                 raise ValueError("This model was loaded without its AnnData; pass `adata=`.")

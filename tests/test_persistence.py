@@ -12,8 +12,9 @@ import scvi
 import torch
 from crafted_models import malicious_model_dir, truncated_copy
 from make_fixtures import MODEL_DIR, PREDICTION_FILE, PREDICTION_KWARGS, tiny_adata, train_tiny_model
+from typer.testing import CliRunner
 
-from scvi_trvae import TRVAE, ModelFileError, UnsafeModelFileError
+from scvi_trvae import TRVAE, ModelFileError, UnsafeModelFileError, cli
 from scvi_trvae import _persistence as persistence
 
 SYSTEM = f"{os.system.__module__}.system"  # posix.system on Linux
@@ -117,6 +118,19 @@ def test_model_with_numpy_settings_and_covariates_round_trips(tmp_path):
         model.predict_perturbation(source="control", target="stimulated").X,
     )
     assert set(loaded.history) == set(model.history)
+
+
+def test_cli_predict_refuses_a_crafted_model(malicious, tmp_path):
+    directory, marker = malicious
+    cells = tmp_path / "cells.h5ad"
+    tiny_adata().write_h5ad(cells)
+    args = ["predict", directory, cells, "--source", "control", "--target", "stimulated", "--out", tmp_path / "p.h5ad"]
+    result = CliRunner().invoke(cli.app, [str(arg) for arg in args])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    error = result.stderr.strip()
+    assert error.startswith("Error: ") and len(error.splitlines()) == 1
+    assert f"Refusing to load {directory / 'model.pt'}" in error and SYSTEM in error
+    assert not marker.exists() and not (tmp_path / "p.h5ad").exists()
 
 
 # ---------------------------------------------------------------------------------------------- broken directories

@@ -17,9 +17,13 @@ from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, Laye
 from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 from scvi.utils import setup_anndata_dsp
 
+from ._checkpoint import InterruptibleTrainRunner
 from ._data import ConditionBalancedDataSplitter
 from ._docstrings import trvae_dsp
 from ._module import DEFAULT_KL_WEIGHT, DEFAULT_MMD_WEIGHT, TRVAEModule
+from ._mudata import registered_modality
+from ._mudata import setup_mudata as _setup_mudata
+from ._persistence import SafePersistenceMixin
 from ._prediction import (
     DEFAULT_PREDICTION_MODE,
     SOURCE_COLUMN,
@@ -29,6 +33,8 @@ from ._prediction import (
     predict_expression,
     prediction_anndata,
 )
+from ._presets import paper_preset
+from ._query import QueryAnnDataMixin
 from ._training_plan import TRVAETrainingPlan
 from ._validation import (
     check_loss_weight,
@@ -41,6 +47,8 @@ from ._validation import (
 from .utils import TARGET_LIBRARY_SIZE
 
 if TYPE_CHECKING:
+    from mudata import MuData
+
     from ._mmd import BandwidthSpec
     from ._module import Dispersion, Likelihood, MMDTarget
 
@@ -57,7 +65,7 @@ _WEIGHT_PLAN_KWARGS = {"mmd_weight": "mmd_weight", "kl_weight": "kl_weight", "ma
 
 
 @trvae_dsp.dedent
-class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """trVAE: conditional VAE with an MMD-regularised decoder layer, for out-of-sample perturbation prediction.
 
     Implements Lotfollahi et al., "Conditional out-of-sample generation for unpaired data using
@@ -71,6 +79,7 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     %(param_network)s
     %(param_likelihood)s
     %(param_mmd)s
+    %(param_widths)s
     registry
         Registry of a saved model; used by :meth:`load` when no AnnData is given.
 
@@ -83,18 +92,25 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     >>> model.train(max_epochs=50)
     >>> control_nk = adata[adata.obs["cell_type"] == "type_A"].copy()
     >>> predicted = model.predict_perturbation(control_nk, source="control", target="stimulated")
+
+    The paper's Kang network and loss weights (:meth:`paper_preset`):
+
+    >>> preset = scvi_trvae.TRVAE.paper_preset("kang")
+    >>> model = scvi_trvae.TRVAE(adata, **preset["model"])
+    >>> model.train(**preset["train"])
     """
 
     _module_cls = TRVAEModule
     _data_splitter_cls = ConditionBalancedDataSplitter
     _training_plan_cls = TRVAETrainingPlan
+    _train_runner_cls = InterruptibleTrainRunner  # Ctrl-C stops training and keeps a usable model
 
     def __init__(
         self,
         adata: AnnData | None = None,
-        n_hidden: int = 256,
+        n_hidden: int | None = None,
         n_latent: int = 20,
-        n_layers: int = 2,
+        n_layers: int | None = None,
         dropout_rate: float = 0.1,
         use_batch_norm: bool = True,
         use_layer_norm: bool = False,
@@ -102,8 +118,11 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         dispersion: Dispersion = "gene",
         mmd_on: MMDTarget = "y",
         mmd_bandwidths: BandwidthSpec = "adaptive",
+        hidden_layer_sizes: Sequence[int] | None = None,
+        n_mmd: int | None = None,
         registry: dict | None = None,
     ):
+        adata = registered_modality(type(self), adata)  # a MuData: its RNA modality (setup_mudata)
         super().__init__(adata, registry=registry)
         likelihood = resolve_likelihood(likelihood, bool(self.registry_["setup_args"]["is_count_data"]))
         self.var_names_ = None if adata is None else np.asarray(adata.var_names, dtype=str)
@@ -121,13 +140,30 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             dispersion=dispersion,
             mmd_on=mmd_on,
             mmd_bandwidths=mmd_bandwidths,
+            hidden_layer_sizes=hidden_layer_sizes,
+            n_mmd=n_mmd,
         )
         self._model_summary_string = (
             f"TRVAE model: {self.summary_stats.n_vars} genes, conditions {list(self.conditions)}, "
-            f"likelihood={likelihood!r}, mmd_on={mmd_on!r}, n_latent={n_latent}, n_hidden={n_hidden}, "
-            f"n_layers={n_layers}, dropout_rate={dropout_rate}"
+            f"likelihood={likelihood!r}, mmd_on={mmd_on!r}, dropout_rate={dropout_rate}; layers: "
+            f"{self.module.widths.describe(self.summary_stats.n_vars, n_latent)}"
         )
         self.init_params_ = self._get_init_params(locals())
+
+    @staticmethod
+    def paper_preset(name: str = "kang") -> dict[str, dict]:
+        """Arguments reproducing a configuration of the trVAE paper (``docs/model.md``, "The paper's network").
+
+        ``"kang"``: encoder 800 -> 800 -> 128 -> ``z`` 20, decoder ``z`` -> ``y`` 128 -> 800 -> 800,
+        MMD on ``y`` with the paper's 19 fixed RBF bandwidths, dropout 0.2, minibatches of 128, and
+        the paper's loss weights (eta 100, alpha 1e-6, beta 500) translated to this package's loss.
+
+        Returns
+        -------
+        A new ``{"model": {...}, "train": {...}}``: ``TRVAE(adata, **preset["model"])`` then
+        ``model.train(**preset["train"])`` (add ``max_epochs`` or other arguments as needed).
+        """
+        return paper_preset(name)
 
     # ------------------------------------------------------------------ registration
     @classmethod
@@ -178,6 +214,52 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
+
+    @classmethod
+    def setup_mudata(
+        cls,
+        mdata: MuData,
+        rna_layer: str | None = None,
+        condition_key: str = "condition",
+        categorical_covariate_keys: list[str] | None = None,
+        is_count_data: bool = False,
+        modalities: dict[str, str] | None = None,
+        **kwargs,
+    ) -> None:
+        """Register the RNA modality of a MuData for trVAE.
+
+        The modality named by ``modalities["rna_layer"]`` is registered with :meth:`setup_anndata`;
+        the model trains on it, and every method that takes an AnnData also takes the MuData and
+        reads that modality. The other modalities are not used.
+
+        Parameters
+        ----------
+        mdata
+            MuData holding the RNA modality.
+        rna_layer
+            Layer of the RNA modality to use; ``None`` for its ``X``.
+        condition_key
+            Column of the RNA modality's ``obs`` with each cell's condition.
+        categorical_covariate_keys
+            Columns of the RNA modality's ``obs`` with extra categorical covariates.
+        is_count_data
+            As in :meth:`setup_anndata`.
+        modalities
+            Setup argument -> modality name; ``{"rna_layer": "rna"}`` is required. ``condition_key``
+            and ``categorical_covariate_keys`` may only name the RNA modality too.
+        **kwargs
+            Passed to :meth:`setup_anndata`.
+
+        Examples
+        --------
+        >>> TRVAE.setup_mudata(mdata, condition_key="condition", modalities={"rna_layer": "rna"})
+        >>> model = TRVAE(mdata)
+        """
+        _setup_mudata(
+            cls, mdata, rna_layer=rna_layer, condition_key=condition_key,
+            categorical_covariate_keys=categorical_covariate_keys, is_count_data=is_count_data,
+            modalities=modalities, **kwargs,
+        )  # fmt: skip
 
     def _field_state(self, registry_key: str) -> dict:
         return self.registry_["field_registries"][registry_key]["state_registry"]
@@ -284,68 +366,6 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         return plan_kwargs
 
     # ------------------------------------------------------------------ queries
-    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
-        """scvi-tools' entrance for a user's AnnData, routed through :meth:`_query_anndata`."""
-        if adata is None:
-            return super()._validate_anndata(None, copy_if_view=copy_if_view)
-        return self._query_anndata(adata, copy_if_view=copy_if_view)[0]
-
-    def _query_anndata(
-        self,
-        adata: AnnData | None,
-        indices: Sequence[int] | np.ndarray | None = None,
-        conditions: Sequence[str] | None = None,
-        copy_if_view: bool = True,
-    ) -> tuple[AnnData, np.ndarray]:
-        """Return the registered AnnData to read and the positions of its cells to use.
-
-        Every AnnData a query method receives passes here once. Its genes must be the training
-        genes. One this model registered is used as it is. Of any other only the selected cells
-        are copied, and that copy is checked (obs columns, expression values) and registered: the
-        user's object is never modified, and a large AnnData is not scanned beyond the cells
-        asked for. Positions into a backed AnnData are sorted, the order in which its rows are read.
-        """
-        if adata is None:
-            if self.adata is None:
-                raise ValueError("This model was loaded without its AnnData; pass `adata=`.")
-            adata = self.adata
-        check_not_empty(adata)
-        if self.var_names_ is not None:
-            check_same_genes(adata, pd.Index(self.var_names_))
-        registered = self.get_anndata_manager(adata) is not None
-        setup_args = self.registry_["setup_args"]
-        if not registered:
-            check_setup_columns(
-                adata, setup_args["condition_key"], setup_args.get("categorical_covariate_keys"),
-                check_conditions=False, role=" of the model",
-            )  # fmt: skip
-        positions = self._selected_positions(adata, indices, conditions)
-        if not registered:
-            adata = adata[positions].to_memory() if adata.isbacked else adata[positions].copy()
-            check_setup_values(adata, setup_args.get("layer"), is_count_data=bool(setup_args.get("is_count_data")))
-            positions = np.arange(adata.n_obs)
-        return super()._validate_anndata(adata, copy_if_view=copy_if_view), positions
-
-    def _selected_positions(
-        self, adata: AnnData, indices: Sequence[int] | np.ndarray | None, conditions: Sequence[str] | None
-    ) -> np.ndarray:
-        """Positions of the cells of ``adata`` within ``indices`` whose condition is among ``conditions``."""
-        positions = np.arange(adata.n_obs)
-        if indices is not None:
-            indices = np.asarray(indices)
-            positions = positions[indices] if indices.dtype == bool else indices.astype(int)
-        if adata.isbacked:
-            positions = np.sort(positions)
-        if conditions is not None:
-            labels = adata.obs[self.condition_key].to_numpy().astype(str)[positions]
-            positions = positions[np.isin(labels, [str(c) for c in conditions])]
-        if len(positions) == 0:
-            raise ValueError(
-                f"No cells of condition(s) {list(conditions or [])} in the selected cells of adata "
-                f"(column {self.condition_key!r})."
-            )
-        return positions
-
     @torch.inference_mode()
     def predict_perturbation(
         self,
@@ -447,16 +467,6 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         minibatches = self._make_data_loader(adata=adata, indices=positions, batch_size=batch_size, shuffle=False)
         return np.concatenate([mmd_layer(self.module, tensors, override).cpu().numpy() for tensors in minibatches])
 
-    def save(self, dir_path: str, *args, **kwargs) -> None:
-        """Save the model (see :meth:`scvi.model.base.BaseModelClass.save`).
-
-        With ``save_anndata=True`` the AnnData is written with
-        ``convert_strings_to_categoricals=False`` unless told otherwise, because anndata's default
-        would turn the user's string obs/var columns into categoricals in place.
-        """
-        kwargs.setdefault("convert_strings_to_categoricals", False)
-        super().save(dir_path, *args, **kwargs)
-
     # ------------------------------------------------------------------ reference mapping
     @classmethod
     def load_query_data(cls, adata: AnnData | None = None, reference_model: str | TRVAE | None = None, **kwargs):
@@ -481,7 +491,7 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         if reference_model is None:
             raise ValueError("reference_model is required (a trained TRVAE or the directory it was saved to).")
         if not isinstance(reference_model, TRVAE):  # read the saved reference once, not once per use below
-            reference_model = cls.load(reference_model, adata=None)
+            reference_model = cls.load(reference_model, adata=False)  # read safely (SafePersistenceMixin)
         if adata is not None and not kwargs.get("inplace_subset_query_vars", False):
             reference_genes = cls.prepare_query_anndata(adata, reference_model, return_reference_var_names=True)
             check_same_genes(adata, pd.Index(reference_genes))

@@ -11,10 +11,10 @@ from scvi import REGISTRY_KEYS
 from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 from scvi.module._constants import MODULE_KEYS  # scvi-tools' own modules import it from here
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
-from scvi.nn import FCLayers
 from torch import nn
 from torch.distributions import Distribution, Normal, kl_divergence
 
+from ._architecture import LayerWidths, layer_stack
 from ._docstrings import trvae_dsp
 from ._mmd import BandwidthSpec, condition_mmd
 
@@ -61,6 +61,7 @@ class TRVAEModule(BaseModuleClass):
     %(param_network)s
     %(param_likelihood)s
     %(param_mmd)s
+    %(param_widths)s
     """
 
     def __init__(
@@ -68,9 +69,9 @@ class TRVAEModule(BaseModuleClass):
         n_input: int,
         n_conditions: int,
         n_cats_per_cov: Sequence[int] | None = None,
-        n_hidden: int = 256,
+        n_hidden: int | None = None,
         n_latent: int = 20,
-        n_layers: int = 2,
+        n_layers: int | None = None,
         dropout_rate: float = 0.1,
         use_batch_norm: bool = True,
         use_layer_norm: bool = False,
@@ -78,6 +79,8 @@ class TRVAEModule(BaseModuleClass):
         dispersion: Dispersion = "gene",
         mmd_on: MMDTarget = "y",
         mmd_bandwidths: BandwidthSpec = "adaptive",
+        hidden_layer_sizes: Sequence[int] | None = None,
+        n_mmd: int | None = None,
     ):
         super().__init__()
         if likelihood not in ("mse", *_COUNT_LIKELIHOODS):
@@ -86,8 +89,7 @@ class TRVAEModule(BaseModuleClass):
             raise ValueError(f"dispersion must be 'gene' or 'gene-condition', got {dispersion!r}.")
         if mmd_on not in ("y", "z", None):
             raise ValueError(f"mmd_on must be 'y', 'z' or None, got {mmd_on!r}.")
-        if n_layers < 1:
-            raise ValueError(f"n_layers must be at least 1, got {n_layers}.")
+        self.widths = LayerWidths.resolve(n_hidden, n_layers, hidden_layer_sizes, n_mmd)
         self.n_input = n_input
         self.n_conditions = n_conditions
         self.n_latent = n_latent
@@ -99,35 +101,22 @@ class TRVAEModule(BaseModuleClass):
 
         cat_list = [*(n_cats_per_cov or []), n_conditions]
         hidden_kwargs = {"use_batch_norm": use_batch_norm, "use_layer_norm": use_layer_norm}
-        self.z_encoder = FCLayers(
-            n_in=n_input,
-            n_out=n_hidden,
-            n_cat_list=cat_list,
-            n_layers=n_layers,
-            n_hidden=n_hidden,
-            dropout_rate=dropout_rate,
-            inject_covariates=False,
-            **hidden_kwargs,
+        encoder, decoder = self.widths.encoder, self.widths.decoder
+        self.z_encoder = layer_stack(
+            n_input, encoder, cat_list, dropout_rate=dropout_rate, inject_covariates=False, **hidden_kwargs
         )
-        self.z_mean_encoder = nn.Linear(n_hidden, n_latent)
-        self.z_var_encoder = nn.Linear(n_hidden, n_latent)
-        self.mmd_decoder = FCLayers(
-            n_in=n_latent, n_out=n_hidden, n_cat_list=cat_list, n_layers=1, dropout_rate=0.0, **hidden_kwargs
+        self.z_mean_encoder = nn.Linear(encoder[-1], n_latent)
+        self.z_var_encoder = nn.Linear(encoder[-1], n_latent)
+        self.mmd_decoder = layer_stack(n_latent, [self.widths.n_mmd], cat_list, dropout_rate=0.0, **hidden_kwargs)
+        self.expression_decoder = (
+            layer_stack(self.widths.n_mmd, decoder, dropout_rate=dropout_rate, **hidden_kwargs)
+            if decoder
+            else nn.Identity()
         )
-        if n_layers > 1:
-            self.expression_decoder = FCLayers(
-                n_in=n_hidden,
-                n_out=n_hidden,
-                n_layers=n_layers - 1,
-                n_hidden=n_hidden,
-                dropout_rate=dropout_rate,
-                **hidden_kwargs,
-            )
-        else:
-            self.expression_decoder = nn.Identity()
-        self.px_head = nn.Linear(n_hidden, n_input)
+        n_last = decoder[-1] if decoder else self.widths.n_mmd
+        self.px_head = nn.Linear(n_last, n_input)
         if likelihood == "zinb":
-            self.px_dropout_head = nn.Linear(n_hidden, n_input)
+            self.px_dropout_head = nn.Linear(n_last, n_input)
         if likelihood in _COUNT_LIKELIHOODS:
             n_dispersions = n_conditions if dispersion == "gene-condition" else 1
             self.px_r = nn.Parameter(torch.randn(n_input, n_dispersions))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from docrep import DocstringProcessor
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -114,3 +115,46 @@ def draw_representations(
         axes[-1].legend(
             handles=handles, title=color, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8
         )
+
+
+_show_save = """\
+show
+    Show the figure (None: only when the function created it); when False return the axes.
+save
+    Path to write the figure to (format from the suffix)."""
+
+#: Parameters shared by the functions of :mod:`scvi_trvae.pl` (``%(param_show_save)s`` and the
+#: regression plots' ``%(param_reg_plot)s``), for docstrings decorated with ``@plot_dsp.dedent``.
+plot_dsp = DocstringProcessor(
+    param_show_save=_show_save,
+    param_reg_plot="""\
+pred
+    Predicted cells x genes (AnnData, array or sparse matrix), log-normalized.
+real_target
+    Real target cells, same genes in the same order.
+real_control
+    Real control cells of the same type; used to find DEGs with :func:`scvi_trvae.metrics.top_degs`
+    when ``degs`` is not given. Without both, no DEGs are shown.
+degs
+    DEGs to highlight: integer indices, a boolean mask or gene names, in ranking order.
+n_degs
+    Number of DEGs (half up-, half down-regulated) found from ``real_control``.
+top_labels
+    Number of DEGs (the first ones: the most up-regulated when found here) to label by name.
+gene_names
+    Gene names (default: ``var_names`` of an AnnData input); without names no labels are drawn.
+title
+    Axes title.
+"""
+    + _show_save
+    + """
+ax
+    Axes to draw into; by default a new figure is created.
+return_fig
+    Return the figure.
+
+Returns
+-------
+matplotlib.figure.Figure or matplotlib.axes.Axes or None
+    The figure if ``return_fig``, else the axes if ``show`` is False, else None.""",
+)

@@ -34,10 +34,29 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from docrep import DocstringProcessor
 from scipy.spatial.distance import cdist
 from scipy.stats import pearsonr
 
 from .utils import as_dense, is_anndata
+
+_metrics_dsp = DocstringProcessor(
+    param_pred_real_genes="""\
+pred
+    Predicted cells x genes (AnnData, array or sparse matrix).
+real
+    Real target cells x genes, same genes in the same order.
+genes
+    Optional subset of genes: integer indices, a boolean mask, or gene names (when an input is an
+    AnnData; looked up in the ``var_names`` of ``real``, else of ``pred``).""",
+    param_pred_target_control="""\
+pred
+    Predicted cells x genes (AnnData, array or sparse matrix).
+real_target
+    Real target cells, same genes in the same order.
+real_control
+    Real control cells, same genes in the same order.""",
+)
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -115,6 +134,7 @@ def _r2(real: np.ndarray, pred: np.ndarray) -> float:
     return float(pearsonr(real, pred)[0] ** 2)
 
 
+@_metrics_dsp.dedent
 def r2_mean(pred: Matrix, real: Matrix, genes: GeneSelection | None = None) -> float:
     r"""Squared Pearson correlation of per-gene means, predicted vs real.
 
@@ -127,13 +147,7 @@ def r2_mean(pred: Matrix, real: Matrix, genes: GeneSelection | None = None) -> f
 
     Parameters
     ----------
-    pred
-        Predicted cells x genes (AnnData, array or sparse matrix).
-    real
-        Real target cells x genes, same genes in the same order.
-    genes
-        Optional subset of genes: integer indices, a boolean mask, or gene names (when an input is an
-        AnnData; looked up in the ``var_names`` of ``real``, else of ``pred``).
+    %(param_pred_real_genes)s
 
     Returns
     -------
@@ -145,6 +159,7 @@ def r2_mean(pred: Matrix, real: Matrix, genes: GeneSelection | None = None) -> f
     return _r2(t.mean(0)[idx], p.mean(0)[idx])
 
 
+@_metrics_dsp.dedent
 def r2_var(pred: Matrix, real: Matrix, genes: GeneSelection | None = None) -> float:
     r"""Squared Pearson correlation of per-gene variances, predicted vs real.
 
@@ -155,13 +170,7 @@ def r2_var(pred: Matrix, real: Matrix, genes: GeneSelection | None = None) -> fl
 
     Parameters
     ----------
-    pred
-        Predicted cells x genes (AnnData, array or sparse matrix).
-    real
-        Real target cells x genes, same genes in the same order.
-    genes
-        Optional subset of genes: integer indices, a boolean mask, or gene names (when an input is an
-        AnnData).
+    %(param_pred_real_genes)s
 
     Returns
     -------
@@ -236,6 +245,7 @@ def top_degs(
     return np.concatenate([order[:n_up], order[::-1][:n_down]]).astype(np.intp)
 
 
+@_metrics_dsp.dedent
 def pearson_delta(pred: Matrix, real_target: Matrix, real_control: Matrix, genes: GeneSelection | None = None) -> float:
     r"""Pearson correlation of the predicted and the real response (mean shift from control).
 
@@ -246,12 +256,7 @@ def pearson_delta(pred: Matrix, real_target: Matrix, real_control: Matrix, genes
 
     Parameters
     ----------
-    pred
-        Predicted cells x genes (AnnData, array or sparse matrix).
-    real_target
-        Real target cells, same genes in the same order.
-    real_control
-        Real control cells, same genes in the same order.
+    %(param_pred_target_control)s
     genes
         Optional subset of genes: integer indices, a boolean mask, or gene names (when an input is an
         AnnData).
@@ -295,6 +300,7 @@ def edistance(x: Matrix, y: Matrix) -> float:
     return float(2 * cdist(a, b).mean() - cdist(a, a).mean() - cdist(b, b).mean())
 
 
+@_metrics_dsp.dedent
 def edistance_scaled(
     pred: Matrix,
     real_target: Matrix,
@@ -315,12 +321,7 @@ def edistance_scaled(
 
     Parameters
     ----------
-    pred
-        Predicted cells x genes (AnnData, array or sparse matrix).
-    real_target
-        Real target cells, same genes in the same order.
-    real_control
-        Real control cells, same genes in the same order.
+    %(param_pred_target_control)s
     n_comps
         Maximum number of principal components.
     max_cells

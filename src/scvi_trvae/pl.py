@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from scipy.stats import linregress
 
 from . import metrics
-from ._plot_utils import draw_representations, finish_figure, new_figure
+from ._plot_utils import draw_representations, finish_figure, new_figure, plot_dsp
 from .utils import as_dense, is_anndata
 
 if TYPE_CHECKING:
@@ -114,6 +114,7 @@ def _reg_plot(
     return finish_figure(fig, ax, own_fig=own_fig, show=show, save=save, return_fig=return_fig)
 
 
+@plot_dsp.dedent
 def reg_mean_plot(
     pred: Matrix,
     real_target: Matrix,
@@ -138,36 +139,7 @@ def reg_mean_plot(
 
     Parameters
     ----------
-    pred
-        Predicted cells x genes (AnnData, array or sparse matrix), log-normalized.
-    real_target
-        Real target cells, same genes in the same order.
-    real_control
-        Real control cells of the same type; used to find DEGs with :func:`scvi_trvae.metrics.top_degs`
-        when ``degs`` is not given. Without both, no DEGs are shown.
-    degs
-        DEGs to highlight: integer indices, a boolean mask or gene names, in ranking order.
-    n_degs
-        Number of DEGs (half up-, half down-regulated) found from ``real_control``.
-    top_labels
-        Number of DEGs (the first ones: the most up-regulated when found here) to label by name.
-    gene_names
-        Gene names (default: ``var_names`` of an AnnData input); without names no labels are drawn.
-    title
-        Axes title.
-    show
-        Show the figure (None: only when the function created it); when False return the axes.
-    save
-        Path to write the figure to (format from the suffix).
-    ax
-        Axes to draw into; by default a new figure is created.
-    return_fig
-        Return the figure.
-
-    Returns
-    -------
-    matplotlib.figure.Figure or matplotlib.axes.Axes or None
-        The figure if ``return_fig``, else the axes if ``show`` is False, else None.
+    %(param_reg_plot)s
     """
     return _reg_plot(
         "mean",
@@ -186,6 +158,7 @@ def reg_mean_plot(
     )
 
 
+@plot_dsp.dedent
 def reg_var_plot(
     pred: Matrix,
     real_target: Matrix,
@@ -209,35 +182,7 @@ def reg_var_plot(
 
     Parameters
     ----------
-    pred
-        Predicted cells x genes (AnnData, array or sparse matrix), log-normalized.
-    real_target
-        Real target cells, same genes in the same order.
-    real_control
-        Real control cells of the same type; used to find DEGs when ``degs`` is not given.
-    degs
-        DEGs to highlight: integer indices, a boolean mask or gene names, in ranking order.
-    n_degs
-        Number of DEGs (half up-, half down-regulated) found from ``real_control``.
-    top_labels
-        Number of DEGs to label by name.
-    gene_names
-        Gene names (default: ``var_names`` of an AnnData input).
-    title
-        Axes title.
-    show
-        Show the figure (None: only when the function created it); when False return the axes.
-    save
-        Path to write the figure to.
-    ax
-        Axes to draw into; by default a new figure is created.
-    return_fig
-        Return the figure.
-
-    Returns
-    -------
-    matplotlib.figure.Figure or matplotlib.axes.Axes or None
-        The figure if ``return_fig``, else the axes if ``show`` is False, else None.
+    %(param_reg_plot)s
     """
     return _reg_plot(
         "var",
@@ -272,6 +217,7 @@ def _gene_column(x: AnnData | np.ndarray, gene: str | int, gene_names: Sequence[
     return np.asarray(col, dtype=np.float64).ravel()
 
 
+@plot_dsp.dedent
 def gene_distribution_plot(
     groups: Mapping[str, AnnData | np.ndarray],
     genes: Sequence[str],
@@ -298,10 +244,7 @@ def gene_distribution_plot(
         arrays) or integer positions.
     gene_names
         Gene names of the array groups (same genes in the same order as their columns).
-    show
-        Show the figure (None: only when the function created it); when False return the axes.
-    save
-        Path to write the figure to.
+    %(param_show_save)s
     ax
         Axes to draw into: one Axes per gene (a single Axes for a single gene).
     return_fig
@@ -351,6 +294,7 @@ def gene_distribution_plot(
     return finish_figure(fig, out, own_fig=own_fig, show=show, save=save, return_fig=return_fig)
 
 
+@plot_dsp.dedent
 def representation_plot(
     models: Mapping[str, Any],
     adata: AnnData | None = None,
@@ -385,10 +329,7 @@ def representation_plot(
         Number of neighbours of the kNN graph (capped at the number of cells minus one).
     seed
         Random state of the neighbours graph and of UMAP.
-    show
-        Show the figure (None: only when the function created it); when False return the axes.
-    save
-        Path to write the figure to.
+    %(param_show_save)s
     ax
         ``2 * len(models)`` axes to draw into, in row-major order (or an array of shape ``(n_models, 2)``).
     return_fig

@@ -168,7 +168,7 @@ def train(
         TRVAE.setup_anndata(training, condition_key=condition_key, layer=layer, is_count_data=counts)
         model = TRVAE(training, **({} if likelihood is None else {"likelihood": likelihood.value}))
         model.train(max_epochs=max_epochs, batch_size=batch_size, accelerator=accelerator, enable_progress_bar=True)
-        model.save(str(out), overwrite=overwrite)
+        model.save(str(out), overwrite=True)  # a non-empty folder was refused above unless --overwrite
         record = {
             "data": str(data.resolve()),
             "condition_key": condition_key,

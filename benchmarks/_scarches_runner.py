@@ -1,7 +1,7 @@
 """Fit scArches' ``TRVAE`` and predict a perturbation; runs in its own environment (``make scarches-venv``).
 
 scArches (PyPI ``scarches`` 0.6.1) is kept out of the environment under test, so the benchmark calls
-this script with that environment's Python (``fit_predict_scarches`` in ``out_of_sample.py``).
+this script with that environment's Python (``fit_predict_scarches`` in ``oos/scarches.py``).
 scArches' ``TRVAE`` has no prediction method; a cell is predicted as the paper describes: encode it
 with its own condition (posterior mean), decode the code with the target condition. With a count
 likelihood the decoder gives expression proportions, returned as ``log1p`` of counts per 10,000.
@@ -30,8 +30,7 @@ ad.read = ad.read_h5ad
 
 import scarches  # noqa: E402
 import torch  # noqa: E402
-
-TARGET_LIBRARY_SIZE = 1e4
+from oos.expression import TARGET_LIBRARY_SIZE, dense  # noqa: E402
 
 #: ``defaults``: scArches' own constructor and ``train()`` defaults (MMD on z, 256-64, z 10, 400 epochs,
 #: early stopping). ``paper``: the trVAE paper's network (800-800 encoder, 128-unit MMD layer y, z 40,
@@ -68,8 +67,7 @@ def fit_predict(
         )
         model.train(**({} if epochs is None else {"n_epochs": epochs}), seed=seed, **config["train"])
     network = model.model.eval()
-    x = torch.as_tensor(np.asarray(to_predict.X.todense() if hasattr(to_predict.X, "todense") else to_predict.X))
-    x = x.float()
+    x = torch.from_numpy(dense(to_predict.X))
     encoder_input = torch.log1p(x) if likelihood != "mse" else x
     n_cells = len(x)
     source_codes = torch.full((n_cells,), network.condition_encoder[source], dtype=torch.long)

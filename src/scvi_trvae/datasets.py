@@ -15,9 +15,20 @@ import anndata
 import numpy as np
 import pandas as pd
 
+from ._holdout import HoldoutSplit, holdout_split
 from ._public_data import KANG2018_SHA256, KANG2018_URL, DownloadError, haber2017, kang2018
+from .utils import TARGET_LIBRARY_SIZE
 
-__all__ = ["KANG2018_SHA256", "KANG2018_URL", "DownloadError", "haber2017", "kang2018", "synthetic_perturbation"]
+__all__ = [
+    "KANG2018_SHA256",
+    "KANG2018_URL",
+    "DownloadError",
+    "HoldoutSplit",
+    "haber2017",
+    "holdout_split",
+    "kang2018",
+    "synthetic_perturbation",
+]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -289,7 +300,7 @@ def _assemble(
 ) -> anndata.AnnData:
     """Build the AnnData: log-normalised ``X``, raw counts, the truth in ``var``/``varm`` and the parameters."""
     totals = counts.sum(axis=1, dtype=np.float64)
-    normalized = counts / np.maximum(totals, 1.0)[:, None] * 1e4
+    normalized = counts / np.maximum(totals, 1.0)[:, None] * TARGET_LIBRARY_SIZE
     width = max(4, len(str(design.n_genes - 1)))
     var = pd.DataFrame(index=pd.Index([f"gene_{g:0{width}d}" for g in range(design.n_genes)]))
     var["response_gene"] = np.logical_or.reduce(list(response_masks.values()))

@@ -30,6 +30,7 @@ def data_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model_dir(data_file):
     out = data_file.parent / "model"
+    out.mkdir()  # an existing empty folder is fine
     result = invoke(
         "train", data_file, "--condition-key", "condition", "--holdout-key", "cell_type", "--holdout", "type_A",
         "--holdout-condition", "stimulated", "--max-epochs", "1", "--accelerator", "cpu", "--out", out,

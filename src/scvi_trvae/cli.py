@@ -21,7 +21,7 @@ import scvi
 import typer
 from rich.progress import Progress
 
-from . import __version__, baselines, metrics, pl
+from . import __version__, baselines, datasets, metrics, pl
 from ._model import TRVAE
 from .demo import format_table
 from .demo import main as demo_main
@@ -168,7 +168,7 @@ def train(
         TRVAE.setup_anndata(training, condition_key=condition_key, layer=layer, is_count_data=counts)
         model = TRVAE(training, **({} if likelihood is None else {"likelihood": likelihood.value}))
         model.train(max_epochs=max_epochs, batch_size=batch_size, accelerator=accelerator, enable_progress_bar=True)
-        model.save(str(out), overwrite=overwrite)
+        model.save(str(out), overwrite=True)  # a non-empty folder was refused above unless --overwrite
         record = {
             "data": str(data.resolve()),
             "condition_key": condition_key,
@@ -290,13 +290,9 @@ def evaluate(
         groups, conditions = _obs_values(real, cells_key, data), _obs_values(real, condition_key, data)
         _check_values(groups, [cells], cells_key)
         _check_values(conditions, [control, target], condition_key)
-        real_target = real[(groups == cells) & (conditions == target)].copy()
-        real_control = real[(groups == cells) & (conditions == control)].copy()
-        for name, part in (("target", real_target), ("control", real_control)):
-            if part.n_obs == 0:
-                raise CliError(f"no real {name} cells of {cells!r} in {data}")
         keys = {"cell_type_key": cells_key, "condition_key": condition_key, "cell_type": cells}
-        training_like = real[~((groups == cells) & (conditions == target))]
+        split = datasets.holdout_split(real, source=control, target=target, **keys)
+        real_target, real_control, training_like = split.real_target, split.control, split.train
         predictions = {
             "trVAE": pred,
             "control + mean shift": baselines.mean_shift(training_like, source=control, target=target, **keys),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import baselines, datasets, metrics, model_selection, pl
+from . import baselines, datasets, metrics, model_selection, pl, utils
+from ._checkpoint import TrainingCheckpoint
 from ._data import ConditionBalancedDataSplitter, ConditionBalancedSampler
 from ._ensemble import TRVAEEnsemble
 from ._mmd import condition_mmd
 from ._model import TRVAE
 from ._module import TRVAEModule
+from ._persistence import ModelFileError, UnsafeModelFileError
 from ._training_plan import NonFiniteLossError, TRVAETrainingPlan
 
 try:
@@ -21,14 +23,18 @@ __all__ = [
     "TRVAE",
     "ConditionBalancedDataSplitter",
     "ConditionBalancedSampler",
+    "ModelFileError",
     "NonFiniteLossError",
     "TRVAEEnsemble",
     "TRVAEModule",
     "TRVAETrainingPlan",
+    "TrainingCheckpoint",
+    "UnsafeModelFileError",
     "baselines",
     "condition_mmd",
     "datasets",
     "metrics",
     "model_selection",
     "pl",
+    "utils",
 ]

@@ -31,64 +31,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from out_of_sample import BENCH_DIR, DATA_DIR, DATASETS, dense, load_dataset, make_split
+from oos import ensembles
+from oos.datasets import DATASETS, load_dataset
+from oos.expression import dense
+from oos.paths import BENCH_DIR, DATA_DIR
+from oos.registry import AUTO_EPOCHS
+from oos.splits import make_split
 from scipy.stats import spearmanr
 
-from scvi_trvae import metrics, model_selection
-from scvi_trvae._ensemble import pooled_shift
+from scvi_trvae import metrics
 
-CACHE = BENCH_DIR / "cache" / "accuracy"
+CACHE = ensembles.ACCURACY_CACHE
 RESULTS = BENCH_DIR / "results" / "accuracy.json"
-SEEDS = (0, 1, 2)
-SEARCH_SPACE = {
-    "n_layers": (1, 2),
-    "mmd_weight": (10.0, 100.0),
-    "kl_weight": (0.01, 0.1),
-    "training_steps": (750, 1500),
-}
-
-
-def _fit_predict(split, config: dict[str, Any], seed: int) -> np.ndarray:
-    model = model_selection._train_model(
-        split.train, split.spec.condition_key, config, seed, accelerator="cpu", enable_progress_bar=False
-    )
-    return dense(model.predict_perturbation(split.control, source=split.source, target=split.target).X)
-
-
-def _cached_preds(path: Path, split, config: dict[str, Any]) -> np.ndarray:
-    if path.exists():
-        return np.load(path)
-    preds = np.stack([_fit_predict(split, config, seed) for seed in SEEDS]).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, preds)
-    return preds
-
-
-def _selection(path: Path, split, n_configs: int, max_inner_folds: int) -> dict[str, Any]:
-    if path.exists():
-        return json.loads(path.read_text())
-    spec = split.spec
-    start = time.perf_counter()
-    result = model_selection.select_hyperparameters(
-        split.train, cell_type_key=spec.cell_type_key, condition_key=spec.condition_key, source=split.source,
-        target=split.target, n_configs=n_configs, search_space=SEARCH_SPACE, max_inner_folds=max_inner_folds,
-        seed=0, progress_bar=False, accelerator="cpu",
-    )  # fmt: skip
-    default_rows = result.summary[result.summary["config"] == 0]
-    out = {
-        "best_config": result.best_config,
-        "best_shift_weight": result.best_shift_weight,
-        "default_shift_weight": float(default_rows.iloc[0]["shift_weight"]),
-        "inner_cell_types": result.inner_cell_types,
-        "seconds": time.perf_counter() - start,
-        "summary": result.summary.to_dict(orient="records"),
-    }
-    path.write_text(json.dumps(out, indent=1, default=float))
-    return out
-
-
-def _blend(pred: np.ndarray, observed: np.ndarray, shift: np.ndarray, weight: float) -> np.ndarray:
-    return np.clip(observed + weight * (pred - observed) + (1 - weight) * shift, 0.0, None)
 
 
 def uncertainty_spearman(members: np.ndarray, observed: np.ndarray, real_target: np.ndarray) -> tuple[float, Any]:
@@ -99,41 +53,35 @@ def uncertainty_spearman(members: np.ndarray, observed: np.ndarray, real_target:
     return float(spearmanr(sd, error).statistic), (sd, error)
 
 
-def run_split(split, n_configs: int, max_inner_folds: int) -> list[dict[str, Any]]:
-    spec = split.spec
-    base = CACHE / split.dataset / f"{split.cell_type}__{split.target}".replace(" ", "_").replace("/", "_")
-    base.mkdir(parents=True, exist_ok=True)
+def run_split(split) -> list[dict[str, Any]]:
+    """Every method of :mod:`oos.ensembles` and the default's single seeds on one split, scored."""
     start = time.perf_counter()
-    members = _cached_preds(base / "members_default.npy", split, model_selection.DEFAULT_CONFIG)
-    selection = _selection(base / "selection.json", split, n_configs, max_inner_folds)
-    best = selection["best_config"]
-    same = all(best[k] == model_selection.DEFAULT_CONFIG[k] for k in best)
-    tuned = members if same else _cached_preds(base / "members_tuned.npy", split, best)
-    observed = dense(split.control.X)
-    real = dense(split.real_target.X)
-    shift = pooled_shift(split.train, cell_type_key=spec.cell_type_key, condition_key=spec.condition_key,
-                         exclude=[split.cell_type], source=split.source, target=split.target)  # fmt: skip
-    w_default, w_best = selection["default_shift_weight"], selection["best_shift_weight"]
-    preds = {f"trVAE seed {k}": members[k] for k in range(len(SEEDS))}
+    members = ensembles.default_members(split, AUTO_EPOCHS)
+    chosen = ensembles.selection(split, AUTO_EPOCHS)
+    tuned, w_best = ensembles.tuned_members(split, AUTO_EPOCHS)
+    w_default = chosen["default_shift_weight"]
+    preds = {f"trVAE seed {k}": members[k] for k in range(len(members))}
     preds["trVAE ensemble"] = members.mean(0)
-    preds["trVAE ensemble + shrink"] = _blend(members.mean(0), observed, shift, w_default)
-    preds["trVAE ensemble + shrink w=0.5 (fixed)"] = _blend(members.mean(0), observed, shift, 0.5)
-    preds["trVAE self-tuned"] = _blend(tuned[0], observed, shift, w_best)
-    preds["trVAE self-tuned ensemble"] = _blend(tuned.mean(0), observed, shift, w_best)
-    rho, (sd, error) = uncertainty_spearman(members, observed, real)
-    np.savez(base / "uncertainty.npz", sd=sd, error=error)
+    preds["trVAE ensemble + shrink"] = ensembles.blend(split, members.mean(0), w_default)
+    preds["trVAE ensemble + shrink w=0.5 (fixed)"] = ensembles.blend(split, members.mean(0), 0.5)
+    preds["trVAE self-tuned"] = ensembles.blend(split, tuned[0], w_best)
+    preds["trVAE self-tuned ensemble"] = ensembles.blend(split, tuned.mean(0), w_best)
+    rho, (sd, error) = uncertainty_spearman(members, dense(split.control.X), dense(split.real_target.X))
+    np.savez(ensembles.split_dir(split, AUTO_EPOCHS) / "uncertainty.npz", sd=sd, error=error)
+    weights = {"trVAE ensemble + shrink": w_default, "trVAE self-tuned": w_best, "trVAE self-tuned ensemble": w_best}
     rows = []
     for name, pred in preds.items():
         scores = metrics.evaluate_prediction(pred, split.real_target, split.control, degs=split.degs, seed=0)
         rows.append({
             "dataset": split.dataset, "cell_type": split.cell_type, "target": split.target, "method": name,
-            **{k: float(scores[k]) for k in metrics.METRIC_KEYS},
-            "shift_weight": {"trVAE ensemble + shrink": w_default, "trVAE self-tuned": w_best,
-                             "trVAE self-tuned ensemble": w_best}.get(name),
-            "tuned_config": best if "self-tuned" in name else None,
+            **{k: float(scores[k]) for k in metrics.METRIC_KEYS}, "shift_weight": weights.get(name),
+            "tuned_config": chosen["best_config"] if "self-tuned" in name else None,
             "uncertainty_spearman": rho if name == "trVAE ensemble" else None,
         })  # fmt: skip
-    (base / "rows.json").write_text(json.dumps({"rows": rows, "seconds": time.perf_counter() - start}, indent=1))
+    seconds = time.perf_counter() - start
+    (ensembles.split_dir(split, AUTO_EPOCHS) / "rows.json").write_text(
+        json.dumps({"rows": rows, "seconds": seconds}, indent=1)
+    )
     return rows
 
 
@@ -217,8 +165,6 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["kang"])
     parser.add_argument("--cell-types", nargs="+", default=None)
     parser.add_argument("--genes", type=int, default=None, help="HVGs (default: the data set's own setting)")
-    parser.add_argument("--n-configs", type=int, default=3)
-    parser.add_argument("--inner-folds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--report", action="store_true", help="print the tables of the cached splits and exit")
@@ -238,7 +184,7 @@ def main() -> None:
                 split = make_split(adata, dataset, spec, cell_type, target, args.genes or spec.n_top_genes)
                 torch.set_num_threads(args.threads)
                 start = time.perf_counter()
-                rows = run_split(split, args.n_configs, args.inner_folds)
+                rows = run_split(split)
                 print(f"{dataset} {cell_type} -> {target}: {time.perf_counter() - start:.0f} s", flush=True)
                 for row in rows:
                     print(f"  {row['method']:40s} dDEG {row['pearson_delta_deg']:.3f} edist {row['edist_scaled']:.3f}",

@@ -135,3 +135,6 @@ register(
 )  # fmt: skip
 register("control + mean shift", fit_predict_mean_shift, "scvi_trvae.baselines.mean_shift", seeds="deterministic")
 register("no response", fit_predict_no_response, "scvi_trvae.baselines.no_response", seeds="deterministic")
+
+# issue 13's methods (ensembles, self-tuning, shift shrinkage) register themselves after the ones above
+from . import ensembles  # noqa: E402, F401

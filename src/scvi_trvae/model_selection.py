@@ -100,11 +100,14 @@ def _epochs(n_cells: int, steps: int) -> int:
     return max(1, math.ceil(steps / math.ceil(n_cells / BATCH_SIZE)))
 
 
-def _train_model(adata: AnnData, condition_key: str, config: Mapping[str, Any], seed: int, **train_kwargs) -> TRVAE:
+def _train_model(
+    adata: AnnData, condition_key: str, config: Mapping[str, Any], seed: int, setup_kwargs: Mapping | None = None,
+    **train_kwargs: Any,
+) -> TRVAE:  # fmt: skip
     """Fit one configuration on ``adata`` (every model fit of the selection goes through here)."""
     scvi.settings.seed = seed
     adata = fresh_copy(adata)
-    TRVAE.setup_anndata(adata, condition_key=condition_key)
+    TRVAE.setup_anndata(adata, condition_key=condition_key, **(setup_kwargs or {}))
     model = TRVAE(adata, **{k: v for k, v in config.items() if k in _MODEL_ARGS})
     model.train(
         max_epochs=_epochs(adata.n_obs, int(config.get("training_steps", DEFAULT_CONFIG["training_steps"]))),
@@ -129,7 +132,14 @@ def _score_fold(pred_x: np.ndarray, real: AnnData, control: AnnData, degs: np.nd
 
 
 def _fold_rows(
-    adata: AnnData, held_out: str, config: dict, seed: int, keys: tuple[str, str, str, str], weights, train_kwargs
+    adata: AnnData,
+    held_out: str,
+    config: dict,
+    seed: int,
+    keys: tuple[str, str, str, str],
+    weights,
+    setup_kwargs,
+    train_kwargs,
 ) -> list[dict[str, Any]]:
     """Fit ``config`` without ``(held_out, target)``, predict it and score every shift weight."""
     cell_type_key, condition_key, source, target = keys
@@ -139,7 +149,7 @@ def _fold_rows(
     is_control = (types == held_out) & (conditions == source)
     fold_train = adata[~is_held_out]
     control, real = adata[is_control], adata[is_held_out]
-    model = _train_model(fold_train, condition_key, config, seed, **train_kwargs)
+    model = _train_model(fold_train, condition_key, config, seed, setup_kwargs, **train_kwargs)
     pred = np.asarray(model.predict_perturbation(control.copy(), source=source, target=target).X, dtype=np.float64)
     observed = np.asarray(control.X.toarray() if hasattr(control.X, "toarray") else control.X, dtype=np.float64)
     shift = pooled_shift(
@@ -169,6 +179,7 @@ def select_hyperparameters(
     time_budget: float | None = None,
     seed: int = 0,
     progress_bar: bool = True,
+    setup_kwargs: Mapping[str, Any] | None = None,
     **train_kwargs: Any,
 ) -> SelectionResult:
     """Choose a configuration and shift weight by inner leave-one-cell-type-out on ``adata``.
@@ -199,6 +210,10 @@ def select_hyperparameters(
         Seeds the draws of configurations and folds and every model fit.
     progress_bar
         Show a tqdm bar over the model fits.
+    setup_kwargs
+        More arguments of :meth:`scvi_trvae.TRVAE.setup_anndata`, e.g. ``{"layer": "counts",
+        "is_count_data": True}`` for count models; ``X`` must still hold the log-normalised expression
+        (``log1p`` of counts per 10,000, the scale of the predictions) that the scores and the pooled shift use.
     **train_kwargs
         Passed to :meth:`scvi_trvae.TRVAE.train` (e.g. ``accelerator``).
     """
@@ -223,8 +238,8 @@ def select_hyperparameters(
                 stopped = True
                 break
             for held_out in folds:
-                rows += [{"config": index, **row} for row in
-                         _fold_rows(adata, held_out, config, seed, keys, shift_weights, train_kwargs)]  # fmt: skip
+                fold = _fold_rows(adata, held_out, config, seed, keys, shift_weights, setup_kwargs, train_kwargs)
+                rows += [{"config": index, **row} for row in fold]
                 bar.update(1)
     table = pd.DataFrame(rows)
     group = ["config", *configs[0].keys(), "shift_weight"]
@@ -264,7 +279,7 @@ def fit_self_tuned(
     train_kwargs = {k: v for k, v in selection_kwargs.items() if k not in _SELECTION_ONLY}
     train_kwargs.setdefault("enable_progress_bar", False)
     adata = fresh_copy(adata)
-    TRVAE.setup_anndata(adata, condition_key=condition_key)
+    TRVAE.setup_anndata(adata, condition_key=condition_key, **(selection_kwargs.get("setup_kwargs") or {}))
     ensemble = TRVAEEnsemble(
         adata, seeds=range(seed, seed + n_members), shift_weight=selection.best_shift_weight,
         **{k: v for k, v in config.items() if k in _MODEL_ARGS},
@@ -276,4 +291,6 @@ def fit_self_tuned(
     return ensemble, selection
 
 
-_SELECTION_ONLY = ("n_configs", "search_space", "shift_weights", "max_inner_folds", "time_budget", "progress_bar")
+_SELECTION_ONLY = (
+    "n_configs", "search_space", "shift_weights", "max_inner_folds", "time_budget", "progress_bar", "setup_kwargs",
+)  # fmt: skip

@@ -436,3 +436,27 @@ def test_kang2018_shared_file():
 def test_haber2017_shared_file():
     adata = haber2017(SHARED_DATA / "haber2017_gut_3cond_lognorm.h5ad")
     assert adata.obs["condition"].nunique() == 3
+
+
+def test_state_dependence_scales_response_by_visible_state():
+    from scvi_trvae.datasets import synthetic_perturbation
+
+    kwargs = {"n_cell_types": 3, "n_genes": 120, "n_cells_per_group": 80, "n_response_genes": 20, "seed": 4}
+    plain = synthetic_perturbation(**kwargs)
+    off = synthetic_perturbation(**kwargs, state_dependence=0.0)
+    np.testing.assert_array_equal(plain.layers["counts"], off.layers["counts"])  # default data unchanged
+    assert "cell_state" not in off.obs
+    adata = synthetic_perturbation(**kwargs, state_dependence=0.8)
+    state, genes = adata.obs["cell_state"].to_numpy(), adata.var["state_gene"].to_numpy()
+    assert genes.sum() == 20 and not (genes & adata.var["response_gene"].to_numpy()).any()
+    assert not (genes & adata.var["marker_gene"].to_numpy()).any()
+    control = (adata.obs["condition"] == "control").to_numpy()
+    # the state is visible in the control cells (state genes follow it) ...
+    state_score = adata.X[control][:, genes].mean(1)
+    assert np.corrcoef(state_score, state[control])[0, 1] > 0.5
+    # ... and scales the response strength of perturbed cells
+    strength = adata.obs["response_strength"].to_numpy()
+    assert np.corrcoef(np.log(strength[~control]), state[~control])[0, 1] > 0.5
+    assert adata.uns["synthetic_perturbation"]["state_dependence"] == 0.8
+    with pytest.raises(ValueError, match="state_dependence"):
+        synthetic_perturbation(**kwargs, state_dependence=-1.0)

@@ -97,6 +97,7 @@ class _SyntheticDesign:
     shared_response_fraction: float
     response_scale: float
     library_size: float
+    state_dependence: float
     proportions: np.ndarray
     cells_per_condition: np.ndarray
 
@@ -131,6 +132,8 @@ class _SyntheticDesign:
             raise ValueError(f"`response_scale` must be finite and >= 0, got {scale}.")
         if not np.isfinite(library_size) or library_size <= 0:
             raise ValueError(f"`library_size` must be positive, got {library_size}.")
+        if not np.isfinite(values["state_dependence"]) or values["state_dependence"] < 0:
+            raise ValueError(f"`state_dependence` must be finite and >= 0, got {values['state_dependence']}.")
         proportions = _resolve_proportions(names, condition_proportions)
         cells_per_condition = _split_counts(values["n_cells_per_group"] * len(names), proportions)
         if np.any(cells_per_condition == 0):
@@ -250,6 +253,26 @@ def _add_marker_genes(
     return marker_cell_type
 
 
+#: Genes whose expression follows each cell's state (with ``state_dependence > 0``) and their log-scale loading.
+N_STATE_GENES, STATE_LOADING = 20, 1.0
+
+
+def _cell_states(design: _SyntheticDesign, taken: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's state ``u ~ N(0, 1)`` (in sampling order) and the mask of the genes that show it.
+
+    Drawn from a generator of its own (``[seed, 1]``), so that ``state_dependence=0`` leaves the data of a seed
+    exactly as without the option. The state genes are drawn among the genes not ``taken`` (response, markers).
+    """
+    n_cells = design.n_cell_types * int(design.cells_per_condition.sum())
+    state_genes = np.zeros(design.n_genes, dtype=bool)
+    if design.state_dependence == 0:
+        return np.zeros(n_cells), state_genes
+    rng = np.random.default_rng([design.seed, 1])
+    free = np.flatnonzero(~taken)
+    state_genes[rng.permutation(free)[: min(N_STATE_GENES, free.size)]] = True
+    return rng.standard_normal(n_cells), state_genes
+
+
 def _sample_cells(
     design: _SyntheticDesign,
     type_logits: np.ndarray,
@@ -257,18 +280,28 @@ def _sample_cells(
     theta: np.ndarray,
     effects: dict[str, np.ndarray],
     rng: np.random.Generator,
+    states: tuple[np.ndarray, np.ndarray],
 ) -> tuple[np.ndarray, pd.DataFrame]:
-    """Draw negative-binomial counts, ordered by condition then cell type; return them and their ``obs``."""
+    """Draw negative-binomial counts, ordered by condition then cell type; return them and their ``obs``.
+
+    ``states``: each cell's state and the state genes (:func:`_cell_states`); the state moves the state genes in
+    every condition and scales the response strength by ``exp(state_dependence * state)``.
+    """
+    state, state_genes = states
     obs_condition, obs_type, blocks, strengths = [], [], [], []
+    first = 0
     for c_idx, cond in enumerate(design.conditions):
         n_cells = int(design.cells_per_condition[c_idx])
         for t, cell_type in enumerate(design.cell_types):
+            cell_state = state[first : first + n_cells]
+            first += n_cells
             if c_idx == 0:
                 strength = np.zeros(n_cells)
                 logits = np.broadcast_to(type_logits[t], (n_cells, design.n_genes))
             else:
-                strength = rng.gamma(6.0, 1.0 / 6.0, n_cells)
+                strength = rng.gamma(6.0, 1.0 / 6.0, n_cells) * np.exp(design.state_dependence * cell_state)
                 logits = type_logits[t][None, :] + strength[:, None] * effects[cond][t][None, :]
+            logits = logits + STATE_LOADING * cell_state[:, None] * state_genes[None, :]
             proportion = np.exp(logits - logits.max(axis=1, keepdims=True))
             proportion /= proportion.sum(axis=1, keepdims=True)
             lib = design.library_size * type_lib_factor[t] * rng.lognormal(0.0, 0.35, n_cells)
@@ -344,6 +377,7 @@ def synthetic_perturbation(
     shared_response_fraction: float = 0.5,
     response_scale: float = 1.0,
     library_size: float = 2000.0,
+    state_dependence: float = 0.0,
 ) -> anndata.AnnData:
     r"""Simulate a single-cell perturbation experiment with known ground truth.
 
@@ -395,6 +429,14 @@ def synthetic_perturbation(
         Multiplier of all response effect sizes (log scale); 0 gives a data set without any response.
     library_size
         Median total count per cell.
+    state_dependence
+        How much a cell's response depends on its own state, as real interferon responses do (``0``, the default:
+        not at all). Every cell gets a state :math:`u_i \sim N(0, 1)` that raises or lowers 20 "state genes"
+        (outside the response and marker genes, in every condition, so the state is visible in the control cells)
+        and multiplies the response strength :math:`s_i` of a perturbed cell by :math:`\exp(\text{state\_dependence}
+        \cdot u_i)`. With ``shared_response_fraction`` below 1 the response is then part shared, part specific to
+        the cell type, and scaled by each cell's state: a mean shift cannot predict it, a model that reads the
+        control cell can. The state is then in ``obs["cell_state"]`` and the state genes in ``var["state_gene"]``.
 
     Returns
     -------
@@ -429,6 +471,7 @@ def synthetic_perturbation(
         shared_response_fraction=shared_response_fraction,
         response_scale=response_scale,
         library_size=library_size,
+        state_dependence=state_dependence,
     )
     # The steps draw from one generator in a fixed order: the same seed gives the same data.
     rng = np.random.default_rng(design.seed)
@@ -436,5 +479,11 @@ def synthetic_perturbation(
     effects, response_masks = _condition_responses(design, base, rng)
     any_response = np.logical_or.reduce(list(response_masks.values()))
     marker_cell_type = _add_marker_genes(design, type_logits, any_response, rng)
-    counts, obs = _sample_cells(design, type_logits, type_lib_factor, theta, effects, rng)
-    return _assemble(design, counts, obs, effects, response_masks, marker_cell_type)
+    states = _cell_states(design, any_response | (marker_cell_type != ""))
+    counts, obs = _sample_cells(design, type_logits, type_lib_factor, theta, effects, rng, states)
+    adata = _assemble(design, counts, obs, effects, response_masks, marker_cell_type)
+    if design.state_dependence > 0:
+        adata.obs["cell_state"] = states[0].astype(np.float32)
+        adata.var["state_gene"] = states[1]
+        adata.uns["synthetic_perturbation"]["state_dependence"] = float(design.state_dependence)
+    return adata

@@ -123,6 +123,17 @@ def report(reference_path: Path, figure: Path | None) -> dict[str, Any]:
         cells = [f"{a}/{n} / {b}/{n}" for a, b, n in paired.values()]
         lines.append(f"| {name} | {len(group)} | {medians['pearson_delta_deg']:.3f} | {medians['edist_scaled']:.3f} | "
                      f"{cells[0]} | {cells[1]} |")  # fmt: skip
+    lines += ["", "Per split (Δ-Pearson (DEG) / E-dist scaled):", ""]
+    split_names = [f"{c} -> {t}" for _, c, t in splits.to_numpy()]
+    lines += [f"| method | {' | '.join(split_names)} |", "|---|" + "---|" * len(split_names)]
+    for name, group in ours.groupby("method", sort=False):
+        cells = []
+        for dataset, cell_type, target in splits.to_numpy():
+            row = group[(group["dataset"] == dataset) & (group["cell_type"] == cell_type) & (group["target"] == target)]
+            cells.append(
+                f"{row['pearson_delta_deg'].iloc[0]:.3f} / {row['edist_scaled'].iloc[0]:.3f}" if len(row) else "—"
+            )
+        lines.append(f"| {name} | {' | '.join(cells)} |")
     rho = ours["uncertainty_spearman"].dropna()
     summary["uncertainty_spearman"] = rho.tolist()
     lines += [

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 import scvi
 import torch
 from anndata import AnnData
 from scvi.data import _constants
 
 from ._model import TRVAE
+from .utils import as_dense
 
 #: ``layers`` key of the per-(cell, gene) sd over members of the predicted shift.
 SHIFT_SD_LAYER = "trvae_shift_sd"
@@ -36,7 +36,7 @@ _MANIFEST = "ensemble.json"
 
 
 def _dense(matrix) -> np.ndarray:
-    return np.asarray(matrix.toarray() if sp.issparse(matrix) else matrix, dtype=np.float32)
+    return as_dense(matrix, dtype=np.float32)
 
 
 def fresh_copy(adata: AnnData) -> AnnData:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from . import metrics
 from ._ensemble import TRVAEEnsemble, fresh_copy, pooled_shift
 from ._model import TRVAE
+from .utils import as_dense
 
 __all__ = ["DEFAULT_SEARCH_SPACE", "SelectionResult", "fit_self_tuned", "select_hyperparameters"]
 
@@ -151,7 +152,7 @@ def _fold_rows(
     control, real = adata[is_control], adata[is_held_out]
     model = _train_model(fold_train, condition_key, config, seed, setup_kwargs, **train_kwargs)
     pred = np.asarray(model.predict_perturbation(control.copy(), source=source, target=target).X, dtype=np.float64)
-    observed = np.asarray(control.X.toarray() if hasattr(control.X, "toarray") else control.X, dtype=np.float64)
+    observed = as_dense(control, "control cells")
     shift = pooled_shift(
         fold_train, cell_type_key=cell_type_key, condition_key=condition_key, exclude=[held_out], source=source,
         target=target,

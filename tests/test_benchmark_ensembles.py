@@ -22,8 +22,7 @@ NAMES = ["trVAE ensemble", "trVAE ensemble + shrink", "trVAE self-tuned", "trVAE
 
 
 @pytest.fixture
-def split(tmp_path, monkeypatch):
-    monkeypatch.setattr(ensembles, "ACCURACY_CACHE", tmp_path)
+def split():
     adata = synthetic_perturbation(n_cell_types=3, n_genes=60, n_cells_per_group=40, n_response_genes=12, seed=1)
     adata.X = adata.X.astype(np.float32)
     spec = DatasetSpec(
@@ -38,6 +37,7 @@ def test_methods_registered_and_consistent(split):
     for pred in preds.values():
         assert pred.shape == (split.control.n_obs, split.control.n_vars) and np.isfinite(pred).all()
     folder = ensembles.split_dir(split, 2)
+    assert ensembles.ACCURACY_CACHE not in folder.parents  # fixed-epoch runs stay out of the repository's cache
     members = np.load(folder / "members_default.npy")
     assert members.shape[0] == 3
     np.testing.assert_allclose(preds["trVAE ensemble"], members.mean(0), rtol=1e-6)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,21 @@ N_CONFIGS = 3
 INNER_FOLDS = 2
 
 
+_scratch: list[Path] = []
+
+
 def split_dir(split: Split, epochs: int | str = AUTO_EPOCHS) -> Path:
-    """The cache folder of one split (and gene count and training length)."""
+    """The cache folder of one split (and gene count and training length).
+
+    Runs of the models' own length are kept in :data:`ACCURACY_CACHE`; fixed-epoch runs (``--quick``, tests) only
+    in a temporary folder of this process, so that they never land in the repository's cache.
+    """
     name = re.sub(r"[^A-Za-z0-9.+-]+", "_", f"{split.cell_type}__{split.target}__{split.train.n_vars}g__{epochs}")
-    return ACCURACY_CACHE / split.dataset / name
+    if epochs == AUTO_EPOCHS:
+        return ACCURACY_CACHE / split.dataset / name
+    if not _scratch:
+        _scratch.append(Path(tempfile.mkdtemp(prefix="oos-ensembles-")))
+    return _scratch[0] / split.dataset / name
 
 
 def _steps(split: Split, epochs: int | str) -> int | None:

@@ -12,8 +12,9 @@ import scvi
 import torch
 from crafted_models import malicious_model_dir, truncated_copy
 from make_fixtures import MODEL_DIR, PREDICTION_FILE, PREDICTION_KWARGS, tiny_adata, train_tiny_model
+from typer.testing import CliRunner
 
-from scvi_trvae import TRVAE, ModelFileError, UnsafeModelFileError
+from scvi_trvae import TRVAE, ModelFileError, UnsafeModelFileError, cli
 from scvi_trvae import _persistence as persistence
 
 SYSTEM = f"{os.system.__module__}.system"  # posix.system on Linux
@@ -119,6 +120,19 @@ def test_model_with_numpy_settings_and_covariates_round_trips(tmp_path):
     assert set(loaded.history) == set(model.history)
 
 
+def test_cli_predict_refuses_a_crafted_model(malicious, tmp_path):
+    directory, marker = malicious
+    cells = tmp_path / "cells.h5ad"
+    tiny_adata().write_h5ad(cells)
+    args = ["predict", directory, cells, "--source", "control", "--target", "stimulated", "--out", tmp_path / "p.h5ad"]
+    result = CliRunner().invoke(cli.app, [str(arg) for arg in args])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    error = result.stderr.strip()
+    assert error.startswith("Error: ") and len(error.splitlines()) == 1
+    assert f"Refusing to load {directory / 'model.pt'}" in error and SYSTEM in error
+    assert not marker.exists() and not (tmp_path / "p.h5ad").exists()
+
+
 # ---------------------------------------------------------------------------------------------- broken directories
 @pytest.fixture(scope="module")
 def scvi_model_dir(tmp_path_factory):
@@ -137,11 +151,19 @@ def _renamed_genes():
     return adata
 
 
+def _weights_only_save(directory):
+    """A model.pt holding only the module's weights (``torch.save(model.module.state_dict(), ...)``)."""
+    directory.mkdir()
+    weights = torch.load(MODEL_DIR / "model.pt", weights_only=False)["model_state_dict"]
+    torch.save(weights, directory / "model.pt")
+    return directory
+
+
 BROKEN = [
     pytest.param(lambda tmp, scvi_dir: (tmp / "nowhere", {}), "{dir}: the directory does not exist", id="missing dir"),
     pytest.param(
         lambda tmp, scvi_dir: (shutil.copytree(MODEL_DIR, tmp / "m", ignore=shutil.ignore_patterns("model.pt")), {}),
-        "{dir} is not a saved model directory: it has no model.pt. It holds: adata.h5ad.",
+        "{dir} is not a saved model directory: it has no model.pt. It holds: adata.h5ad; pass the directory",
         id="missing model.pt",
     ),
     pytest.param(
@@ -153,6 +175,11 @@ BROKEN = [
         lambda tmp, scvi_dir: (truncated_copy(MODEL_DIR, tmp / "m", 0.6), {}),
         "{dir}/model.pt is not a complete model file",
         id="truncated model.pt",
+    ),
+    pytest.param(
+        lambda tmp, scvi_dir: (_weights_only_save(tmp / "m"), {"adata": False}),
+        "{dir}/model.pt is not a model saved by scvi-tools: it lacks model_state_dict, var_names, attr_dict.",
+        id="bare state dict",
     ),
     pytest.param(
         lambda tmp, scvi_dir: (scvi_dir, {"adata": False}),
@@ -189,7 +216,8 @@ def test_damaged_saved_anndata_names_the_file(tmp_path):
 def test_prefixed_save_is_pointed_at(trained, tmp_path):
     model, _ = trained
     model.save(tmp_path / "m", prefix="ref_")
-    with pytest.raises(ModelFileError, match=re.escape("Was it saved with a prefix? Pass prefix='ref_'.")):
+    hint = "It holds ref_model.pt: was it saved with a prefix? Pass prefix='ref_'."
+    with pytest.raises(ModelFileError, match=re.escape(hint)):
         TRVAE.load(tmp_path / "m", adata=False)
     assert TRVAE.load(tmp_path / "m", adata=False, prefix="ref_").is_trained
 

@@ -11,6 +11,5 @@
 - :mod:`oos.tables`, :mod:`oos.report`, :mod:`oos.figures`: the markdown report and its figures.
 - :mod:`oos.cli`: the command line.
 
-The package lives next to the scripts in ``benchmarks/``, which import it as ``oos``; this module imports
-nothing, so that :mod:`oos.expression` (NumPy and SciPy only) also serves the scArches runner's environment.
+The package lives next to the scripts in ``benchmarks/``, which import it as ``oos``.
 """

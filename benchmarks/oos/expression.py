@@ -1,7 +1,7 @@
 """The expression scale of the benchmark: ``log1p`` of counts per 10,000, as dense float32 matrices.
 
-The one definition of the library size and of "make dense" for every script in ``benchmarks/``
-(including ``_scarches_runner.py``, which runs in scArches' environment: NumPy and SciPy only here).
+The library size and "make dense" are the package's own (:mod:`scvi_trvae.utils`); the benchmark adds
+the float32 dense copy its torch models take and the per-cell normalisation of count data sets.
 """
 
 from __future__ import annotations
@@ -9,13 +9,14 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-#: Counts per cell that log-normalised data and count models' predictions are scaled to.
-TARGET_LIBRARY_SIZE = 1e4
+from scvi_trvae.utils import TARGET_LIBRARY_SIZE, as_dense
+
+__all__ = ["TARGET_LIBRARY_SIZE", "dense", "lognormalize"]
 
 
 def dense(matrix) -> np.ndarray:
-    """A float32 dense copy of a (possibly sparse) cells x genes matrix."""
-    return np.asarray(matrix.toarray() if sp.issparse(matrix) else matrix, dtype=np.float32)
+    """A float32 dense cells x genes matrix (copied only when needed)."""
+    return as_dense(matrix, dtype=np.float32)
 
 
 def lognormalize(counts: sp.csr_matrix) -> sp.csr_matrix:

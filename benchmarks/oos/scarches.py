@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from . import paths
+from .expression import TARGET_LIBRARY_SIZE
 from .registry import AUTO_EPOCHS, NotApplicable
 from .splits import Split
 
@@ -44,7 +45,7 @@ def fit_predict_scarches(
             str(python), str(paths.BENCH_DIR / "_scarches_runner.py"), str(data_path), str(pred_path),
             "--condition-key", split.condition_key, "--source", split.source, "--target", split.target,
             "--settings", settings, "--likelihood", likelihood, "--seed", str(seed),
-            "--threads", str(max(torch.get_num_threads(), 1)),
+            "--threads", str(max(torch.get_num_threads(), 1)), "--library-size", str(TARGET_LIBRARY_SIZE),
         ]  # fmt: skip
         if epochs != AUTO_EPOCHS:
             command += ["--epochs", str(epochs)]

@@ -37,7 +37,7 @@ from ._presets import paper_preset
 from ._query import QueryAnnDataMixin
 from ._training_plan import TRVAETrainingPlan
 from ._validation import (
-    check_loss_weight,
+    check_loss_weights,
     check_not_empty,
     check_same_genes,
     check_setup_columns,
@@ -60,8 +60,6 @@ __all__ = ["DEFAULT_PREDICTION_MODE", "DEFAULT_TARGET_LIBRARY_SIZE", "SOURCE_COL
 DEFAULT_TARGET_LIBRARY_SIZE = TARGET_LIBRARY_SIZE
 #: Minibatch steps that ``train(max_epochs=None)`` aims for; measured on the Kang NK split (``docs/defaults.md``).
 DEFAULT_TRAINING_STEPS = 1500
-#: ``plan_kwargs`` that would bypass :meth:`TRVAE.train`'s own (checked) loss-weight arguments.
-_WEIGHT_PLAN_KWARGS = {"mmd_weight": "mmd_weight", "kl_weight": "kl_weight", "max_kl_weight": "kl_weight"}
 
 
 @trvae_dsp.dedent
@@ -346,17 +344,8 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
     def _training_plan_kwargs(self, kl_weight: float, mmd_weight: float, plan_kwargs: dict | None) -> dict:
         """Build the training plan's arguments, with the loss weights checked and set from one place each."""
         plan_kwargs = dict(plan_kwargs or {})
-        for key, argument in _WEIGHT_PLAN_KWARGS.items():
-            if key in plan_kwargs:
-                raise ValueError(
-                    f"plan_kwargs[{key!r}] would override train's {argument} argument; pass "
-                    f"`train({argument}=...)` instead."
-                )
-        check_loss_weight(kl_weight, "kl_weight")
-        check_loss_weight(mmd_weight, "mmd_weight")
+        check_loss_weights(kl_weight, mmd_weight, plan_kwargs)
         warmup = plan_kwargs.get("n_epochs_kl_warmup") or plan_kwargs.get("n_steps_kl_warmup")
-        if "min_kl_weight" in plan_kwargs:
-            check_loss_weight(plan_kwargs["min_kl_weight"], "plan_kwargs['min_kl_weight']")
         plan_kwargs.setdefault("n_epochs_kl_warmup", None)
         plan_kwargs.setdefault("min_kl_weight", 0.0 if warmup else kl_weight)
         plan_kwargs.update(max_kl_weight=kl_weight, mmd_weight=mmd_weight)

@@ -122,15 +122,17 @@ def _pickle_globals(path: Path) -> set[str]:
 
 def _check_file(path: Path, directory: Path) -> None:
     if not directory.exists():
-        raise ModelFileError(f"No saved model at {directory}: the directory does not exist.{_leftover_hint(directory)}")
+        hint = _leftover_hint(directory) or " Check the path; pass the directory that `model.save()` wrote."
+        raise ModelFileError(f"No saved model at {directory}: the directory does not exist.{hint}")
     if not directory.is_dir():
         raise ModelFileError(f"{directory} is a file; pass the directory that `model.save()` wrote.")
     if not path.is_file():
         present = sorted(name for name in os.listdir(directory) if not name.startswith("."))
-        hint = " The directory is empty." if not present else f" It holds: {', '.join(present[:10])}."
+        hint = " The directory is empty" if not present else f" It holds: {', '.join(present[:10])}"
+        hint += "; pass the directory that `model.save()` wrote."
         prefixed = [name[: -len(MODEL_FILE)] for name in present if name.endswith(MODEL_FILE) and name != path.name]
         if prefixed:
-            hint += f" Was it saved with a prefix? Pass prefix={prefixed[0]!r}."
+            hint = f" It holds {prefixed[0]}{MODEL_FILE}: was it saved with a prefix? Pass prefix={prefixed[0]!r}."
         elif "model_params.pt" in present:
             hint += " This is scvi-tools' format of before version 0.15, which TRVAE does not read."
         raise ModelFileError(f"{directory} is not a saved model directory: it has no {path.name}.{hint}")
@@ -241,7 +243,13 @@ def _check_content(content, path: Path) -> None:
         problems.append("no registry")
     elif not isinstance(attributes["registry_"].get("setup_args"), dict):
         problems.append("no setup arguments")
-    if not isinstance(attributes, dict) or not isinstance(attributes.get("init_params_", {}).get("non_kwargs"), dict):
+    init_params = attributes.get("init_params_") if isinstance(attributes, dict) else None
+    kwargs = init_params.get("kwargs", {}) if isinstance(init_params, dict) else None
+    if not (
+        isinstance(init_params.get("non_kwargs") if isinstance(init_params, dict) else None, dict)
+        and isinstance(kwargs, dict)
+        and all(isinstance(group, dict) for group in kwargs.values())
+    ):
         problems.append("no constructor arguments")
     if not isinstance(state_dict, dict) or not all(
         isinstance(value, torch.Tensor) for key, value in state_dict.items() if key != "pyro_param_store"

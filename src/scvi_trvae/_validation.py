@@ -148,6 +148,24 @@ def check_loss_weight(value: float, name: str) -> None:
         raise ValueError(f"{name} must be >= 0, got {value!r}; a negative weight would reward the term.")
 
 
+#: ``plan_kwargs`` that would bypass :meth:`TRVAE.train`'s own (checked) loss-weight arguments.
+_WEIGHT_PLAN_KWARGS = {"mmd_weight": "mmd_weight", "kl_weight": "kl_weight", "max_kl_weight": "kl_weight"}
+
+
+def check_loss_weights(kl_weight: float, mmd_weight: float, plan_kwargs: dict) -> None:
+    """Check the loss weights of :meth:`TRVAE.train`; refuse ``plan_kwargs`` that would override them."""
+    for key, argument in _WEIGHT_PLAN_KWARGS.items():
+        if key in plan_kwargs:
+            raise ValueError(
+                f"plan_kwargs[{key!r}] would override train's {argument} argument; "
+                f"pass `train({argument}=...)` instead."
+            )
+    check_loss_weight(kl_weight, "kl_weight")
+    check_loss_weight(mmd_weight, "mmd_weight")
+    if "min_kl_weight" in plan_kwargs:
+        check_loss_weight(plan_kwargs["min_kl_weight"], "plan_kwargs['min_kl_weight']")
+
+
 def check_not_empty(adata: AnnData) -> None:
     """Refuse an AnnData without cells or without genes."""
     if adata.n_obs == 0 or adata.n_vars == 0:

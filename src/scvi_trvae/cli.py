@@ -196,7 +196,7 @@ def _load_model(model_dir: Path):
     if not model_dir.is_dir():
         raise CliError(f"no such model folder: {model_dir}")
     try:
-        return TRVAE.load(str(model_dir), adata=False)  # predict passes its own data
+        return TRVAE.load(str(model_dir), adata=False)  # `train` saves the model without its AnnData
     except Exception as err:  # scvi-tools raises several types for a folder without a valid model
         reason = " ".join(str(err).split()) or type(err).__name__
         raise CliError(f"{model_dir} does not hold a saved scvi-trvae model ({reason})") from err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -17,6 +18,7 @@ from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, Laye
 from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 from scvi.utils import setup_anndata_dsp
 
+from ._conv_module import DEFAULT_IMAGE_LIKELIHOOD, ConvTRVAEModule, ImageLikelihood, check_pixel_values
 from ._data import ConditionBalancedDataSplitter
 from ._module import (
     DEFAULT_KL_WEIGHT,
@@ -77,12 +79,17 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     likelihood
         ``"mse"`` for log-normalised data, ``"nb"`` / ``"zinb"`` for raw counts. Defaults to
         ``"nb"`` when :meth:`setup_anndata` registered counts (``is_count_data=True``), else ``"mse"``.
+        Image models: ``"bernoulli"`` (default), ``"continuous_bernoulli"`` or ``"mse"`` on [0, 1] pixels.
     dispersion
         ``"gene"`` or ``"gene-condition"`` inverse dispersion of the count likelihoods.
     mmd_on
         ``"y"`` (trVAE, default), ``"z"`` (MMD-CVAE baseline) or ``None`` (plain CVAE).
     mmd_bandwidths
         ``"adaptive"`` (RBF bandwidths scaled to the layer's distances) or a sequence of bandwidths.
+    image_shape
+        ``(height, width)`` or ``(channels, height, width)`` of images held flattened in ``X``
+        (channels first): selects the convolutional :class:`~scvi_trvae._conv_module.ConvTRVAEModule`
+        (``n_layers`` stride-2 convolution blocks; ``docs/images.md``). ``None``: the dense model.
     registry
         Registry of a saved model; used by :meth:`load` when no AnnData is given.
 
@@ -110,14 +117,19 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         dropout_rate: float = 0.1,
         use_batch_norm: bool = True,
         use_layer_norm: bool = False,
-        likelihood: Likelihood | None = None,
+        likelihood: Likelihood | ImageLikelihood | None = None,
         dispersion: Dispersion = "gene",
         mmd_on: MMDTarget = "y",
         mmd_bandwidths: BandwidthSpec = "adaptive",
+        image_shape: tuple[int, ...] | None = None,
         registry: dict | None = None,
     ):
         super().__init__(adata, registry=registry)
         is_count_data = bool(self.registry_["setup_args"]["is_count_data"])
+        if image_shape is not None:
+            likelihood = likelihood or DEFAULT_IMAGE_LIKELIHOOD
+            if adata is not None:
+                check_pixel_values(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY), likelihood, is_count_data)
         if likelihood is None:
             likelihood = "nb" if is_count_data else "mse"
         if likelihood in ("nb", "zinb") and not is_count_data:
@@ -132,7 +144,8 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 "(is_count_data=True). Use likelihood='nb' or 'zinb', or register log-normalised data."
             )
         self.var_names_ = None if adata is None else np.asarray(adata.var_names, dtype=str)
-        self.module = self._module_cls(
+        module_cls = self._module_cls if image_shape is None else partial(ConvTRVAEModule, image_shape=image_shape)
+        self.module = module_cls(
             n_input=self.summary_stats.n_vars,
             n_conditions=self.summary_stats.n_batch,
             n_cats_per_cov=self._n_cats_per_cov(),

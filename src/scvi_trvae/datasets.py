@@ -23,6 +23,8 @@ import anndata
 import numpy as np
 import pandas as pd
 
+from ._celeba import celeba as celeba
+
 __all__ = ["KANG2018_URL", "haber2017", "kang2018", "synthetic_perturbation"]
 
 #: Public download address of the scGen tutorial's ``train_pbmc.h5ad`` (Kang et al. 2018 PBMCs, control and

@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from . import baselines, datasets, metrics, pl
+from ._conv_module import ConvTRVAEModule
 from ._data import ConditionBalancedDataSplitter, ConditionBalancedSampler
 from ._mmd import condition_mmd
 from ._model import TRVAE
@@ -20,6 +21,7 @@ __all__ = [
     "TRVAE",
     "ConditionBalancedDataSplitter",
     "ConditionBalancedSampler",
+    "ConvTRVAEModule",
     "NonFiniteLossError",
     "TRVAEModule",
     "TRVAETrainingPlan",

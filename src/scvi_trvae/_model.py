@@ -88,7 +88,7 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         ``"adaptive"`` (RBF bandwidths scaled to the layer's distances) or a sequence of bandwidths.
     image_shape
         ``(height, width)`` or ``(channels, height, width)`` of images held flattened in ``X``
-        (channels first): selects the convolutional :class:`~scvi_trvae._conv_module.ConvTRVAEModule`
+        (channels first): selects the convolutional :class:`~scvi_trvae.ConvTRVAEModule`
         (``n_layers`` stride-2 convolution blocks; ``docs/images.md``). ``None``: the dense model.
     registry
         Registry of a saved model; used by :meth:`load` when no AnnData is given.

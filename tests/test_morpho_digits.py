@@ -61,6 +61,7 @@ def test_quick_mode_writes_json_table_and_figure(morpho, tmp_path):
         assert all(np.isfinite(row[name]) for name in morpho.METRICS)
     table = (tmp_path / "morpho_digits.md").read_text()
     assert "normal→thin" in table and "normal→thick" in table and "input (normal digit, unchanged)" in table
+    assert "trVAE minus" in table and len(stored["paired"]) == 2 * 2 * len(morpho.METRICS)  # directions x baselines
     assert (tmp_path / "morpho_digits.png").stat().st_size > 1000
     cached = morpho.main(["--quick", "--n-images", "150", "--output-dir", str(tmp_path)])
     assert cached["rows"] == payload["rows"]  # the second run reads every result from the cache

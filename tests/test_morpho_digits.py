@@ -53,7 +53,7 @@ def test_scores_of_a_perfect_and_a_blank_output(morpho):
 
 
 def test_quick_mode_writes_json_table_and_figure(morpho, tmp_path):
-    payload = morpho.main(["--quick", "--n-images", "150", "--output-dir", str(tmp_path)])
+    payload = morpho.main(["--quick", "--n-images", "60", "--output-dir", str(tmp_path)])
     stored = json.loads((tmp_path / "morpho_digits.json").read_text())
     assert stored["settings"]["quick"] and len(stored["rows"]) == len(payload["rows"]) == 6  # 3 methods x 2 directions
     assert {row["method"] for row in stored["rows"]} == {"trVAE", "MMD-CVAE", "CVAE"}
@@ -63,5 +63,5 @@ def test_quick_mode_writes_json_table_and_figure(morpho, tmp_path):
     assert "normal→thin" in table and "normal→thick" in table and "input (normal digit, unchanged)" in table
     assert "trVAE minus" in table and len(stored["paired"]) == 2 * 2 * len(morpho.METRICS)  # directions x baselines
     assert (tmp_path / "morpho_digits.png").stat().st_size > 1000
-    cached = morpho.main(["--quick", "--n-images", "150", "--output-dir", str(tmp_path)])
+    cached = morpho.main(["--quick", "--n-images", "60", "--output-dir", str(tmp_path)])
     assert cached["rows"] == payload["rows"]  # the second run reads every result from the cache

@@ -117,3 +117,16 @@ def test_save_load_reproduces_predictions(bar_images, tmp_path):
     assert isinstance(loaded.module, ConvTRVAEModule) and loaded.module.image_shape == (1, 12, 12)
     predicted = loaded.predict_perturbation(bar_images, source="thin", target="thick", mode="mean").X
     np.testing.assert_allclose(predicted, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_channels_widths_and_summary(bar_images, capsys):
+    model = TRVAE(bar_images, image_shape=(12, 12), hidden_layer_sizes=[8, 16, 24], n_hidden=20, n_mmd=12)
+    convolutions = [layer for layer in model.module.z_encoder if isinstance(layer, torch.nn.Conv2d)]
+    assert [layer.out_channels for layer in convolutions] == [8, 16, 24]
+    assert model.module.mmd_decoder[0].out_features == 12 and model.module.z_mean_encoder.in_features == 20
+    print(model)
+    assert "conv encoder 144 pixels -> 8 -> 16 -> 24 channels" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(ValueError, match="n_layers"):
+        TRVAE(bar_images, image_shape=(12, 12), n_layers=0)
+    with pytest.raises(ValueError, match="not both"):
+        TRVAE(bar_images, image_shape=(12, 12), n_layers=2, hidden_layer_sizes=[8])

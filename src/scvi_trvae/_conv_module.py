@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
+from scvi.module._constants import MODULE_KEYS
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Normal, kl_divergence
 
+from ._architecture import DEFAULT_N_HIDDEN, DEFAULT_N_LAYERS, LayerWidths
 from ._mmd import BandwidthSpec
-from ._module import DEFAULT_KL_WEIGHT, DEFAULT_MMD_WEIGHT, MMDTarget, TRVAEModule
-from ._validation import _value_chunks
+from ._module import DEFAULT_KL_WEIGHT, DEFAULT_MMD_WEIGHT, MMD_LAYER_KEY, PX_MEAN_KEY, PX_SCALE_KEY, TRVAEModule
+from ._validation import _value_chunks, resolve_likelihood
+
+if TYPE_CHECKING:
+    from ._module import MMDTarget
 
 ImageLikelihood = Literal["mse", "bernoulli", "continuous_bernoulli"]
 IMAGE_LIKELIHOODS: tuple[str, ...] = ("mse", "bernoulli", "continuous_bernoulli")
@@ -24,6 +31,63 @@ IMAGE_LIKELIHOODS: tuple[str, ...] = ("mse", "bernoulli", "continuous_bernoulli"
 DEFAULT_IMAGE_LIKELIHOOD: ImageLikelihood = "bernoulli"
 #: Channels of the first convolution; each further stride-2 block doubles them.
 BASE_CHANNELS = 32
+
+
+@dataclass(frozen=True)
+class ConvWidths:
+    """Channels of the stride-2 convolution blocks, width of the dense encoder layer and of ``y``."""
+
+    channels: tuple[int, ...]
+    n_hidden: int
+    n_mmd: int
+
+    @classmethod
+    def resolve(
+        cls,
+        n_hidden: int | None = None,
+        n_layers: int | None = None,
+        hidden_layer_sizes: Sequence[int] | None = None,
+        n_mmd: int | None = None,
+    ) -> ConvWidths:
+        """Check the widths (``hidden_layer_sizes`` are convolution channels here) and fill in the defaults."""
+        if hidden_layer_sizes is None:
+            n_layers = DEFAULT_N_LAYERS if n_layers is None else n_layers
+            if isinstance(n_layers, bool) or not isinstance(n_layers, int | np.integer) or n_layers < 1:
+                raise ValueError(f"n_layers (convolution blocks) must be at least 1, got {n_layers!r}.")
+            hidden_layer_sizes = [BASE_CHANNELS * 2**block for block in range(n_layers)]
+        elif n_layers is not None:
+            raise ValueError("Give the convolution channels either as hidden_layer_sizes or as n_layers, not both.")
+        channels = LayerWidths.resolve(hidden_layer_sizes=hidden_layer_sizes).encoder  # positive integers
+        dense = LayerWidths.resolve(
+            n_hidden=DEFAULT_N_HIDDEN if n_hidden is None else n_hidden, n_layers=1, n_mmd=n_mmd
+        )
+        return cls(channels=channels, n_hidden=dense.encoder[0], n_mmd=dense.n_mmd)
+
+    def describe(self, n_input: int, n_latent: int) -> str:
+        """E.g. ``conv encoder 784 pixels -> 32 -> 64 channels -> 256 -> z 20; decoder z 20 -> y 256 -> 64 -> 32``."""
+        channels = " -> ".join(str(c) for c in self.channels)
+        reverse = " -> ".join(str(c) for c in self.channels[::-1])
+        return (
+            f"conv encoder {n_input} pixels -> {channels} channels -> {self.n_hidden} -> z {n_latent}; "
+            f"decoder z {n_latent} -> y {self.n_mmd} -> {reverse} channels -> {n_input} pixels"
+        )
+
+
+def select_module(model, likelihood: str | None, image_shape: Sequence[int] | None, has_data: bool) -> tuple:
+    """Return the module class a :class:`~scvi_trvae.TRVAE` builds and its likelihood, checked against the data.
+
+    ``image_shape=None``: the dense :class:`~scvi_trvae.TRVAEModule`. Otherwise
+    :class:`ConvTRVAEModule`, after checking the registered pixels (when the model has data).
+    """
+    is_count_data = bool(model.registry_["setup_args"]["is_count_data"])
+    if image_shape is None:
+        return model._module_cls, resolve_likelihood(likelihood, is_count_data)
+    likelihood = likelihood or DEFAULT_IMAGE_LIKELIHOOD
+    resolve_image_shape(image_shape, model.summary_stats.n_vars)
+    if has_data:
+        check_pixel_values(model.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY), likelihood, is_count_data)
+    module_cls: Callable[..., ConvTRVAEModule] = partial(ConvTRVAEModule, image_shape=image_shape)
+    return module_cls, likelihood
 
 
 def resolve_image_shape(image_shape: Sequence[int], n_input: int) -> tuple[int, int, int]:
@@ -100,9 +164,9 @@ class ConvTRVAEModule(TRVAEModule):
     n_conditions, n_cats_per_cov, n_latent, mmd_on, mmd_bandwidths
         As in :class:`~scvi_trvae.TRVAEModule`.
     n_hidden
-        Width of the dense encoder layer and of the MMD layer ``y``.
+        Width of the dense encoder layer (default 256).
     n_layers
-        Stride-2 convolution blocks of the encoder (32, 64, 128... channels); the decoder mirrors them.
+        Stride-2 convolution blocks of the encoder (32, 64, 128... channels; default 2); the decoder mirrors them.
     dropout_rate
         Dropout after the dense encoder layer.
     use_batch_norm, use_layer_norm
@@ -113,6 +177,10 @@ class ConvTRVAEModule(TRVAEModule):
         variance on sigmoid outputs).
     dispersion
         Unused (count likelihoods only); accepted so that the dense and image modules share a signature.
+    hidden_layer_sizes
+        Channels of each convolution block instead of ``n_layers``, e.g. ``[32, 64, 128]``.
+    n_mmd
+        Width of the MMD layer ``y`` (default ``n_hidden``).
     image_shape
         ``(height, width)`` or ``(channels, height, width)``.
     """
@@ -122,9 +190,9 @@ class ConvTRVAEModule(TRVAEModule):
         n_input: int,
         n_conditions: int,
         n_cats_per_cov: Sequence[int] | None = None,
-        n_hidden: int = 256,
+        n_hidden: int | None = None,
         n_latent: int = 20,
-        n_layers: int = 2,
+        n_layers: int | None = None,
         dropout_rate: float = 0.1,
         use_batch_norm: bool = True,
         use_layer_norm: bool = False,
@@ -132,6 +200,8 @@ class ConvTRVAEModule(TRVAEModule):
         dispersion: str = "gene",
         mmd_on: MMDTarget = "y",
         mmd_bandwidths: BandwidthSpec = "adaptive",
+        hidden_layer_sizes: Sequence[int] | None = None,
+        n_mmd: int | None = None,
         *,
         image_shape: Sequence[int],
     ):
@@ -140,8 +210,6 @@ class ConvTRVAEModule(TRVAEModule):
             raise ValueError(f"Image models support likelihood {IMAGE_LIKELIHOODS}, got {likelihood!r}.")
         if mmd_on not in ("y", "z", None):
             raise ValueError(f"mmd_on must be 'y', 'z' or None, got {mmd_on!r}.")
-        if n_layers < 1:
-            raise ValueError(f"n_layers must be at least 1, got {n_layers}.")
         if use_layer_norm:
             raise ValueError("use_layer_norm is not supported by image models; use use_batch_norm.")
         self.image_shape = resolve_image_shape(image_shape, n_input)
@@ -153,7 +221,8 @@ class ConvTRVAEModule(TRVAEModule):
 
         channels, height, width = self.image_shape
         n_categories = sum(self.n_cats_per_cov)
-        widths = [BASE_CHANNELS * 2**block for block in range(n_layers)]
+        self.widths = ConvWidths.resolve(n_hidden, n_layers, hidden_layer_sizes, n_mmd)
+        widths, n_hidden, n_mmd = list(self.widths.channels), self.widths.n_hidden, self.widths.n_mmd
         sizes = [(height, width)]
         for _ in widths:
             sizes.append(tuple((size + 1) // 2 for size in sizes[-1]))
@@ -182,16 +251,16 @@ class ConvTRVAEModule(TRVAEModule):
         )
         self.z_mean_encoder = nn.Linear(n_hidden, n_latent)
         self.z_var_encoder = nn.Linear(n_hidden, n_latent)
-        self.mmd_decoder = nn.Sequential(nn.Linear(n_latent + n_categories, n_hidden), norm1d(n_hidden), nn.ReLU())
+        self.mmd_decoder = nn.Sequential(nn.Linear(n_latent + n_categories, n_mmd), norm1d(n_mmd), nn.ReLU())
         deconv_blocks = []
-        for block in range(n_layers - 1, 0, -1):
+        for block in range(len(widths) - 1, 0, -1):
             deconv_blocks += [
                 _same_size_transpose(widths[block], widths[block - 1], sizes[block]),
                 norm2d(widths[block - 1]),
                 nn.ReLU(),
             ]
         self.image_decoder = nn.Sequential(
-            nn.Linear(n_hidden, n_features),
+            nn.Linear(n_mmd, n_features),
             nn.ReLU(),
             nn.Unflatten(1, self._feature_shape),
             *deconv_blocks,
@@ -218,7 +287,7 @@ class ConvTRVAEModule(TRVAEModule):
         hidden = self.z_encoder(encoder_input)
         qz = Normal(self.z_mean_encoder(hidden), torch.exp(self.z_var_encoder(hidden)).add(1e-4).sqrt())
         z = qz.rsample() if n_samples == 1 else qz.rsample((n_samples,))
-        return {"qz": qz, "z": z, "library": x.sum(dim=1, keepdim=True)}
+        return {MODULE_KEYS.QZ_KEY: qz, MODULE_KEYS.Z_KEY: z, MODULE_KEYS.LIBRARY_KEY: x.sum(dim=1, keepdim=True)}
 
     @auto_move_data
     def generative(
@@ -240,16 +309,16 @@ class ConvTRVAEModule(TRVAEModule):
         else:
             px_mean = torch.sigmoid(logits)
             px = Normal(px_mean, 1.0)
-        return {"mmd_layer": mmd_layer, "px_scale": px_mean, "px_mean": px_mean, "px": px}
+        return {MMD_LAYER_KEY: mmd_layer, PX_SCALE_KEY: px_mean, PX_MEAN_KEY: px_mean, MODULE_KEYS.PX_KEY: px}
 
     def reconstruction_loss(self, x: torch.Tensor, generative_outputs: dict) -> torch.Tensor:
         """Per-image negative log-likelihood (up to a constant for ``"mse"``)."""
-        px = generative_outputs["px"]
+        px = generative_outputs[MODULE_KEYS.PX_KEY]
         if self.likelihood == "bernoulli":  # cross-entropy also for grey values in [0, 1]
             return F.binary_cross_entropy_with_logits(px.logits, x, reduction="none").sum(dim=-1)
         if self.likelihood == "continuous_bernoulli":
             return -px.log_prob(x).sum(dim=-1)
-        return 0.5 * (x - generative_outputs["px_mean"]).pow(2).sum(dim=-1)
+        return 0.5 * (x - generative_outputs[PX_MEAN_KEY]).pow(2).sum(dim=-1)
 
     def loss(
         self,
@@ -261,7 +330,7 @@ class ConvTRVAEModule(TRVAEModule):
     ) -> LossOutput:
         """``mean(reconstruction + kl_weight * KL) + mmd_weight * MMD``, as :meth:`TRVAEModule.loss`."""
         reconstruction = self.reconstruction_loss(tensors[REGISTRY_KEYS.X_KEY], generative_outputs)
-        qz = inference_outputs["qz"]
+        qz = inference_outputs[MODULE_KEYS.QZ_KEY]
         kl = kl_divergence(qz, Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))).sum(dim=-1)
         mmd = self.mmd_penalty(tensors, inference_outputs, generative_outputs)
         loss = torch.mean(reconstruction + kl_weight * kl) + mmd_weight * mmd

@@ -151,6 +151,14 @@ def _renamed_genes():
     return adata
 
 
+def _weights_only_save(directory):
+    """A model.pt holding only the module's weights (``torch.save(model.module.state_dict(), ...)``)."""
+    directory.mkdir()
+    weights = torch.load(MODEL_DIR / "model.pt", weights_only=False)["model_state_dict"]
+    torch.save(weights, directory / "model.pt")
+    return directory
+
+
 BROKEN = [
     pytest.param(lambda tmp, scvi_dir: (tmp / "nowhere", {}), "{dir}: the directory does not exist", id="missing dir"),
     pytest.param(
@@ -167,6 +175,11 @@ BROKEN = [
         lambda tmp, scvi_dir: (truncated_copy(MODEL_DIR, tmp / "m", 0.6), {}),
         "{dir}/model.pt is not a complete model file",
         id="truncated model.pt",
+    ),
+    pytest.param(
+        lambda tmp, scvi_dir: (_weights_only_save(tmp / "m"), {"adata": False}),
+        "{dir}/model.pt is not a model saved by scvi-tools: it lacks model_state_dict, var_names, attr_dict.",
+        id="bare state dict",
     ),
     pytest.param(
         lambda tmp, scvi_dir: (scvi_dir, {"adata": False}),

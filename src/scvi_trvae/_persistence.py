@@ -243,7 +243,13 @@ def _check_content(content, path: Path) -> None:
         problems.append("no registry")
     elif not isinstance(attributes["registry_"].get("setup_args"), dict):
         problems.append("no setup arguments")
-    if not isinstance(attributes, dict) or not isinstance(attributes.get("init_params_", {}).get("non_kwargs"), dict):
+    init_params = attributes.get("init_params_") if isinstance(attributes, dict) else None
+    kwargs = init_params.get("kwargs", {}) if isinstance(init_params, dict) else None
+    if not (
+        isinstance(init_params.get("non_kwargs") if isinstance(init_params, dict) else None, dict)
+        and isinstance(kwargs, dict)
+        and all(isinstance(group, dict) for group in kwargs.values())
+    ):
         problems.append("no constructor arguments")
     if not isinstance(state_dict, dict) or not all(
         isinstance(value, torch.Tensor) for key, value in state_dict.items() if key != "pyro_param_store"

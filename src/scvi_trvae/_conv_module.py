@@ -146,6 +146,31 @@ def _same_size_transpose(in_channels: int, out_channels: int, out_size: tuple[in
     return nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=output_padding)
 
 
+def _identity(_: int) -> nn.Module:
+    return nn.Identity()
+
+
+def _convolutions(in_channels: int, widths: Sequence[int], use_batch_norm: bool) -> list[nn.Module]:
+    """Stride-2 3x3 convolutions ``in_channels -> widths[0] -> ...``, each with batch norm (optional) and ReLU."""
+    layers = []
+    for out_channels in widths:
+        layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)]
+        layers += [nn.BatchNorm2d(out_channels) if use_batch_norm else nn.Identity(), nn.ReLU()]
+        in_channels = out_channels
+    return layers
+
+
+def _transposed_convolutions(
+    widths: Sequence[int], sizes: Sequence[tuple[int, int]], use_batch_norm: bool
+) -> list[nn.Module]:
+    """Mirror of :func:`_convolutions` up to ``widths[0]`` channels at ``sizes[1]`` (the last layer is built apart)."""
+    layers = []
+    for block in range(len(widths) - 1, 0, -1):
+        layers += [_same_size_transpose(widths[block], widths[block - 1], sizes[block])]
+        layers += [nn.BatchNorm2d(widths[block - 1]) if use_batch_norm else nn.Identity(), nn.ReLU()]
+    return layers
+
+
 class ConvTRVAEModule(TRVAEModule):
     r"""trVAE for images: convolutional encoder and decoder, MMD on the first decoder layer.
 
@@ -229,20 +254,10 @@ class ConvTRVAEModule(TRVAEModule):
         n_features = widths[-1] * sizes[-1][0] * sizes[-1][1]
         self._feature_shape = (widths[-1], *sizes[-1])
 
-        def norm2d(n: int) -> nn.Module:
-            return nn.BatchNorm2d(n) if use_batch_norm else nn.Identity()
-
-        def norm1d(n: int) -> nn.Module:
-            return nn.BatchNorm1d(n) if use_batch_norm else nn.Identity()
-
+        norm1d = nn.BatchNorm1d if use_batch_norm else _identity
         self.condition_channel = nn.Linear(n_categories, height * width)
-        conv_blocks, in_channels = [], channels + 1
-        for out_channels in widths:
-            convolution = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
-            conv_blocks += [convolution, norm2d(out_channels), nn.ReLU()]
-            in_channels = out_channels
         self.z_encoder = nn.Sequential(
-            *conv_blocks,
+            *_convolutions(channels + 1, widths, use_batch_norm),
             nn.Flatten(),
             nn.Linear(n_features, n_hidden),
             norm1d(n_hidden),
@@ -252,18 +267,12 @@ class ConvTRVAEModule(TRVAEModule):
         self.z_mean_encoder = nn.Linear(n_hidden, n_latent)
         self.z_var_encoder = nn.Linear(n_hidden, n_latent)
         self.mmd_decoder = nn.Sequential(nn.Linear(n_latent + n_categories, n_mmd), norm1d(n_mmd), nn.ReLU())
-        deconv_blocks = []
-        for block in range(len(widths) - 1, 0, -1):
-            deconv_blocks += [
-                _same_size_transpose(widths[block], widths[block - 1], sizes[block]),
-                norm2d(widths[block - 1]),
-                nn.ReLU(),
-            ]
+        hidden_transposed = _transposed_convolutions(widths, sizes, use_batch_norm)  # built first: seeded init order
         self.image_decoder = nn.Sequential(
             nn.Linear(n_mmd, n_features),
             nn.ReLU(),
             nn.Unflatten(1, self._feature_shape),
-            *deconv_blocks,
+            *hidden_transposed,
             _same_size_transpose(widths[0], channels, sizes[0]),
             nn.Flatten(),
         )

@@ -6,6 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import baselines, datasets, metrics, model_selection, pl, utils
 from ._checkpoint import TrainingCheckpoint
+from ._conv_module import ConvTRVAEModule
 from ._data import ConditionBalancedDataSplitter, ConditionBalancedSampler
 from ._ensemble import TRVAEEnsemble
 from ._mmd import condition_mmd
@@ -23,6 +24,7 @@ __all__ = [
     "TRVAE",
     "ConditionBalancedDataSplitter",
     "ConditionBalancedSampler",
+    "ConvTRVAEModule",
     "ModelFileError",
     "NonFiniteLossError",
     "TRVAEEnsemble",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from make_fixtures import tiny_adata
@@ -55,3 +56,17 @@ def test_deferred_check_passes_finite_training(model, monkeypatch):
     monkeypatch.setattr(TRVAETrainingPlan, "_defer_finite_check", lambda self, loss: self._stage == "training")
     model.train(**{**FAST, "max_epochs": 2}, log_every_n_steps=2)
     assert model.is_trained
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
+def test_bfloat16_training_predicts_and_saves_in_float32(model, precision, tmp_path):
+    model.train(**FAST, precision=precision)
+    assert all(parameter.dtype == torch.float32 for parameter in model.module.parameters())
+    adata = model.adata
+    predicted = model.predict_perturbation(adata, source="control", target="stimulated")
+    assert predicted.X.dtype == "float32" and np.isfinite(predicted.X).all()
+    model.save(tmp_path / "model", save_anndata=True)
+    loaded = TRVAE.load(tmp_path / "model", accelerator="cpu")
+    np.testing.assert_array_equal(
+        loaded.predict_perturbation(adata, source="control", target="stimulated").X, predicted.X
+    )

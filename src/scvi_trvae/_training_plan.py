@@ -128,6 +128,17 @@ class TRVAETrainingPlan(TrainingPlan):
             )
             raise NonFiniteLossError(f"Non-finite training loss {where}. To fix: {_DIVERGED_ADVICE}.")
 
+    def on_fit_end(self) -> None:
+        """Return weights trained in reduced precision (``precision="bf16-true"``) to float32.
+
+        Lightning converts the module for ``*-true`` precisions and leaves it so; every query
+        method, :meth:`~scvi_trvae.TRVAE.save` and a later :meth:`~scvi_trvae.TRVAE.train` expect
+        float32 weights, which hold the reduced-precision values exactly.
+        """
+        if any(p.is_floating_point() and p.dtype != torch.float32 for p in self.module.parameters()):
+            self.module.float()
+        super().on_fit_end()
+
     def on_train_epoch_end(self) -> None:
         """Read the accumulated finiteness check of the epoch's last steps."""
         self._read_pending_non_finite()

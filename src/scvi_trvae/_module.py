@@ -15,6 +15,7 @@ from torch import nn
 from torch.distributions import Distribution, Normal, kl_divergence
 
 from ._mmd import BandwidthSpec, condition_mmd
+from ._sparse import is_sparse, row_sums, sparse_fc_layers, to_dense
 
 Likelihood = Literal["mse", "nb", "zinb"]
 Dispersion = Literal["gene", "gene-condition"]
@@ -177,9 +178,13 @@ class TRVAEModule(BaseModuleClass):
         self, x: torch.Tensor, condition: torch.Tensor, cat_covs: torch.Tensor | None = None, n_samples: int = 1
     ) -> dict[str, torch.Tensor | Distribution]:
         """Encode ``x`` under ``condition``: posterior ``qz``, a sample ``z`` and the library size."""
-        library = x.sum(dim=1, keepdim=True)
+        library = row_sums(x)
         encoder_input = torch.log1p(x) if self.is_count_model else x
-        hidden = self.z_encoder(encoder_input, *self._categorical_inputs(condition, cat_covs))
+        categorical = self._categorical_inputs(condition, cat_covs)
+        if is_sparse(x):  # sparse until the first layer (``_sparse.py``)
+            hidden = sparse_fc_layers(self.z_encoder, encoder_input, *categorical)
+        else:
+            hidden = self.z_encoder(encoder_input, *categorical)
         qz = Normal(self.z_mean_encoder(hidden), torch.exp(self.z_var_encoder(hidden)).add(1e-4).sqrt())
         z = qz.rsample() if n_samples == 1 else qz.rsample((n_samples,))
         return {"qz": qz, "z": z, "library": library}
@@ -231,7 +236,7 @@ class TRVAEModule(BaseModuleClass):
         The unweighted MMD is reported as the extra metric ``mmd`` (``mmd_train`` and
         ``mmd_validation`` in ``model.history``).
         """
-        x = tensors[REGISTRY_KEYS.X_KEY]
+        x = to_dense(tensors[REGISTRY_KEYS.X_KEY])
         if self.is_count_model:
             reconstruction = -generative_outputs["px"].log_prob(x).sum(dim=-1)
         else:

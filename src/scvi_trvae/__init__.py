@@ -6,6 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import baselines, datasets, metrics, pl
 from ._data import ConditionBalancedDataSplitter, ConditionBalancedSampler
+from ._distributed import DistributedConditionBalancedSampler
 from ._mmd import condition_mmd
 from ._model import TRVAE
 from ._module import TRVAEModule
@@ -20,6 +21,7 @@ __all__ = [
     "TRVAE",
     "ConditionBalancedDataSplitter",
     "ConditionBalancedSampler",
+    "DistributedConditionBalancedSampler",
     "NonFiniteLossError",
     "TRVAEModule",
     "TRVAETrainingPlan",

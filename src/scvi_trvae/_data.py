@@ -18,6 +18,8 @@ from scvi.data import AnnDataManager
 from scvi.dataloaders import DataSplitter
 from torch.utils.data import DataLoader, Sampler
 
+from ._batches import balanced_batches, stratified_batches
+from ._distributed import DistributedConditionBalancedSampler, process_group
 from ._sparse import use_sparse_input
 
 
@@ -66,33 +68,9 @@ class ConditionBalancedSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         if self.shuffle:
-            yield from self._balanced_batches()
+            yield from balanced_batches(self.positions_by_condition, self.batch_size, self.n_batches, self._rng)
         else:
-            yield from self._stratified_batches()
-
-    def _balanced_batches(self) -> Iterator[list[int]]:
-        per_condition = self.batch_size // len(self.positions_by_condition)
-        queues = [self._rng.permutation(positions) for positions in self.positions_by_condition]
-        cursors = [0] * len(queues)
-        for _ in range(self.n_batches):
-            batch = []
-            for i, positions in enumerate(self.positions_by_condition):
-                taken = []
-                while len(taken) < per_condition:
-                    if cursors[i] == len(queues[i]):
-                        queues[i], cursors[i] = self._rng.permutation(positions), 0
-                    n_take = min(per_condition - len(taken), len(queues[i]) - cursors[i])
-                    taken.extend(queues[i][cursors[i] : cursors[i] + n_take].tolist())
-                    cursors[i] += n_take
-                batch.extend(taken)
-            yield batch
-
-    def _stratified_batches(self) -> Iterator[list[int]]:
-        chunks = [np.array_split(positions, self.n_batches) for positions in self.positions_by_condition]
-        for k in range(self.n_batches):
-            batch = np.concatenate([condition_chunks[k] for condition_chunks in chunks])
-            if len(batch):
-                yield batch.tolist()
+            yield from stratified_batches(self.positions_by_condition, self.n_batches)
 
 
 class ConditionBalancedDataSplitter(DataSplitter):
@@ -115,7 +93,10 @@ class ConditionBalancedDataSplitter(DataSplitter):
         10% non-zero and ``batch_size >= 256``). Pass it with
         ``train(datasplitter_kwargs={"sparse_input": True})``.
     distributed_sampler
-        Must be ``False``: condition balancing across several processes is not implemented.
+        Set by scvi-tools for a DDP strategy. Under DDP (also when Lightning starts it for
+        ``devices > 1`` without a strategy) minibatches come from
+        :class:`~scvi_trvae.DistributedConditionBalancedSampler`: every process balances the
+        conditions on its own disjoint share of the cells.
     **kwargs
         ``batch_size`` and keyword arguments of :class:`torch.utils.data.DataLoader`.
     """
@@ -133,11 +114,7 @@ class ConditionBalancedDataSplitter(DataSplitter):
         sparse_input: bool | str = "auto",
         **kwargs,
     ):
-        if distributed_sampler:
-            raise NotImplementedError(
-                "Condition-balanced minibatches are not implemented for distributed (DDP) training; "
-                "train on a single device."
-            )
+        self.distributed_sampler = distributed_sampler
         self.batch_size = int(kwargs.pop("batch_size", None) or settings.batch_size)
         super().__init__(
             adata_manager,
@@ -181,7 +158,11 @@ class ConditionBalancedDataSplitter(DataSplitter):
 
     def _loader(self, indices: np.ndarray, shuffle: bool) -> DataLoader:
         dataset = self.adata_manager.create_torch_dataset(indices=indices, load_sparse_tensor=self.load_sparse_tensor)
-        sampler = ConditionBalancedSampler(self.condition_codes[indices], self.batch_size, shuffle=shuffle)
+        codes = self.condition_codes[indices]
+        if self.distributed_sampler or process_group()[1] > 1:
+            sampler = DistributedConditionBalancedSampler(codes, self.batch_size, shuffle=shuffle)
+        else:
+            sampler = ConditionBalancedSampler(codes, self.batch_size, shuffle=shuffle)
         return DataLoader(
             dataset, sampler=sampler, batch_size=None, pin_memory=self.pin_memory, **self.data_loader_kwargs
         )

@@ -70,6 +70,16 @@ class TRVAETrainingPlan(TrainingPlan):
         self._stage, self._batch_idx = "validation", batch_idx
         return super().validation_step(batch, batch_idx)
 
+    def compute_and_log_metrics(self, loss_output: LossOutput, metrics: dict, mode: str) -> None:
+        """Log the loss terms as :class:`scvi.train.TrainingPlan` does, under ``no_grad`` instead of inference mode.
+
+        scvi-tools runs this under ``torch.inference_mode()``, so Lightning's accumulators become
+        inference tensors, and under DDP the epoch-end reduction (an in-place division) fails with
+        "Inplace update to inference tensor outside InferenceMode".
+        """
+        with torch.no_grad():
+            TrainingPlan.compute_and_log_metrics.__wrapped__(self, loss_output, metrics, mode)
+
     def _optimizer_creator_fn(self, optimizer_cls: type[torch.optim.Optimizer]):
         """Create Adam / AdamW with the fused kernel where every parameter supports it."""
 

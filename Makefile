@@ -1,17 +1,18 @@
-# Two entry points: `make demo` (install + run the demo) and `make test` (install + run the tests).
+# Entry points: `make demo` (install + run the demo), `make test` (install + run the tests, the docs build included)
+# and `make docs` (build the documentation into docs/_build/html).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint benchmark scarches-venv clean
+.PHONY: demo test lint docs benchmark scarches-venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first: this pins the local CPU build instead of pulling a multi-GB CUDA wheel
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,doc]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -19,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
+
+# the documentation, warnings as errors; notebooks are rendered with their stored outputs (not executed)
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
@@ -34,4 +39,4 @@ scarches-venv:
 	.venv-scarches/bin/python -m pip install --quiet "scarches==0.6.1" "scvi-tools==1.4.2"
 
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) demo_output .pytest_cache docs/_build docs/generated

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from _nets import dense, mlp, seed_everything
+from _nets import mlp, seed_everything
+from oos.expression import dense
 from torch import nn
 
 

@@ -6,14 +6,8 @@ import itertools
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import nn
-
-
-def dense(matrix) -> np.ndarray:
-    """A float32 dense copy of a (possibly sparse) cells x genes matrix."""
-    return np.asarray(matrix.toarray() if sp.issparse(matrix) else matrix, dtype=np.float32)
 
 
 def mlp(

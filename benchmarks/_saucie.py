@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _nets import dense, mlp, seed_everything
+from _nets import mlp, seed_everything
+from oos.expression import dense
 from torch import nn
 
 from scvi_trvae import ConditionBalancedSampler, condition_mmd

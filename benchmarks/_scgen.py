@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from _nets import dense, mlp, seed_everything, shuffled_batches
+from _nets import mlp, seed_everything, shuffled_batches
+from oos.expression import dense
 from torch import nn
 
 

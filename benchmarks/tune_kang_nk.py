@@ -1,7 +1,7 @@
 """Tune trVAE's defaults on the Kang NK split only (the other cell types are the test).
 
 Trains on every Kang PBMC except stimulated NK cells, predicts them from control NK cells in both
-prediction modes and scores them. The split is the benchmark's own (``out_of_sample.make_split``: genes
+prediction modes and scores them. The split is the benchmark's own (``oos.splits.make_split``: genes
 selected on the training cells, DEGs of real stimulated vs control NK), so with ``--genes 2000`` (the
 default) the numbers are directly comparable with the Kang NK rows of ``docs/benchmarks.md``;
 ``--genes all`` keeps all 6,998 genes. One configuration per call; each call appends a JSON line to
@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from out_of_sample import AUTO_EPOCHS, DATASETS, load_dataset, make_split, markdown_header, markdown_row
+from oos.datasets import DATASETS, load_dataset
+from oos.paths import DATA_DIR, RESULTS_DIR
+from oos.registry import AUTO_EPOCHS
+from oos.splits import make_split
 
 from scvi_trvae import TRVAE, metrics
 
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-RESULTS = Path(__file__).parent / "results" / "tune_kang_nk.jsonl"
+RESULTS = RESULTS_DIR / "tune_kang_nk.jsonl"
 TABLE_ARGS = ("genes", "epochs", "kl", "mmd", "mmd_on", "hidden", "latent", "layers", "dropout", "lr", "bs", "seed")
 TABLE_METRICS = metrics.METRIC_KEYS
 #: Settings of runs stored before the option existed.
@@ -40,11 +42,10 @@ def _epochs(value: str) -> int | str:
     return value if value == AUTO_EPOCHS else int(value)
 
 
-def markdown_table(path: Path) -> str:
+def runs_table(path: Path) -> str:
     """Every stored run (one row per run and prediction mode) as a markdown table."""
     runs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    header = [*TABLE_ARGS, "mode", *TABLE_METRICS]
-    lines = markdown_header(header)
+    rows = []
     for run in runs:
         settings = {**OLD_RUN_DEFAULTS, **run["args"]}
         for mode in ("counterfactual", "mean"):
@@ -52,8 +53,8 @@ def markdown_table(path: Path) -> str:
                 continue
             cells = [str(settings.get(name, "")) for name in TABLE_ARGS]
             cells += [mode, *(f"{run[mode][name]:.3f}" for name in TABLE_METRICS)]
-            lines.append(markdown_row(cells))
-    return "\n".join(lines)
+            rows.append(cells)
+    return metrics.markdown_table([*TABLE_ARGS, "mode", *TABLE_METRICS], rows)
 
 
 def tune_once(args: argparse.Namespace) -> dict[str, Any]:
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = build_parser().parse_args()
     if args.table:
-        print(markdown_table(args.output))
+        print(runs_table(args.output))
         return
     line = json.dumps(tune_once(args))
     print(line)

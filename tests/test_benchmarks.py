@@ -1,37 +1,36 @@
-"""Tests of ``benchmarks/out_of_sample.py`` and its baseline models (quick mode on the shared Kang data)."""
+"""Tests of the out-of-sample benchmark (``benchmarks/oos``), its baseline models and the other benchmark scripts.
+
+``benchmarks/`` is on the test path (``pythonpath`` in ``pyproject.toml``), as it is for its scripts.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import math
-import sys
-from pathlib import Path
 
+import _cyclegan as cyclegan
+import _saucie as saucie
+import _scgen as scgen
+import mmd_bandwidths
 import numpy as np
 import pytest
 import torch
+import tune_kang_nk as tune
+from oos import cache, cli, paths, registry, scoring, tables
+from oos.datasets import DatasetSpec, load_dataset
+from oos.expression import TARGET_LIBRARY_SIZE
+from oos.methods import AUTO_EPOCHS, METHODS, NotApplicable, fit_predict_scvi, fit_predict_trvae
+from oos.scarches import fit_predict_scarches
+from oos.splits import Split, make_split, select_genes
 
 from scvi_trvae.datasets import synthetic_perturbation
+from scvi_trvae.metrics import METRIC_KEYS
 
-BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = paths.DATA_DIR
 KANG = SHARED_DATA / "kang2018_pbmc_ifnb_lognorm.h5ad"
-
-
-def _import(name: str):
-    if str(BENCH_DIR) not in sys.path:
-        sys.path.insert(0, str(BENCH_DIR))
-    return importlib.import_module(name)
-
-
-oos = _import("out_of_sample")
-scgen = _import("_scgen")
-saucie = _import("_saucie")
-cyclegan = _import("_cyclegan")
-nets = _import("_nets")
-tune = _import("tune_kang_nk")
+#: log1p of counts per 10,000: the most a count model's prediction can be
+MAX_LOG_EXPRESSION = np.log1p(TARGET_LIBRARY_SIZE) + 1e-3
 
 
 @contextlib.contextmanager
@@ -55,11 +54,15 @@ def one_thread():
 
 
 # ------------------------------------------------------------------------------------------- small pieces
-def _hold_out_type_a(adata):
-    """(training cells without stimulated type_A, type_A's control cells) of a synthetic data set."""
-    type_a = (adata.obs["cell_type"] == "type_A").to_numpy()
-    stimulated = (adata.obs["condition"] == "stimulated").to_numpy()
-    return adata[~(type_a & stimulated)].copy(), adata[type_a & ~stimulated].copy()
+def _toy_spec(file: str, **fields) -> DatasetSpec:
+    """A data set of the synthetic generator's layout (control -> stimulated)."""
+    return DatasetSpec(file=file, control="control", perturbed=("stimulated",), description="toy", **fields)
+
+
+def _split_type_a(adata, counts: bool = False) -> Split:
+    """The benchmark's split of a synthetic data set that holds out stimulated type_A (all genes)."""
+    spec = _toy_spec("synthetic", kind="counts" if counts else "lognorm", n_top_genes=None)
+    return make_split(adata, "synthetic", spec, "type_A", "stimulated", None)
 
 
 def test_latent_delta_recovers_shift_despite_imbalance():
@@ -120,30 +123,27 @@ def test_cyclegan_generator_starts_as_identity():
 @pytest.mark.parametrize("method", ["trVAE", "scVI"])
 def test_count_methods_fit_predict(method, one_thread):
     adata = synthetic_perturbation(n_cell_types=2, n_genes=40, n_cells_per_group=25, n_response_genes=6, seed=3)
-    train, control = _hold_out_type_a(adata)
-    pred = oos.METHODS[method].fit_predict(
-        train, control, "control", "stimulated", 0, 1, condition_key="condition", cell_type_key="cell_type",
-        cell_type="type_A", counts=True, **oos.METHODS[method].kwargs,
-    )  # fmt: skip
-    assert pred.shape == control.shape and np.isfinite(pred).all()
-    assert pred.max() < np.log1p(1e4) + 1e-3  # log1p of counts per 10,000
+    split = _split_type_a(adata, counts=True)
+    pred = METHODS[method].fit(split, 0, 1)
+    assert pred.shape == split.control.shape and np.isfinite(pred).all()
+    assert pred.max() < MAX_LOG_EXPRESSION
 
 
 def test_scvi_not_applicable_to_lognorm_data():
     adata = synthetic_perturbation(
         n_cell_types=2, n_genes=20, n_cells_per_group=5, n_response_genes=4, n_marker_genes=3, seed=0
     )
-    with pytest.raises(oos.NotApplicable):
-        oos.fit_predict_scvi(adata, adata, "control", "stimulated", 0, 1, condition_key="condition", counts=False)
+    with pytest.raises(NotApplicable):
+        fit_predict_scvi(_split_type_a(adata), 0, 1)
 
 
 def test_select_genes_uses_detected_genes_only():
     rng = np.random.default_rng(0)
     x = np.log1p(rng.poisson(2.0, size=(50, 40)).astype(np.float32) * rng.gamma(1.0, 1.0, size=40))
     x[:, :5] = 0.0  # never detected
-    mask = oos.select_genes(x, 10)
+    mask = select_genes(x, 10)
     assert mask.sum() == 10 and not mask[:5].any()
-    assert oos.select_genes(x, None).all()
+    assert select_genes(x, None).all()
 
 
 def test_count_data_split_holds_out_and_renormalises(tmp_path):
@@ -156,18 +156,18 @@ def test_count_data_split_holds_out_and_renormalises(tmp_path):
     counts[held_out, 0] = 50.0  # a gene seen only in the held-out cells must not be selected
     raw = ad.AnnData(counts, obs=adata.obs[["condition", "cell_type"]].copy(), var=adata.var[[]].copy())
     raw.write_h5ad(tmp_path / "toy.h5ad")
-    spec = oos.DatasetSpec("toy.h5ad", "condition", "cell_type", "control", ("stimulated",), "counts", 20, "toy")
+    spec = _toy_spec("toy.h5ad", kind="counts", n_top_genes=20)
 
-    loaded = oos.load_dataset(spec, tmp_path)
-    np.testing.assert_allclose(np.expm1(loaded.X.toarray()).sum(1), 1e4, rtol=1e-3)
-    split = oos.make_split(loaded, "toy", spec, "type_B", "stimulated", 20)
+    loaded = load_dataset(spec, tmp_path)
+    np.testing.assert_allclose(np.expm1(loaded.X.toarray()).sum(1), TARGET_LIBRARY_SIZE, rtol=1e-3)
+    split = make_split(loaded, "toy", spec, "type_B", "stimulated", 20)
     assert split.train.n_vars == 20 and split.train.var_names[0] != raw.var_names[0]
     assert raw.var_names[0] not in split.train.var_names
     assert split.train.n_obs == adata.n_obs - held_out.sum() and split.real_target.n_obs == held_out.sum()
     assert not set(split.real_target.obs_names) & set(split.train.obs_names)
     assert set(split.control.obs_names) <= set(split.train.obs_names)
     # scored on log1p(CP10k) of the selected genes, the scale of the count models' predictions
-    np.testing.assert_allclose(np.expm1(split.train.X.toarray()).sum(1), 1e4, rtol=1e-3)
+    np.testing.assert_allclose(np.expm1(split.train.X.toarray()).sum(1), TARGET_LIBRARY_SIZE, rtol=1e-3)
     np.testing.assert_array_equal(
         split.train.layers["counts"].toarray(), counts[~held_out][:, np.isin(raw.var_names, split.train.var_names)]
     )
@@ -182,10 +182,8 @@ def test_load_dataset_caps_cells_per_group(tmp_path):
     adata = adata[~keep_all | (np.arange(adata.n_obs) % 4 == 0)].copy()  # type_C: 5 cells per condition
     raw = ad.AnnData(adata.layers["counts"], obs=adata.obs[["condition", "cell_type"]].copy(), var=adata.var[[]].copy())
     raw.write_h5ad(tmp_path / "toy.h5ad")
-    spec = oos.DatasetSpec(
-        "toy.h5ad", "condition", "cell_type", "control", ("stimulated",), "counts", None, "toy", max_cells_per_group=8
-    )
-    first, again = oos.load_dataset(spec, tmp_path), oos.load_dataset(spec, tmp_path)
+    spec = _toy_spec("toy.h5ad", kind="counts", n_top_genes=None, max_cells_per_group=8)
+    first, again = load_dataset(spec, tmp_path), load_dataset(spec, tmp_path)
     sizes = first.obs.groupby(["cell_type", "condition"], observed=True).size()
     expected = raw.obs.groupby(["cell_type", "condition"], observed=True).size().clip(upper=8)
     assert sizes.to_dict() == expected.to_dict() and sizes.min() == 5
@@ -209,25 +207,22 @@ def test_trvae_auto_epochs_is_the_model_default(monkeypatch):
     adata = synthetic_perturbation(
         n_cell_types=2, n_genes=20, n_cells_per_group=10, n_response_genes=4, n_marker_genes=3, seed=0
     )
-    for epochs in (oos.AUTO_EPOCHS, 7):
+    split = _split_type_a(adata)
+    for epochs in (AUTO_EPOCHS, 7):
         with pytest.raises(_StopFit):
-            oos.fit_predict_trvae(
-                adata, adata, "control", "stimulated", 0, epochs, condition_key="condition", counts=False
-            )
+            fit_predict_trvae(split, 0, epochs)
     assert seen == [None, 7]
 
 
-@pytest.mark.skipif(not oos.SCARCHES_PYTHON.exists(), reason="no scArches environment (make scarches-venv)")
+@pytest.mark.skipif(not paths.SCARCHES_PYTHON.exists(), reason="no scArches environment (make scarches-venv)")
 @pytest.mark.parametrize(("settings", "counts"), [("defaults", True), ("paper", False)])
 def test_scarches_fit_predict(settings, counts, one_thread):
     adata = synthetic_perturbation(n_cell_types=2, n_genes=40, n_cells_per_group=20, n_response_genes=6, seed=1)
-    train, control = _hold_out_type_a(adata)
-    pred = oos.fit_predict_scarches(
-        train, control, "control", "stimulated", 0, 2, condition_key="condition", counts=counts, settings=settings
-    )
-    assert pred.shape == control.shape and np.isfinite(pred).all() and (pred >= 0).all()
+    split = _split_type_a(adata, counts=counts)
+    pred = fit_predict_scarches(split, 0, 2, settings=settings)
+    assert pred.shape == split.control.shape and np.isfinite(pred).all() and (pred >= 0).all()
     if counts:
-        assert pred.max() < np.log1p(1e4) + 1e-3  # log1p of counts per 10,000
+        assert pred.max() < MAX_LOG_EXPRESSION
 
 
 def _result_rows(method: str, values: dict[tuple[str, int], tuple[float, float]]) -> list[dict]:
@@ -246,8 +241,8 @@ def test_median_cell_averages_seeds_per_split_and_spreads_over_common_splits():
         _result_rows("trVAE", {("a", 0): (0.9, 0.2), ("a", 1): (0.7, 0.4), ("b", 0): (0.5, 0.6), ("c", 0): (0.1, 0.9)})
     )
     # per split: a 0.8 (two seeds), b 0.5, c 0.1 -> median 0.5; seeds 0 and 1 share only split a: sd of (0.9, 0.7)
-    assert oos._median_cell(frame, "pearson_delta_deg") == f"0.500 ± {np.std([0.9, 0.7], ddof=1):.3f}"
-    assert oos._median_cell(frame[frame["seed"] == 0], "pearson_delta_deg") == "0.500"
+    assert scoring.median_over_splits(frame, "pearson_delta_deg") == f"0.500 ± {np.std([0.9, 0.7], ddof=1):.3f}"
+    assert scoring.median_over_splits(frame[frame["seed"] == 0], "pearson_delta_deg") == "0.500"
 
 
 def test_paired_table_compares_on_common_splits_only():
@@ -255,25 +250,31 @@ def test_paired_table_compares_on_common_splits_only():
 
     rows = _result_rows("trVAE", {("a", 0): (0.9, 0.2), ("b", 0): (0.5, 0.6), ("c", 0): (0.8, 0.3)})
     rows += _result_rows("other", {("a", 0): (0.8, 0.1), ("b", 0): (0.6, 0.7)})  # no split c
-    table = oos._paired_table(pd.DataFrame(rows), ["trVAE", "other"])
+    table = tables.paired_table(pd.DataFrame(rows), ["trVAE", "other"]).splitlines()
     assert table[2] == "| other | 2 | 0.700 | 0.700 | 1/2 | 0.400 | 0.400 | 1/2 |"
 
 
 def test_epochs_parsing():
     methods = ["trVAE", "scGen", "no response"]
-    assert oos._parse_epochs(None, methods, quick=True) == {"trVAE": 3, "scGen": 3, "no response": None}
-    assert oos._parse_epochs(["7", "scGen=2"], methods, quick=False) == {"trVAE": 7, "scGen": 2, "no response": None}
+    assert cli.parse_epochs(None, methods, quick=True) == {"trVAE": 3, "scGen": 3, "no response": None}
+    assert cli.parse_epochs(["7", "scGen=2"], methods, quick=False) == {"trVAE": 7, "scGen": 2, "no response": None}
     with pytest.raises(SystemExit):
-        oos._parse_epochs(["nope=3"], methods, quick=False)
+        cli.parse_epochs(["nope=3"], methods, quick=False)
 
 
 def test_scarches_without_its_environment_is_not_applicable(monkeypatch, tmp_path):
-    monkeypatch.setattr(oos, "SCARCHES_PYTHON", tmp_path / "missing" / "python")
+    monkeypatch.setattr(paths, "SCARCHES_PYTHON", tmp_path / "missing" / "python")
     adata = synthetic_perturbation(
         n_cell_types=2, n_genes=20, n_cells_per_group=10, n_response_genes=4, n_marker_genes=3, seed=0
     )
-    with pytest.raises(oos.NotApplicable, match="make scarches-venv"):
-        oos.fit_predict_scarches(adata, adata, "control", "stimulated", 0, 1, condition_key="condition", counts=False)
+    with pytest.raises(NotApplicable, match="make scarches-venv"):
+        fit_predict_scarches(_split_type_a(adata), 0, 1)
+
+
+def test_register_refuses_a_second_method_of_the_same_name():
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("trVAE", fit_predict_trvae, "again")
+    assert METHODS["trVAE"].description == "scvi_trvae.TRVAE defaults (MMD on y)"
 
 
 # ------------------------------------------------------------------------------------------- tuning script
@@ -283,7 +284,7 @@ def test_tune_table_marks_old_runs_as_all_genes(tmp_path):
     new_run = {"args": {"genes": 2000, "epochs": "auto", "seed": 1}, "counterfactual": scores, "mean": scores}
     path = tmp_path / "runs.jsonl"
     path.write_text(json.dumps(old_run) + "\n" + json.dumps(new_run) + "\n")
-    lines = tune.markdown_table(path).splitlines()
+    lines = tune.runs_table(path).splitlines()
     assert len(lines) == 2 + 3  # header, rule, one row per (run, prediction mode)
     assert lines[2].startswith("| all | 60 | 0.1 |") and "| counterfactual | 0.500 |" in lines[2]
     assert lines[3].startswith("| 2000 | auto |") and lines[4].split(" | ")[12] == "mean"
@@ -308,7 +309,7 @@ def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("quick")
     argv = ["--quick", "--threads", "1", "--output-dir", str(out), "--cache-dir", str(out / "cache")]
     with _restoring_threads():
-        rows = oos.main(argv)
+        rows = cli.main(argv)
     return out, argv, rows
 
 
@@ -317,7 +318,7 @@ def test_quick_mode_rows(quick_run):
     payload = json.loads((out / "out_of_sample.json").read_text())
     assert payload["quick"] and len(payload["rows"]) == len(rows)
     by_method = {row["method"]: row for row in payload["rows"]}
-    assert set(by_method) == set(oos.METHODS)
+    assert set(by_method) == set(METHODS)
     for name, row in by_method.items():
         assert (row["dataset"], row["cell_type"], row["target"]) == ("kang", "NK", "stimulated")
         if row["status"] == "not run":
@@ -325,10 +326,10 @@ def test_quick_mode_rows(quick_run):
             continue
         assert row["status"] == "ok", (name, row.get("reason"))
         assert row["n_genes"] == 500 and row["n_target"] == 646 and row["n_control"] == 517
-        keys = [k for k in oos.METRICS if not (name == "no response" and k.startswith("pearson_delta"))]
+        keys = [k for k in METRIC_KEYS if not (name == "no response" and k.startswith("pearson_delta"))]
         assert all(row[k] is not None and math.isfinite(row[k]) for k in keys), name
         assert row["fit_seconds"] >= 0
-    scarches_status = "ok" if oos.SCARCHES_PYTHON.exists() else "not run"
+    scarches_status = "ok" if paths.SCARCHES_PYTHON.exists() else "not run"
     assert by_method["scArches trVAE"]["status"] == by_method["scArches trVAE (paper)"]["status"] == scarches_status
     assert by_method["scVI"]["status"] == "not run"  # log-normalised data set
     assert by_method["no response"]["edist_scaled"] == pytest.approx(1.0)
@@ -348,21 +349,48 @@ def test_quick_mode_markdown_and_figures(quick_run):
 
 
 def test_quick_mode_resumes_from_cache(quick_run):
-    out, argv, _ = quick_run
+    out, argv, first = quick_run
     with _restoring_threads():
-        rows = oos.main(
+        rows = cli.main(
             [*argv[:3], "--output-dir", str(out / "resumed"), "--cache-dir", str(out / "cache"), "--no-figures"]
         )
-    assert all(row.get("cached") for row in rows if row["status"] == "ok")
+    resumed = [row for row in rows if row["status"] == "ok"]
+    assert [row["method"] for row in resumed] == [row["method"] for row in first if row["status"] == "ok"]
+    assert "trVAE" in {row["method"] for row in resumed} and all(row["cached"] for row in resumed)
+    assert [row["edist_scaled"] for row in resumed] == [row["edist_scaled"] for row in first if row["status"] == "ok"]
+
+
+def test_rebuild_cache_from_results_file_restores_every_cached_result(quick_run, tmp_path):
+    out, _, _ = quick_run
+    n_written = cache.rebuild_cache(out / "out_of_sample.json", SHARED_DATA, tmp_path)
+    originals = sorted((out / "cache" / "kang").glob("*.json"))
+    assert n_written == len(originals) > 0
+    for original in originals:
+        assert (tmp_path / "kang" / original.name).read_text() == original.read_text(), original.name
 
 
 def test_cached_only_reports_the_cache_and_fits_nothing(quick_run):
     out, argv, first = quick_run
     with _restoring_threads():
-        cached = oos.main([*argv[:3], "--output-dir", str(out / "cached"), "--cache-dir", str(out / "cache"),
+        cached = cli.main([*argv[:3], "--output-dir", str(out / "cached"), "--cache-dir", str(out / "cache"),
                            "--no-figures", "--cached-only"])  # fmt: skip
-        empty = oos.main([*argv[:3], "--output-dir", str(out / "empty"), "--cache-dir", str(out / "no-cache"),
+        empty = cli.main([*argv[:3], "--output-dir", str(out / "empty"), "--cache-dir", str(out / "no-cache"),
                           "--no-figures", "--cached-only"])  # fmt: skip
     assert [r["status"] for r in cached] == [r["status"] for r in first]
-    fitted = [r for r in empty if not oos.METHODS[r["method"]].counts_only]
+    fitted = [r for r in empty if not METHODS[r["method"]].counts_only]
     assert fitted and all(r["status"] == "not run" and "not in the cache" in r["reason"] for r in fitted)
+
+
+# ------------------------------------------------------------------------------------------- MMD bandwidths
+def test_mmd_bandwidths_quick_reports_gradient_shares(tmp_path):
+    result = mmd_bandwidths.main(["--quick", "--output", str(tmp_path / "mmd.json")])
+    assert result["data"] == "synthetic" and result["epochs"] == 1
+    for name, n_bandwidths in (("legacy", 19), ("adaptive", 6)):
+        kernel = result["kernels"][name]
+        assert kernel["n_bandwidths"] == len(kernel["gradient_share"]) == n_bandwidths
+        assert sum(kernel["gradient_share"]) == pytest.approx(1.0)
+        assert all(0.0 <= share <= 1.0 for share in kernel["gradient_share"])
+    legacy = result["kernels"]["legacy"]
+    inert = [s for s, f in zip(legacy["gradient_share"], legacy["informative_fraction"], strict=True) if f == 0.0]
+    assert inert and max(inert) < 0.01  # a bandwidth whose kernel values are all ~0 or ~1 carries no gradient
+    assert json.loads((tmp_path / "mmd.json").read_text())["kernels"]["adaptive"]["gradient_share"]

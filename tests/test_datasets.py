@@ -1,17 +1,18 @@
 from __future__ import annotations
 
-import io
+import hashlib
+import json
 import re
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import anndata
 import numpy as np
 import pandas as pd
+import pooch
 import pytest
+import requests
 
-from scvi_trvae.datasets import KANG2018_URL, haber2017, kang2018, synthetic_perturbation
+from scvi_trvae.datasets import KANG2018_URL, DownloadError, haber2017, kang2018, synthetic_perturbation
 
 SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
 
@@ -64,6 +65,44 @@ def test_default_shapes_dtypes_and_annotations(adata):
     assert params["n_cell_types"] == 5
     assert params["n_cells_per_group"] == 150
     assert list(params["conditions"]) == ["control", "stimulated"]
+
+
+def _fingerprint(adata: anndata.AnnData) -> str:
+    """SHA-256 over every array, the obs/var tables and the recorded parameters (first 16 hex digits)."""
+    digest = hashlib.sha256()
+    for array in (adata.X, adata.layers["counts"], *(adata.varm[k] for k in sorted(adata.varm))):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(adata.obs.to_csv().encode())
+    digest.update(adata.var.to_csv().encode())
+    digest.update(json.dumps(adata.uns["synthetic_perturbation"], sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({}, "e1455fceb4137474"),
+        (
+            {"n_cell_types": 3, "n_genes": 80, "n_cells_per_group": 20, "n_response_genes": 10, "n_marker_genes": 5,
+             "seed": 3},
+            "d3c80b71b58dff12",
+        ),
+        (
+            {"n_cell_types": 2, "n_genes": 100, "conditions": ("control", "drug_a", "drug_b"), "n_cells_per_group": 30,
+             "n_response_genes": 8, "seed": 2},
+            "6239b5766f8dd61a",
+        ),
+        (
+            {"n_cell_types": 3, "n_genes": 100, "n_cells_per_group": 50, "n_response_genes": 10, "n_marker_genes": 5,
+             "condition_proportions": {"control": 0.9, "stimulated": 0.1}, "response_scale": 0.5,
+             "shared_response_fraction": 0.2, "library_size": 500.0, "seed": 7},
+            "8e997cb85e3ef9cd",
+        ),
+    ],
+)  # fmt: skip
+def test_output_is_byte_identical_to_the_recorded_data(kwargs, expected):
+    # digests recorded from the single-function generator before it was split into named steps
+    assert _fingerprint(synthetic_perturbation(**kwargs)) == expected
 
 
 def test_counts_are_integers_and_x_is_lognormalized(adata):
@@ -236,19 +275,33 @@ def _tiny_perturbation_file(path: Path, obs_columns: tuple[str, ...] = ("conditi
     return adata
 
 
-class _FakeUrlopen:
-    """Stand-in for ``urllib.request.urlopen`` serving fixed bodies (or raising) and recording the addresses."""
+class _FakeServer:
+    """Stand-in for pooch's HTTP downloader: serves fixed bodies (or raises) and records the addresses.
+
+    Patched in as ``pooch.HTTPDownloader.__call__``, so pooch's own retrieve logic (temporary file, checksum,
+    cache) runs for real and nothing touches the network.
+    """
 
     def __init__(self, *bodies: bytes | Exception) -> None:
         self.bodies = list(bodies)
         self.calls: list[str] = []
 
-    def __call__(self, url, *args, **kwargs):
-        self.calls.append(url)
-        body = self.bodies.pop(0)
-        if isinstance(body, Exception):
-            raise body
-        return io.BytesIO(body)
+    def install(self, monkeypatch) -> _FakeServer:
+        server = self
+
+        def fake_call(downloader, url, output_file, pooch_, check_only=False):
+            server.calls.append(url)
+            body = server.bodies.pop(0)
+            if isinstance(body, Exception):
+                raise body
+            Path(output_file).write_bytes(body)
+
+        monkeypatch.setattr(pooch.HTTPDownloader, "__call__", fake_call)
+        return self
+
+
+def _sha256(body: bytes) -> str:
+    return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
 @pytest.fixture
@@ -259,18 +312,22 @@ def h5ad_bytes(tmp_path) -> bytes:
     return source.read_bytes()
 
 
-def _no_network(*args, **kwargs):
-    raise AssertionError("urlopen must not be called")
+@pytest.fixture
+def offline(monkeypatch) -> _FakeServer:
+    """No network: any download attempt fails the way requests does when offline."""
+    return _FakeServer(*[requests.ConnectionError("Failed to resolve 'drive.usercontent.google.com'")] * 3).install(
+        monkeypatch
+    )
 
 
-def test_kang2018_reads_existing_path(tmp_path, monkeypatch):
-    monkeypatch.setattr(urllib.request, "urlopen", _no_network)
+def test_kang2018_reads_existing_path_without_network(tmp_path, offline):
     path = tmp_path / "kang.h5ad"
     written = _tiny_perturbation_file(path)
     adata = kang2018(path)
     np.testing.assert_array_equal(adata.X, written.X)
     assert list(adata.obs["condition"].cat.categories) == ["control", "stimulated"]
-    assert kang2018(str(path)).shape == (4, 3)
+    assert kang2018(str(path), known_hash="sha256:" + "0" * 64).shape == (4, 3)  # a local file is taken as it is
+    assert offline.calls == []
 
 
 def test_kang2018_missing_column_is_a_clear_error(tmp_path):
@@ -280,12 +337,11 @@ def test_kang2018_missing_column_is_a_clear_error(tmp_path):
         kang2018(path)
 
 
-def test_kang2018_downloads_missing_path_atomically(tmp_path, monkeypatch, h5ad_bytes):
-    fake = _FakeUrlopen(h5ad_bytes)
-    monkeypatch.setattr(urllib.request, "urlopen", fake)
+def test_kang2018_downloads_missing_path_with_checksum(tmp_path, monkeypatch, h5ad_bytes):
+    server = _FakeServer(h5ad_bytes).install(monkeypatch)
     target = tmp_path / "data" / "kang.h5ad"
-    adata = kang2018(target)
-    assert fake.calls == [KANG2018_URL]
+    adata = kang2018(target, known_hash=_sha256(h5ad_bytes))
+    assert server.calls == [KANG2018_URL]
     assert target.read_bytes() == h5ad_bytes
     assert sorted(p.name for p in target.parent.iterdir()) == ["kang.h5ad"]  # no temporary file left
     assert adata.shape == (4, 3)
@@ -294,54 +350,69 @@ def test_kang2018_downloads_missing_path_atomically(tmp_path, monkeypatch, h5ad_
 def test_kang2018_uses_cache_when_path_is_none(tmp_path, monkeypatch, h5ad_bytes):
     cache = tmp_path / "cache"
     monkeypatch.setenv("SCVI_TRVAE_CACHE_DIR", str(cache))
-    fake = _FakeUrlopen(h5ad_bytes)
-    monkeypatch.setattr(urllib.request, "urlopen", fake)
+    server = _FakeServer(h5ad_bytes).install(monkeypatch)
     assert kang2018().shape == (4, 3)
-    assert len(fake.calls) == 1
+    assert len(server.calls) == 1
     assert [p.name for p in cache.iterdir()] == ["kang2018_train_pbmc.h5ad"]
-    # second call is served from the cache
-    monkeypatch.setattr(urllib.request, "urlopen", _no_network)
+    # the second call is served from the cache: no further download
     assert kang2018().shape == (4, 3)
+    assert len(server.calls) == 1
 
 
 def test_kang2018_custom_url(tmp_path, monkeypatch, h5ad_bytes):
     monkeypatch.setenv("SCVI_TRVAE_CACHE_DIR", str(tmp_path))
-    fake = _FakeUrlopen(h5ad_bytes)
-    monkeypatch.setattr(urllib.request, "urlopen", fake)
+    server = _FakeServer(h5ad_bytes).install(monkeypatch)
     kang2018(url="https://example.org/pbmc.h5ad")
-    assert fake.calls == ["https://example.org/pbmc.h5ad"]
+    assert server.calls == ["https://example.org/pbmc.h5ad"]
     assert not (tmp_path / "kang2018_train_pbmc.h5ad").exists()
 
 
-def test_kang2018_failed_download_names_the_url(tmp_path, monkeypatch):
-    monkeypatch.setattr(urllib.request, "urlopen", _FakeUrlopen(urllib.error.URLError("no network")))
+def test_kang2018_checksum_mismatch_is_a_one_line_error(tmp_path, monkeypatch, h5ad_bytes):
+    _FakeServer(h5ad_bytes).install(monkeypatch)
+    target = tmp_path / "data" / "kang.h5ad"
+    wrong = "sha256:" + "0" * 64
+    with pytest.raises(DownloadError, match="does not match its checksum") as info:
+        kang2018(target, known_hash=wrong)
+    message = str(info.value)
+    assert "\n" not in message
+    assert KANG2018_URL in message
+    assert wrong in message
+    assert "path=" in message
+    assert list(target.parent.iterdir()) == []  # neither the target nor a temporary file
+
+
+def test_kang2018_offline_is_a_one_line_error(tmp_path, offline):
     target = tmp_path / "kang.h5ad"
-    with pytest.raises(RuntimeError, match=re.escape(KANG2018_URL)) as info:
+    with pytest.raises(DownloadError, match=re.escape(KANG2018_URL)) as info:
         kang2018(target)
-    assert "path=" in str(info.value)
-    assert list(tmp_path.iterdir()) == []  # neither the target nor a temporary file
+    message = str(info.value)
+    assert "\n" not in message
+    assert "offline" in message
+    assert "path=" in message
+    assert offline.calls == [KANG2018_URL]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_kang2018_http_error_names_the_reason(tmp_path, monkeypatch):
+    _FakeServer(requests.HTTPError("404 Client Error: Not Found")).install(monkeypatch)
+    with pytest.raises(DownloadError, match="404") as info:
+        kang2018(tmp_path / "kang.h5ad", url="https://example.org/x")
+    assert "https://example.org/x" in str(info.value)
 
 
 def test_kang2018_rejects_non_hdf5_download(tmp_path, monkeypatch):
-    monkeypatch.setattr(urllib.request, "urlopen", _FakeUrlopen(b"<html><body>quota exceeded</body></html>"))
+    _FakeServer(b"<html><body>quota exceeded</body></html>").install(monkeypatch)
     target = tmp_path / "kang.h5ad"
-    with pytest.raises(RuntimeError, match="HDF5"):
+    with pytest.raises(DownloadError, match="HDF5"):
         kang2018(target, url="https://example.org/x")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_kang2018_follows_google_drive_confirmation(tmp_path, monkeypatch, h5ad_bytes):
-    page = (
-        b'<html><form id="download-form" action="https://drive.usercontent.google.com/download" method="get">'
-        b'<input type="hidden" name="id" value="abc"><input type="hidden" name="export" value="download">'
-        b'<input type="hidden" name="confirm" value="t"></form></html>'
-    )
-    fake = _FakeUrlopen(page, h5ad_bytes)
-    monkeypatch.setattr(urllib.request, "urlopen", fake)
-    target = tmp_path / "kang.h5ad"
-    assert kang2018(target).shape == (4, 3)
-    assert fake.calls[1] == "https://drive.usercontent.google.com/download?id=abc&export=download&confirm=t"
-    assert target.read_bytes() == h5ad_bytes
+def test_haber2017_downloads_from_a_given_url(tmp_path, monkeypatch, h5ad_bytes):
+    server = _FakeServer(h5ad_bytes).install(monkeypatch)
+    target = tmp_path / "haber.h5ad"
+    assert haber2017(target, url="https://example.org/haber.h5ad", known_hash=_sha256(h5ad_bytes)).shape == (4, 3)
+    assert server.calls == ["https://example.org/haber.h5ad"]
 
 
 def test_haber2017_needs_a_path(tmp_path):

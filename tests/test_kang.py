@@ -11,6 +11,7 @@ import scvi
 from conftest import SCORER, SHARED_DATA
 
 from scvi_trvae import TRVAE
+from scvi_trvae.utils import as_dense
 
 KANG = SHARED_DATA / "kang2018_pbmc_ifnb_lognorm.h5ad"
 
@@ -30,7 +31,7 @@ def test_held_out_nk_beats_no_response_baseline():
     held_out = ((adata.obs["cell_type"] == "NK") & (adata.obs["condition"] == "stimulated")).to_numpy()
     train = adata[~held_out].copy()
     # 1,000 most variable genes of the training cells only, so that the held-out cells stay unseen
-    x = train.X.toarray() if hasattr(train.X, "toarray") else np.asarray(train.X)
+    x = as_dense(train.X)
     genes = np.sort(np.argsort(x.var(axis=0))[-1000:])
     train = train[:, genes].copy()
     TRVAE.setup_anndata(train, condition_key="condition")

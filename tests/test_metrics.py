@@ -280,3 +280,14 @@ def test_matches_score_py_on_kang_nk_mean_shift_baseline():
     assert np.isnan(none["pearson_delta_all"])
     assert none["edist_scaled"] == pytest.approx(1.0, abs=1e-12)
     assert none["r2_mean_deg"] < got["r2_mean_deg"]
+
+
+def test_gene_selection_helpers_are_public():
+    adata = ad.AnnData(np.zeros((2, 4)))
+    adata.var_names = ["a", "b", "c", "d"]
+    names = metrics.var_names_of(np.zeros((2, 4)), adata)
+    assert list(names) == ["a", "b", "c", "d"]
+    np.testing.assert_array_equal(metrics.gene_indices(["c", "a"], 4, names), [2, 0])
+    np.testing.assert_array_equal(metrics.gene_indices([True, False, False, True], 4), [0, 3])
+    np.testing.assert_array_equal(metrics.gene_indices(None, 3), [0, 1, 2])
+    assert metrics.var_names_of(np.zeros((2, 4))) is None

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import baselines, datasets, metrics, pl
+from . import baselines, datasets, metrics, pl, utils
+from ._checkpoint import TrainingCheckpoint
 from ._data import ConditionBalancedDataSplitter, ConditionBalancedSampler
 from ._distributed import DistributedConditionBalancedSampler
 from ._mmd import condition_mmd
 from ._model import TRVAE
 from ._module import TRVAEModule
+from ._persistence import ModelFileError, UnsafeModelFileError
 from ._training_plan import NonFiniteLossError, TRVAETrainingPlan
 
 try:
@@ -22,12 +24,16 @@ __all__ = [
     "ConditionBalancedDataSplitter",
     "ConditionBalancedSampler",
     "DistributedConditionBalancedSampler",
+    "ModelFileError",
     "NonFiniteLossError",
     "TRVAEModule",
     "TRVAETrainingPlan",
+    "TrainingCheckpoint",
+    "UnsafeModelFileError",
     "baselines",
     "condition_mmd",
     "datasets",
     "metrics",
     "pl",
+    "utils",
 ]

@@ -17,43 +17,53 @@ from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, Laye
 from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 from scvi.utils import setup_anndata_dsp
 
+from ._checkpoint import InterruptibleTrainRunner
 from ._data import ConditionBalancedDataSplitter
-from ._module import (
-    DEFAULT_KL_WEIGHT,
-    DEFAULT_MMD_WEIGHT,
-    Dispersion,
-    Likelihood,
-    MMDTarget,
-    TRVAEModule,
+from ._docstrings import trvae_dsp
+from ._module import DEFAULT_KL_WEIGHT, DEFAULT_MMD_WEIGHT, TRVAEModule
+from ._mudata import registered_modality
+from ._mudata import setup_mudata as _setup_mudata
+from ._persistence import SafePersistenceMixin
+from ._prediction import (
+    DEFAULT_PREDICTION_MODE,
+    SOURCE_COLUMN,
+    PredictionMode,
+    PredictionRequest,
+    mmd_layer,
+    predict_expression,
+    prediction_anndata,
 )
+from ._presets import paper_preset
+from ._query import QueryAnnDataMixin
 from ._training_plan import TRVAETrainingPlan
 from ._validation import (
-    check_condition_column,
-    check_expression_values,
-    check_loss_weight,
-    check_obs_keys,
+    check_loss_weights,
+    check_not_empty,
     check_same_genes,
-    check_unregistered_anndata,
-    expression_matrix,
+    check_setup_columns,
+    check_setup_values,
+    resolve_likelihood,
 )
+from .utils import TARGET_LIBRARY_SIZE
 
 if TYPE_CHECKING:
+    from mudata import MuData
+
     from ._mmd import BandwidthSpec
+    from ._module import Dispersion, Likelihood, MMDTarget
 
 logger = logging.getLogger(__name__)
 
-PredictionMode = Literal["counterfactual", "mean"]
-#: Default of :meth:`TRVAE.predict_perturbation`; measured on the Kang NK split (``docs/defaults.md``).
-DEFAULT_PREDICTION_MODE: PredictionMode = "counterfactual"
-#: Library size of count-model predictions unless told otherwise: counts per 10,000, as ``normalize_total``.
-DEFAULT_TARGET_LIBRARY_SIZE = 1e4
+__all__ = ["DEFAULT_PREDICTION_MODE", "DEFAULT_TARGET_LIBRARY_SIZE", "SOURCE_COLUMN", "TRVAE"]
+
+#: Library size of count-model predictions unless told otherwise (:data:`scvi_trvae.utils.TARGET_LIBRARY_SIZE`).
+DEFAULT_TARGET_LIBRARY_SIZE = TARGET_LIBRARY_SIZE
 #: Minibatch steps that ``train(max_epochs=None)`` aims for; measured on the Kang NK split (``docs/defaults.md``).
 DEFAULT_TRAINING_STEPS = 1500
-#: obs column of predictions recording the condition each predicted cell was encoded from.
-SOURCE_COLUMN = "trvae_source_condition"
 
 
-class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
+@trvae_dsp.dedent
+class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """trVAE: conditional VAE with an MMD-regularised decoder layer, for out-of-sample perturbation prediction.
 
     Implements Lotfollahi et al., "Conditional out-of-sample generation for unpaired data using
@@ -64,25 +74,10 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     ----------
     adata
         AnnData registered with :meth:`setup_anndata`.
-    n_hidden
-        Width of the hidden layers (and of the MMD layer ``y``).
-    n_latent
-        Dimension of the latent space ``z``.
-    n_layers
-        Hidden layers of the encoder; the decoder mirrors them (``y`` plus ``n_layers - 1``).
-    dropout_rate
-        Dropout rate of hidden layers (not of ``y``).
-    use_batch_norm, use_layer_norm
-        Normalisation of hidden layers.
-    likelihood
-        ``"mse"`` for log-normalised data, ``"nb"`` / ``"zinb"`` for raw counts. Defaults to
-        ``"nb"`` when :meth:`setup_anndata` registered counts (``is_count_data=True``), else ``"mse"``.
-    dispersion
-        ``"gene"`` or ``"gene-condition"`` inverse dispersion of the count likelihoods.
-    mmd_on
-        ``"y"`` (trVAE, default), ``"z"`` (MMD-CVAE baseline) or ``None`` (plain CVAE).
-    mmd_bandwidths
-        ``"adaptive"`` (RBF bandwidths scaled to the layer's distances) or a sequence of bandwidths.
+    %(param_network)s
+    %(param_likelihood)s
+    %(param_mmd)s
+    %(param_widths)s
     registry
         Registry of a saved model; used by :meth:`load` when no AnnData is given.
 
@@ -95,18 +90,25 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     >>> model.train(max_epochs=50)
     >>> control_nk = adata[adata.obs["cell_type"] == "type_A"].copy()
     >>> predicted = model.predict_perturbation(control_nk, source="control", target="stimulated")
+
+    The paper's Kang network and loss weights (:meth:`paper_preset`):
+
+    >>> preset = scvi_trvae.TRVAE.paper_preset("kang")
+    >>> model = scvi_trvae.TRVAE(adata, **preset["model"])
+    >>> model.train(**preset["train"])
     """
 
     _module_cls = TRVAEModule
     _data_splitter_cls = ConditionBalancedDataSplitter
     _training_plan_cls = TRVAETrainingPlan
+    _train_runner_cls = InterruptibleTrainRunner  # Ctrl-C stops training and keeps a usable model
 
     def __init__(
         self,
         adata: AnnData | None = None,
-        n_hidden: int = 256,
+        n_hidden: int | None = None,
         n_latent: int = 20,
-        n_layers: int = 2,
+        n_layers: int | None = None,
         dropout_rate: float = 0.1,
         use_batch_norm: bool = True,
         use_layer_norm: bool = False,
@@ -114,23 +116,13 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         dispersion: Dispersion = "gene",
         mmd_on: MMDTarget = "y",
         mmd_bandwidths: BandwidthSpec = "adaptive",
+        hidden_layer_sizes: Sequence[int] | None = None,
+        n_mmd: int | None = None,
         registry: dict | None = None,
     ):
+        adata = registered_modality(type(self), adata)  # a MuData: its RNA modality (setup_mudata)
         super().__init__(adata, registry=registry)
-        is_count_data = bool(self.registry_["setup_args"]["is_count_data"])
-        if likelihood is None:
-            likelihood = "nb" if is_count_data else "mse"
-        if likelihood in ("nb", "zinb") and not is_count_data:
-            raise ValueError(
-                f"likelihood={likelihood!r} needs raw counts, but setup_anndata registered log-normalised data "
-                "(is_count_data=False). Register counts with `TRVAE.setup_anndata(..., layer='counts', "
-                "is_count_data=True)` or use likelihood='mse'."
-            )
-        if likelihood == "mse" and is_count_data:
-            raise ValueError(
-                "likelihood='mse' is for log-normalised data, but setup_anndata registered raw counts "
-                "(is_count_data=True). Use likelihood='nb' or 'zinb', or register log-normalised data."
-            )
+        likelihood = resolve_likelihood(likelihood, bool(self.registry_["setup_args"]["is_count_data"]))
         self.var_names_ = None if adata is None else np.asarray(adata.var_names, dtype=str)
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
@@ -146,13 +138,30 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             dispersion=dispersion,
             mmd_on=mmd_on,
             mmd_bandwidths=mmd_bandwidths,
+            hidden_layer_sizes=hidden_layer_sizes,
+            n_mmd=n_mmd,
         )
         self._model_summary_string = (
             f"TRVAE model: {self.summary_stats.n_vars} genes, conditions {list(self.conditions)}, "
-            f"likelihood={likelihood!r}, mmd_on={mmd_on!r}, n_latent={n_latent}, n_hidden={n_hidden}, "
-            f"n_layers={n_layers}, dropout_rate={dropout_rate}"
+            f"likelihood={likelihood!r}, mmd_on={mmd_on!r}, dropout_rate={dropout_rate}; layers: "
+            f"{self.module.widths.describe(self.summary_stats.n_vars, n_latent)}"
         )
         self.init_params_ = self._get_init_params(locals())
+
+    @staticmethod
+    def paper_preset(name: str = "kang") -> dict[str, dict]:
+        """Arguments reproducing a configuration of the trVAE paper (``docs/model.md``, "The paper's network").
+
+        ``"kang"``: encoder 800 -> 800 -> 128 -> ``z`` 20, decoder ``z`` -> ``y`` 128 -> 800 -> 800,
+        MMD on ``y`` with the paper's 19 fixed RBF bandwidths, dropout 0.2, minibatches of 128, and
+        the paper's loss weights (eta 100, alpha 1e-6, beta 500) translated to this package's loss.
+
+        Returns
+        -------
+        A new ``{"model": {...}, "train": {...}}``: ``TRVAE(adata, **preset["model"])`` then
+        ``model.train(**preset["train"])`` (add ``max_epochs`` or other arguments as needed).
+        """
+        return paper_preset(name)
 
     # ------------------------------------------------------------------ registration
     @classmethod
@@ -189,16 +198,12 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        if adata.n_obs == 0 or adata.n_vars == 0:
-            raise ValueError(f"adata is empty ({adata.n_obs} cells x {adata.n_vars} genes).")
-        check_obs_keys(adata, [condition_key], "condition_key")
-        check_obs_keys(adata, categorical_covariate_keys or [], "categorical_covariate_keys")
-        if kwargs.get("source_registry") is None:  # a transfer from a saved model keeps its conditions
-            check_condition_column(adata, condition_key)
-        matrix = expression_matrix(adata, layer)
-        check_expression_values(
-            matrix, is_count_data=is_count_data, where="adata.X" if layer is None else f"adata.layers[{layer!r}]"
+        check_not_empty(adata)
+        # a transfer from a saved model (source_registry) keeps that model's conditions
+        check_setup_columns(
+            adata, condition_key, categorical_covariate_keys, check_conditions=kwargs.get("source_registry") is None
         )
+        check_setup_values(adata, layer, is_count_data=is_count_data)
         anndata_fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=is_count_data),
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, condition_key),
@@ -207,6 +212,52 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
+
+    @classmethod
+    def setup_mudata(
+        cls,
+        mdata: MuData,
+        rna_layer: str | None = None,
+        condition_key: str = "condition",
+        categorical_covariate_keys: list[str] | None = None,
+        is_count_data: bool = False,
+        modalities: dict[str, str] | None = None,
+        **kwargs,
+    ) -> None:
+        """Register the RNA modality of a MuData for trVAE.
+
+        The modality named by ``modalities["rna_layer"]`` is registered with :meth:`setup_anndata`;
+        the model trains on it, and every method that takes an AnnData also takes the MuData and
+        reads that modality. The other modalities are not used.
+
+        Parameters
+        ----------
+        mdata
+            MuData holding the RNA modality.
+        rna_layer
+            Layer of the RNA modality to use; ``None`` for its ``X``.
+        condition_key
+            Column of the RNA modality's ``obs`` with each cell's condition.
+        categorical_covariate_keys
+            Columns of the RNA modality's ``obs`` with extra categorical covariates.
+        is_count_data
+            As in :meth:`setup_anndata`.
+        modalities
+            Setup argument -> modality name; ``{"rna_layer": "rna"}`` is required. ``condition_key``
+            and ``categorical_covariate_keys`` may only name the RNA modality too.
+        **kwargs
+            Passed to :meth:`setup_anndata`.
+
+        Examples
+        --------
+        >>> TRVAE.setup_mudata(mdata, condition_key="condition", modalities={"rna_layer": "rna"})
+        >>> model = TRVAE(mdata)
+        """
+        _setup_mudata(
+            cls, mdata, rna_layer=rna_layer, condition_key=condition_key,
+            categorical_covariate_keys=categorical_covariate_keys, is_count_data=is_count_data,
+            modalities=modalities, **kwargs,
+        )  # fmt: skip
 
     def _field_state(self, registry_key: str) -> dict:
         return self.registry_["field_registries"][registry_key]["state_registry"]
@@ -257,7 +308,7 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             Minibatch size; each of ``C`` conditions contributes ``batch_size // C`` cells.
         kl_weight
             Constant weight of the KL term. For a warm-up pass ``plan_kwargs={"n_epochs_kl_warmup": n}``
-            (the weight then rises from 0 to ``kl_weight``).
+            (the weight then rises from 0, or ``plan_kwargs["min_kl_weight"]``, to ``kl_weight``).
         mmd_weight
             Weight of the MMD term.
         early_stopping
@@ -265,6 +316,8 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             :class:`scvi.train.Trainer` for ``early_stopping_patience`` and friends.
         plan_kwargs
             Keyword arguments of :class:`scvi.train.TrainingPlan` (e.g. ``lr``, ``weight_decay``).
+            The loss weights are set with ``kl_weight`` and ``mmd_weight`` only: ``mmd_weight``,
+            ``kl_weight`` or ``max_kl_weight`` here is an error.
         **kwargs
             Passed to :meth:`scvi.model.base.UnsupervisedTrainingMixin.train` (``train_size``,
             ``validation_size``, ``accelerator``, ``check_val_every_n_epoch``, trainer arguments...).
@@ -274,17 +327,7 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         What scvi-tools' training runner returns; the losses are in ``model.history``
         (``reconstruction_loss_*``, ``kl_local_*``, ``mmd_*``, ``train_loss_*``, ``validation_loss``).
         """
-        check_loss_weight(kl_weight, "kl_weight")
-        check_loss_weight(mmd_weight, "mmd_weight")
-        plan_kwargs = dict(plan_kwargs or {})
-        warmup = plan_kwargs.get("n_epochs_kl_warmup") or plan_kwargs.get("n_steps_kl_warmup")
-        plan_kwargs.setdefault("n_epochs_kl_warmup", None)
-        plan_kwargs.setdefault("max_kl_weight", kl_weight)
-        plan_kwargs.setdefault("min_kl_weight", 0.0 if warmup else kl_weight)
-        plan_kwargs.setdefault("mmd_weight", mmd_weight)
-        if any(not parameter.requires_grad for parameter in self.module.parameters()):
-            # a query model from load_query_data: weight decay would slowly move the frozen weights
-            plan_kwargs.setdefault("weight_decay", 0.0)
+        plan_kwargs = self._training_plan_kwargs(kl_weight, mmd_weight, plan_kwargs)
         if early_stopping:
             kwargs.setdefault("early_stopping_monitor", "validation_loss")
         if max_epochs is None and self.adata is not None:
@@ -298,66 +341,20 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             **kwargs,
         )
 
+    def _training_plan_kwargs(self, kl_weight: float, mmd_weight: float, plan_kwargs: dict | None) -> dict:
+        """Build the training plan's arguments, with the loss weights checked and set from one place each."""
+        plan_kwargs = dict(plan_kwargs or {})
+        check_loss_weights(kl_weight, mmd_weight, plan_kwargs)
+        warmup = plan_kwargs.get("n_epochs_kl_warmup") or plan_kwargs.get("n_steps_kl_warmup")
+        plan_kwargs.setdefault("n_epochs_kl_warmup", None)
+        plan_kwargs.setdefault("min_kl_weight", 0.0 if warmup else kl_weight)
+        plan_kwargs.update(max_kl_weight=kl_weight, mmd_weight=mmd_weight)
+        if any(not parameter.requires_grad for parameter in self.module.parameters()):
+            # a query model from load_query_data: weight decay would slowly move the frozen weights
+            plan_kwargs.setdefault("weight_decay", 0.0)
+        return plan_kwargs
+
     # ------------------------------------------------------------------ queries
-    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
-        """Return ``adata`` registered with this model, checking and copying it if it is not.
-
-        An AnnData this model has not registered is checked (:func:`check_unregistered_anndata`)
-        and copied before registration, so that no query method modifies the user's object.
-        """
-        if adata is not None and not self._check_anndata(adata):
-            adata = adata.to_memory() if adata.isbacked else adata.copy()
-        return super()._validate_anndata(adata, copy_if_view=copy_if_view)
-
-    def _check_anndata(self, adata: AnnData) -> bool:
-        """Check the genes of ``adata``, and its content if unregistered; return whether it is registered."""
-        if self.var_names_ is not None:
-            check_same_genes(adata, pd.Index(self.var_names_))
-        registered = self.get_anndata_manager(adata) is not None
-        if not registered:
-            check_unregistered_anndata(self, adata)
-        return registered
-
-    def _prediction_input(
-        self, adata: AnnData | None, indices: Sequence[int] | np.ndarray | None, conditions: Sequence[str] | None
-    ) -> tuple[AnnData, np.ndarray]:
-        """Return the registered AnnData to read and the positions of its cells to use.
-
-        Of an AnnData not registered with this model only the selected cells are copied and
-        registered; the user's object is never modified. Positions into a backed AnnData are
-        sorted, the order in which its rows are read.
-        """
-        if adata is None:
-            if self.adata is None:
-                raise ValueError("This model was loaded without its AnnData; pass `adata=`.")
-            adata = self.adata
-        registered = self._check_anndata(adata)
-        positions = np.arange(adata.n_obs)
-        if indices is not None:
-            indices = np.asarray(indices)
-            positions = positions[indices] if indices.dtype == bool else indices.astype(int)
-        if adata.isbacked:
-            positions = np.sort(positions)
-        if conditions is not None:
-            labels = adata.obs[self.condition_key].to_numpy().astype(str)[positions]
-            positions = positions[np.isin(labels, [str(c) for c in conditions])]
-        if len(positions) == 0:
-            raise ValueError(
-                f"No cells of condition(s) {list(conditions or [])} in the selected cells of adata "
-                f"(column {self.condition_key!r})."
-            )
-        if not registered:
-            adata = adata[positions].to_memory() if adata.isbacked else adata[positions].copy()
-            positions = np.arange(adata.n_obs)
-        return super()._validate_anndata(adata), positions
-
-    def _output_scale(
-        self, proportions: torch.Tensor, library: torch.Tensor, library_size: float | str, log1p: bool
-    ) -> torch.Tensor:
-        """Expression proportions of a count model on the returned scale."""
-        scaled = proportions * (library if library_size == "observed" else float(library_size))
-        return torch.log1p(scaled) if log1p else scaled
-
     @torch.inference_mode()
     def predict_perturbation(
         self,
@@ -414,117 +411,18 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         recording how it was made.
         """
         self._check_if_trained(warn=True)
-        if mode not in ("counterfactual", "mean"):
-            raise ValueError(f"mode must be 'counterfactual' or 'mean', got {mode!r}.")
-        if n_samples < 0:
-            raise ValueError(f"n_samples must be >= 0, got {n_samples}.")
         source_code = self._condition_code(source, "source")
-        target_code = self._condition_code(target, "target")
-        if source_code == target_code:
-            raise ValueError(f"source and target are the same condition ({source!r}); nothing to predict.")
-        if self.module.is_count_model:
-            library_size = DEFAULT_TARGET_LIBRARY_SIZE if library_size is None else library_size
-            log1p = True if log1p is None else log1p
-        elif library_size is not None or log1p is not None:
-            raise ValueError("library_size and log1p apply to count likelihoods only; this model uses 'mse'.")
-
-        adata, positions = self._prediction_input(adata, indices, [self.conditions[source_code]])
-        self.module.eval()
-        generator = torch.Generator().manual_seed(seed if seed is not None else (settings.seed or 0))
-        n_draws = max(n_samples, 1)
-        draws: list[list[np.ndarray]] = [[] for _ in range(n_draws)]
-        for tensors in self._make_data_loader(adata=adata, indices=positions, batch_size=batch_size, shuffle=False):
-            inference_inputs = self.module._get_inference_input(tensors)
-            outputs = self.module.inference(**inference_inputs)
-            qz, library = outputs["qz"], outputs["library"]
-            x = inference_inputs["x"].to(library.device)
-            cat_covs = inference_inputs["cat_covs"]
-            conditions = {
-                code: torch.full_like(inference_inputs["condition"], code, device=library.device)
-                for code in (source_code, target_code)
-            }
-            for draw in range(n_draws):
-                if n_samples == 0:
-                    z = qz.loc
-                else:
-                    noise = torch.randn(qz.loc.shape, generator=generator).to(qz.loc.device)
-                    z = qz.loc + qz.scale * noise
-                predicted = self._decode_expression(z, conditions[target_code], library, cat_covs, library_size, log1p)
-                if mode == "counterfactual":
-                    reconstructed = self._decode_expression(
-                        z, conditions[source_code], library, cat_covs, library_size, log1p
-                    )
-                    observed = (
-                        self._output_scale(x / library.clamp_min(1.0), library, library_size, log1p)
-                        if self.module.is_count_model
-                        else x
-                    )
-                    predicted = (predicted + observed - reconstructed).clamp_min(0.0)
-                draws[draw].append(predicted.cpu().numpy())
-
-        return self._prediction_anndata(
-            adata, positions, [np.concatenate(parts) for parts in draws], source, target, mode, n_samples,
-            library_size, log1p,
+        request = PredictionRequest.checked(
+            self.module, mode=mode, n_samples=n_samples, library_size=library_size, log1p=log1p,
+            source=str(source), target=str(target), source_code=source_code,
+            target_code=self._condition_code(target, "target"),
+            seed=seed if seed is not None else (settings.seed or 0),
         )  # fmt: skip
-
-    def _decode_expression(
-        self,
-        z: torch.Tensor,
-        condition: torch.Tensor,
-        library: torch.Tensor,
-        cat_covs: torch.Tensor | None,
-        library_size: float | str | None,
-        log1p: bool | None,
-    ) -> torch.Tensor:
-        """Decode ``z`` under ``condition``: the decoder mean on the returned scale."""
-        outputs = self.module.generative(z=z, condition=condition, library=library, cat_covs=cat_covs)
-        if not self.module.is_count_model:
-            return outputs["px_mean"]
-        return self._output_scale(outputs["px_scale"], library, library_size, log1p)
-
-    def _prediction_anndata(
-        self,
-        adata: AnnData,
-        positions: np.ndarray,
-        draws: list[np.ndarray],
-        source: str,
-        target: str,
-        mode: str,
-        n_samples: int,
-        library_size: float | str | None,
-        log1p: bool | None,
-    ) -> AnnData:
-        obs = adata.obs.iloc[positions]
-        obs = obs.loc[:, [c for c in obs.columns if not str(c).startswith("_scvi")]].copy()
-        categories = [str(c) for c in self.conditions]
-        obs[SOURCE_COLUMN] = pd.Categorical([str(source)] * len(obs), categories=categories)
-        obs[self.condition_key] = pd.Categorical([str(target)] * len(obs), categories=categories)
-        if n_samples > 0:
-            stacked = []
-            for draw in range(n_samples):
-                obs_draw = obs.copy()
-                obs_draw["trvae_draw"] = draw
-                obs_draw.index = [f"{name}-draw{draw}" for name in obs.index]
-                stacked.append(obs_draw)
-            obs = pd.concat(stacked)
-        uns = {
-            "source": str(source),
-            "target": str(target),
-            "mode": mode,
-            "n_samples": int(n_samples),
-            "likelihood": self.module.likelihood,
-            "mmd_on": str(self.module.mmd_on),
-            "condition_key": self.condition_key,
-        }
-        if self.module.is_count_model:
-            uns["library_size"] = str(library_size)
-            uns["log1p"] = bool(log1p)
-        return AnnData(
-            X=np.concatenate(draws).astype(np.float32),
-            obs=obs,
-            var=adata.var.copy(),
-            uns={"trvae_prediction": uns},
-        )
+        adata, positions = self._query_anndata(adata, indices, [self.conditions[source_code]])
+        self.module.eval()
+        minibatches = self._make_data_loader(adata=adata, indices=positions, batch_size=batch_size, shuffle=False)
+        predicted = predict_expression(self.module, request, minibatches, len(positions))
+        return prediction_anndata(predicted, adata.obs.iloc[positions], adata.var, request, self)
 
     @torch.inference_mode()
     def get_mmd_representation(
@@ -549,33 +447,14 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
 
         Returns
         -------
-        Array of shape ``(n_cells, n_hidden)``.
+        Array of shape ``(n_cells, n_mmd)``, ``n_mmd`` the width of the MMD layer.
         """
         self._check_if_trained(warn=True)
-        adata, positions = self._prediction_input(adata, indices, None)
+        adata, positions = self._query_anndata(adata, indices)
         override = None if condition is None else self._condition_code(condition, "requested")
         self.module.eval()
-        layers = []
-        for tensors in self._make_data_loader(adata=adata, indices=positions, batch_size=batch_size, shuffle=False):
-            inference_inputs = self.module._get_inference_input(tensors)
-            outputs = self.module.inference(**inference_inputs)
-            own = inference_inputs["condition"].to(outputs["library"].device)
-            codes = own if override is None else torch.full_like(own, override)
-            generative = self.module.generative(
-                z=outputs["qz"].loc, condition=codes, library=outputs["library"], cat_covs=inference_inputs["cat_covs"]
-            )
-            layers.append(generative["mmd_layer"].cpu().numpy())
-        return np.concatenate(layers)
-
-    def save(self, dir_path: str, *args, **kwargs) -> None:
-        """Save the model (see :meth:`scvi.model.base.BaseModelClass.save`).
-
-        With ``save_anndata=True`` the AnnData is written with
-        ``convert_strings_to_categoricals=False`` unless told otherwise, because anndata's default
-        would turn the user's string obs/var columns into categoricals in place.
-        """
-        kwargs.setdefault("convert_strings_to_categoricals", False)
-        super().save(dir_path, *args, **kwargs)
+        minibatches = self._make_data_loader(adata=adata, indices=positions, batch_size=batch_size, shuffle=False)
+        return np.concatenate([mmd_layer(self.module, tensors, override).cpu().numpy() for tensors in minibatches])
 
     # ------------------------------------------------------------------ reference mapping
     @classmethod
@@ -601,7 +480,7 @@ class TRVAE(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         if reference_model is None:
             raise ValueError("reference_model is required (a trained TRVAE or the directory it was saved to).")
         if not isinstance(reference_model, TRVAE):  # read the saved reference once, not once per use below
-            reference_model = cls.load(reference_model, adata=None)
+            reference_model = cls.load(reference_model, adata=False)  # read safely (SafePersistenceMixin)
         if adata is not None and not kwargs.get("inplace_subset_query_vars", False):
             reference_genes = cls.prepare_query_anndata(adata, reference_model, return_reference_var_names=True)
             check_same_genes(adata, pd.Index(reference_genes))

@@ -9,11 +9,13 @@ import torch
 import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
 from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
+from scvi.module._constants import MODULE_KEYS  # scvi-tools' own modules import it from here
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
-from scvi.nn import FCLayers
 from torch import nn
 from torch.distributions import Distribution, Normal, kl_divergence
 
+from ._architecture import LayerWidths, layer_stack
+from ._docstrings import trvae_dsp
 from ._mmd import BandwidthSpec, condition_mmd
 from ._sparse import is_sparse, row_sums, sparse_fc_layers, to_dense
 
@@ -28,7 +30,14 @@ DEFAULT_KL_WEIGHT = 0.1
 
 _COUNT_LIKELIHOODS = ("nb", "zinb")
 
+#: Keys of this module's own inputs and outputs (scvi-tools' ``MODULE_KEYS`` name the shared ones).
+CONDITION_KEY = "condition"
+MMD_LAYER_KEY = "mmd_layer"
+PX_SCALE_KEY = "px_scale"
+PX_MEAN_KEY = "px_mean"
 
+
+@trvae_dsp.dedent
 class TRVAEModule(BaseModuleClass):
     r"""Conditional VAE with an MMD penalty on the first decoder layer (trVAE).
 
@@ -50,27 +59,10 @@ class TRVAEModule(BaseModuleClass):
     n_cats_per_cov
         Number of categories of each extra categorical covariate (e.g. donor); these enter the
         encoder and :math:`g_1` like the condition, but are not MMD-balanced.
-    n_hidden
-        Width of every hidden layer, the MMD layer ``y`` included.
-    n_latent
-        Dimension of ``z``.
-    n_layers
-        Hidden layers of the encoder; :math:`g_2` has ``n_layers - 1`` hidden layers after ``y``.
-    dropout_rate
-        Dropout after hidden layers of the encoder and of :math:`g_2` (``y`` itself has none, so
-        that the MMD compares deterministic functions of ``z``).
-    use_batch_norm, use_layer_norm
-        Normalisation of hidden layers.
-    likelihood
-        ``"mse"`` (Gaussian with unit variance, for log-normalised data; decoder outputs pass
-        through a ReLU so they are non-negative), ``"nb"`` or ``"zinb"`` (raw counts; the mean is
-        the observed library size times a softmax over genes).
-    dispersion
-        Inverse dispersion of the count likelihoods, per gene or per gene and condition.
-    mmd_on
-        ``"y"`` (trVAE), ``"z"`` (MMD-CVAE) or ``None`` (CVAE).
-    mmd_bandwidths
-        RBF bandwidths of the MMD kernel, see :func:`scvi_trvae._mmd.resolve_bandwidths`.
+    %(param_network)s
+    %(param_likelihood)s
+    %(param_mmd)s
+    %(param_widths)s
     """
 
     def __init__(
@@ -78,9 +70,9 @@ class TRVAEModule(BaseModuleClass):
         n_input: int,
         n_conditions: int,
         n_cats_per_cov: Sequence[int] | None = None,
-        n_hidden: int = 256,
+        n_hidden: int | None = None,
         n_latent: int = 20,
-        n_layers: int = 2,
+        n_layers: int | None = None,
         dropout_rate: float = 0.1,
         use_batch_norm: bool = True,
         use_layer_norm: bool = False,
@@ -88,6 +80,8 @@ class TRVAEModule(BaseModuleClass):
         dispersion: Dispersion = "gene",
         mmd_on: MMDTarget = "y",
         mmd_bandwidths: BandwidthSpec = "adaptive",
+        hidden_layer_sizes: Sequence[int] | None = None,
+        n_mmd: int | None = None,
     ):
         super().__init__()
         if likelihood not in ("mse", *_COUNT_LIKELIHOODS):
@@ -96,8 +90,7 @@ class TRVAEModule(BaseModuleClass):
             raise ValueError(f"dispersion must be 'gene' or 'gene-condition', got {dispersion!r}.")
         if mmd_on not in ("y", "z", None):
             raise ValueError(f"mmd_on must be 'y', 'z' or None, got {mmd_on!r}.")
-        if n_layers < 1:
-            raise ValueError(f"n_layers must be at least 1, got {n_layers}.")
+        self.widths = LayerWidths.resolve(n_hidden, n_layers, hidden_layer_sizes, n_mmd)
         self.n_input = n_input
         self.n_conditions = n_conditions
         self.n_latent = n_latent
@@ -109,35 +102,22 @@ class TRVAEModule(BaseModuleClass):
 
         cat_list = [*(n_cats_per_cov or []), n_conditions]
         hidden_kwargs = {"use_batch_norm": use_batch_norm, "use_layer_norm": use_layer_norm}
-        self.z_encoder = FCLayers(
-            n_in=n_input,
-            n_out=n_hidden,
-            n_cat_list=cat_list,
-            n_layers=n_layers,
-            n_hidden=n_hidden,
-            dropout_rate=dropout_rate,
-            inject_covariates=False,
-            **hidden_kwargs,
+        encoder, decoder = self.widths.encoder, self.widths.decoder
+        self.z_encoder = layer_stack(
+            n_input, encoder, cat_list, dropout_rate=dropout_rate, inject_covariates=False, **hidden_kwargs
         )
-        self.z_mean_encoder = nn.Linear(n_hidden, n_latent)
-        self.z_var_encoder = nn.Linear(n_hidden, n_latent)
-        self.mmd_decoder = FCLayers(
-            n_in=n_latent, n_out=n_hidden, n_cat_list=cat_list, n_layers=1, dropout_rate=0.0, **hidden_kwargs
+        self.z_mean_encoder = nn.Linear(encoder[-1], n_latent)
+        self.z_var_encoder = nn.Linear(encoder[-1], n_latent)
+        self.mmd_decoder = layer_stack(n_latent, [self.widths.n_mmd], cat_list, dropout_rate=0.0, **hidden_kwargs)
+        self.expression_decoder = (
+            layer_stack(self.widths.n_mmd, decoder, dropout_rate=dropout_rate, **hidden_kwargs)
+            if decoder
+            else nn.Identity()
         )
-        if n_layers > 1:
-            self.expression_decoder = FCLayers(
-                n_in=n_hidden,
-                n_out=n_hidden,
-                n_layers=n_layers - 1,
-                n_hidden=n_hidden,
-                dropout_rate=dropout_rate,
-                **hidden_kwargs,
-            )
-        else:
-            self.expression_decoder = nn.Identity()
-        self.px_head = nn.Linear(n_hidden, n_input)
+        n_last = decoder[-1] if decoder else self.widths.n_mmd
+        self.px_head = nn.Linear(n_last, n_input)
         if likelihood == "zinb":
-            self.px_dropout_head = nn.Linear(n_hidden, n_input)
+            self.px_dropout_head = nn.Linear(n_last, n_input)
         if likelihood in _COUNT_LIKELIHOODS:
             n_dispersions = n_conditions if dispersion == "gene-condition" else 1
             self.px_r = nn.Parameter(torch.randn(n_input, n_dispersions))
@@ -154,9 +134,9 @@ class TRVAEModule(BaseModuleClass):
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
         return {
-            "x": tensors[REGISTRY_KEYS.X_KEY],
-            "condition": tensors[REGISTRY_KEYS.BATCH_KEY],
-            "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
+            MODULE_KEYS.X_KEY: tensors[REGISTRY_KEYS.X_KEY],
+            CONDITION_KEY: tensors[REGISTRY_KEYS.BATCH_KEY],
+            MODULE_KEYS.CAT_COVS_KEY: tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
         }
 
     def _get_generative_input(
@@ -167,10 +147,10 @@ class TRVAEModule(BaseModuleClass):
     ) -> dict[str, torch.Tensor | None]:
         """Collect generative inputs; ``condition`` overrides each cell's own label (counterfactual decoding)."""
         return {
-            "z": inference_outputs["z"],
-            "condition": tensors[REGISTRY_KEYS.BATCH_KEY] if condition is None else condition,
-            "library": inference_outputs["library"],
-            "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
+            MODULE_KEYS.Z_KEY: inference_outputs[MODULE_KEYS.Z_KEY],
+            CONDITION_KEY: tensors[REGISTRY_KEYS.BATCH_KEY] if condition is None else condition,
+            MODULE_KEYS.LIBRARY_KEY: inference_outputs[MODULE_KEYS.LIBRARY_KEY],
+            MODULE_KEYS.CAT_COVS_KEY: tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
         }
 
     @auto_move_data
@@ -187,7 +167,7 @@ class TRVAEModule(BaseModuleClass):
             hidden = self.z_encoder(encoder_input, *categorical)
         qz = Normal(self.z_mean_encoder(hidden), torch.exp(self.z_var_encoder(hidden)).add(1e-4).sqrt())
         z = qz.rsample() if n_samples == 1 else qz.rsample((n_samples,))
-        return {"qz": qz, "z": z, "library": library}
+        return {MODULE_KEYS.QZ_KEY: qz, MODULE_KEYS.Z_KEY: z, MODULE_KEYS.LIBRARY_KEY: library}
 
     @auto_move_data
     def generative(
@@ -207,7 +187,12 @@ class TRVAEModule(BaseModuleClass):
         hidden = self.expression_decoder(mmd_layer)
         if not self.is_count_model:
             px_mean = F.relu(self.px_head(hidden))
-            return {"mmd_layer": mmd_layer, "px_scale": px_mean, "px_mean": px_mean, "px": Normal(px_mean, 1.0)}
+            return {
+                MMD_LAYER_KEY: mmd_layer,
+                PX_SCALE_KEY: px_mean,
+                PX_MEAN_KEY: px_mean,
+                MODULE_KEYS.PX_KEY: Normal(px_mean, 1.0),
+            }
         px_scale = torch.softmax(self.px_head(hidden), dim=-1)
         px_mean = library * px_scale
         if self.dispersion == "gene-condition":
@@ -221,7 +206,7 @@ class TRVAEModule(BaseModuleClass):
             )
         else:
             px = NegativeBinomial(mu=px_mean, theta=theta, scale=px_scale)
-        return {"mmd_layer": mmd_layer, "px_scale": px_scale, "px_mean": px_mean, "px": px}
+        return {MMD_LAYER_KEY: mmd_layer, PX_SCALE_KEY: px_scale, PX_MEAN_KEY: px_mean, MODULE_KEYS.PX_KEY: px}
 
     def loss(
         self,
@@ -238,10 +223,10 @@ class TRVAEModule(BaseModuleClass):
         """
         x = to_dense(tensors[REGISTRY_KEYS.X_KEY])
         if self.is_count_model:
-            reconstruction = -generative_outputs["px"].log_prob(x).sum(dim=-1)
+            reconstruction = -generative_outputs[MODULE_KEYS.PX_KEY].log_prob(x).sum(dim=-1)
         else:
-            reconstruction = 0.5 * (x - generative_outputs["px_mean"]).pow(2).sum(dim=-1)
-        qz = inference_outputs["qz"]
+            reconstruction = 0.5 * (x - generative_outputs[PX_MEAN_KEY]).pow(2).sum(dim=-1)
+        qz = inference_outputs[MODULE_KEYS.QZ_KEY]
         kl = kl_divergence(qz, Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))).sum(dim=-1)
         mmd = self.mmd_penalty(tensors, inference_outputs, generative_outputs)
         loss = torch.mean(reconstruction + kl_weight * kl) + mmd_weight * mmd
@@ -257,8 +242,8 @@ class TRVAEModule(BaseModuleClass):
     ) -> torch.Tensor:
         """Unweighted MMD between the minibatch's conditions on the layer chosen by ``mmd_on``."""
         if self.mmd_on is None:
-            return inference_outputs["z"].sum() * 0.0
-        values = generative_outputs["mmd_layer"] if self.mmd_on == "y" else inference_outputs["z"]
+            return inference_outputs[MODULE_KEYS.Z_KEY].sum() * 0.0
+        values = generative_outputs[MMD_LAYER_KEY] if self.mmd_on == "y" else inference_outputs[MODULE_KEYS.Z_KEY]
         return condition_mmd(values, tensors[REGISTRY_KEYS.BATCH_KEY], self.n_conditions, self.mmd_bandwidths)
 
     @torch.inference_mode()
@@ -267,5 +252,5 @@ class TRVAEModule(BaseModuleClass):
         draws = []
         for _ in range(n_samples):
             _, generative_outputs = self.forward(tensors, compute_loss=False)
-            draws.append(generative_outputs["px"].sample())
+            draws.append(generative_outputs[MODULE_KEYS.PX_KEY].sample())
         return torch.stack(draws)

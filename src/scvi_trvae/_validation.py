@@ -52,8 +52,6 @@ def check_expression_values(matrix, *, is_count_data: bool, where: str) -> None:
     where
         Name of the matrix for messages, e.g. ``"adata.X"``.
     """
-    if matrix.shape[0] == 0 or matrix.shape[1] == 0:
-        raise ValueError(f"{where} is empty ({matrix.shape[0]} cells x {matrix.shape[1]} genes).")
     all_integer, max_value, min_value = True, -np.inf, np.inf
     for values in _value_chunks(matrix):
         if values.size == 0:
@@ -150,27 +148,80 @@ def check_loss_weight(value: float, name: str) -> None:
         raise ValueError(f"{name} must be >= 0, got {value!r}; a negative weight would reward the term.")
 
 
-def check_unregistered_anndata(model, adata: AnnData) -> None:
-    """Check an AnnData that a trained model has not registered, before it copies and registers it.
+#: ``plan_kwargs`` that would bypass :meth:`TRVAE.train`'s own (checked) loss-weight arguments.
+_WEIGHT_PLAN_KWARGS = {"mmd_weight": "mmd_weight", "kl_weight": "kl_weight", "max_kl_weight": "kl_weight"}
 
-    It must have cells, the model's condition and covariate columns, and expression values the
-    model's likelihood accepts (genes are checked for every AnnData, with :func:`check_same_genes`).
+
+def check_loss_weights(kl_weight: float, mmd_weight: float, plan_kwargs: dict) -> None:
+    """Check the loss weights of :meth:`TRVAE.train`; refuse ``plan_kwargs`` that would override them."""
+    for key, argument in _WEIGHT_PLAN_KWARGS.items():
+        if key in plan_kwargs:
+            raise ValueError(
+                f"plan_kwargs[{key!r}] would override train's {argument} argument; "
+                f"pass `train({argument}=...)` instead."
+            )
+    check_loss_weight(kl_weight, "kl_weight")
+    check_loss_weight(mmd_weight, "mmd_weight")
+    if "min_kl_weight" in plan_kwargs:
+        check_loss_weight(plan_kwargs["min_kl_weight"], "plan_kwargs['min_kl_weight']")
+
+
+def check_not_empty(adata: AnnData) -> None:
+    """Refuse an AnnData without cells or without genes."""
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(f"adata is empty ({adata.n_obs} cells x {adata.n_vars} genes).")
+
+
+def check_setup_columns(
+    adata: AnnData,
+    condition_key: str,
+    categorical_covariate_keys: Sequence[str] | None,
+    *,
+    check_conditions: bool,
+    role: str = "",
+) -> None:
+    """Check the obs columns that :meth:`~scvi_trvae.TRVAE.setup_anndata` registers.
 
     Parameters
     ----------
-    model
-        A :class:`~scvi_trvae.TRVAE`.
     adata
-        The AnnData passed by the user.
+        The AnnData to register.
+    condition_key, categorical_covariate_keys
+        The setup arguments.
+    check_conditions
+        Also require at least two conditions without missing values (a new registration; not for
+        an AnnData mapped onto the conditions of a trained model).
+    role
+        Appended to the names of the keys in messages, e.g. ``" of the model"``.
     """
-    if adata.n_obs == 0:
-        raise ValueError(f"adata is empty ({adata.n_obs} cells x {adata.n_vars} genes).")
-    setup_args = model.registry_["setup_args"]
-    check_obs_keys(adata, [setup_args["condition_key"]], "condition_key of the model")
-    check_obs_keys(adata, setup_args.get("categorical_covariate_keys") or [], "categorical_covariate_keys of the model")
-    layer = setup_args.get("layer")
+    check_obs_keys(adata, [condition_key], f"condition_key{role}")
+    check_obs_keys(adata, categorical_covariate_keys or [], f"categorical_covariate_keys{role}")
+    if check_conditions:
+        check_condition_column(adata, condition_key)
+
+
+def check_setup_values(adata: AnnData, layer: str | None, *, is_count_data: bool) -> None:
+    """Check the expression matrix that :meth:`~scvi_trvae.TRVAE.setup_anndata` registers."""
     check_expression_values(
         expression_matrix(adata, layer),
-        is_count_data=bool(setup_args.get("is_count_data")),
+        is_count_data=is_count_data,
         where="adata.X" if layer is None else f"adata.layers[{layer!r}]",
     )
+
+
+def resolve_likelihood(likelihood: str | None, is_count_data: bool) -> str:
+    """Return the likelihood the registered data call for; refuse a requested one that does not fit them."""
+    if likelihood is None:
+        return "nb" if is_count_data else "mse"
+    if likelihood in ("nb", "zinb") and not is_count_data:
+        raise ValueError(
+            f"likelihood={likelihood!r} needs raw counts, but setup_anndata registered log-normalised data "
+            "(is_count_data=False). Register counts with `TRVAE.setup_anndata(..., layer='counts', "
+            "is_count_data=True)` or use likelihood='mse'."
+        )
+    if likelihood == "mse" and is_count_data:
+        raise ValueError(
+            "likelihood='mse' is for log-normalised data, but setup_anndata registered raw counts "
+            "(is_count_data=True). Use likelihood='nb' or 'zinb', or register log-normalised data."
+        )
+    return likelihood

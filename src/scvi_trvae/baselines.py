@@ -8,14 +8,10 @@ Both predict the cells of one held-out ``(cell type, target condition)`` from th
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 from anndata import AnnData
 
 from ._validation import check_obs_keys
-
-
-def _dense(matrix) -> np.ndarray:
-    return np.asarray(matrix.toarray() if sp.issparse(matrix) else matrix, dtype=np.float64)
+from .utils import as_dense
 
 
 def _source_cells(adata: AnnData, cell_type_key: str, condition_key: str, cell_type: str, source: str) -> AnnData:
@@ -33,7 +29,7 @@ def no_response(
 ) -> AnnData:
     """Predict that nothing changes: the held-out type's ``source`` cells, relabelled ``target``."""
     cells = _source_cells(adata, cell_type_key, condition_key, cell_type, source)
-    pred = AnnData(_dense(cells.X).astype(np.float32), obs=cells.obs.copy(), var=cells.var.copy())
+    pred = AnnData(as_dense(cells.X, dtype=np.float32), obs=cells.obs.copy(), var=cells.var.copy())
     pred.obs[condition_key] = str(target)
     return pred
 
@@ -52,8 +48,8 @@ def mean_shift(
     in_source, in_target = others & (conditions == str(source)), others & (conditions == str(target))
     if not (in_source.any() and in_target.any()):
         raise ValueError(f"No other cell type has cells in {source!r} and {target!r} to estimate a shift from.")
-    shift = _dense(adata.X[in_target]).mean(0) - _dense(adata.X[in_source]).mean(0)
-    shifted = np.clip(_dense(cells.X) + shift, 0.0, None)
+    shift = as_dense(adata.X[in_target]).mean(0) - as_dense(adata.X[in_source]).mean(0)
+    shifted = np.clip(as_dense(cells.X) + shift, 0.0, None)
     pred = AnnData(shifted.astype(np.float32), obs=cells.obs.copy(), var=cells.var.copy())
     pred.obs[condition_key] = str(target)
     return pred

@@ -7,33 +7,28 @@ public data sets used in the trVAE and scGen papers.
 
 from __future__ import annotations
 
-import hashlib
-import html
-import os
-import re
-import shutil
 import string
-import tempfile
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 
 import anndata
 import numpy as np
 import pandas as pd
 
-__all__ = ["KANG2018_URL", "haber2017", "kang2018", "synthetic_perturbation"]
+from ._holdout import HoldoutSplit, holdout_split
+from ._public_data import KANG2018_SHA256, KANG2018_URL, DownloadError, haber2017, kang2018
+from .utils import TARGET_LIBRARY_SIZE
 
-#: Public download address of the scGen tutorial's ``train_pbmc.h5ad`` (Kang et al. 2018 PBMCs, control and
-#: IFN-beta stimulated, log-normalized, ``obs`` columns ``condition`` and ``cell_type``).
-KANG2018_URL = "https://drive.google.com/uc?export=download&id=1r87vhoLLq6PXAYdmyyd89zG90eJOFYLk"
-
-_KANG2018_FILENAME = "kang2018_train_pbmc.h5ad"
-_REQUIRED_OBS = ("condition", "cell_type")
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-_CACHE_ENV = "SCVI_TRVAE_CACHE_DIR"
-_DOWNLOAD_TIMEOUT_S = 120.0
+__all__ = [
+    "KANG2018_SHA256",
+    "KANG2018_URL",
+    "DownloadError",
+    "HoldoutSplit",
+    "haber2017",
+    "holdout_split",
+    "kang2018",
+    "synthetic_perturbation",
+]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -86,6 +81,254 @@ def _resolve_proportions(conditions: list[str], condition_proportions: Mapping[s
             f"`condition_proportions` values must be positive and finite, got {dict(condition_proportions)}."
         )
     return props / props.sum()
+
+
+@dataclass(frozen=True)
+class _SyntheticDesign:
+    """The checked arguments of :func:`synthetic_perturbation`."""
+
+    n_cell_types: int
+    n_genes: int
+    conditions: list[str]
+    n_cells_per_group: int
+    n_response_genes: int
+    seed: int
+    n_marker_genes: int
+    shared_response_fraction: float
+    response_scale: float
+    library_size: float
+    proportions: np.ndarray
+    cells_per_condition: np.ndarray
+
+    @property
+    def cell_types(self) -> list[str]:
+        return _cell_type_names(self.n_cell_types)
+
+    @property
+    def perturbed(self) -> list[str]:
+        return self.conditions[1:]
+
+    @classmethod
+    def validated(
+        cls, *, conditions: Sequence[str], condition_proportions: Mapping[str, float] | None, **values
+    ) -> _SyntheticDesign:
+        """Check every argument and derive the number of cells per condition."""
+        for name, minimum in [("n_cell_types", 1), ("n_genes", 1), ("n_cells_per_group", 1)]:
+            values[name] = _check_int(values[name], name, minimum)
+        for name in ("n_response_genes", "n_marker_genes", "seed"):
+            values[name] = _check_int(values[name], name, minimum=0)
+        names = _check_conditions(conditions)
+        if values["n_response_genes"] > values["n_genes"]:
+            raise ValueError(
+                f"`n_response_genes` ({values['n_response_genes']}) cannot exceed `n_genes` ({values['n_genes']})."
+            )
+        fraction, scale, library_size = (
+            values["shared_response_fraction"], values["response_scale"], values["library_size"]
+        )  # fmt: skip
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"`shared_response_fraction` must lie in [0, 1], got {fraction}.")
+        if not np.isfinite(scale) or scale < 0:
+            raise ValueError(f"`response_scale` must be finite and >= 0, got {scale}.")
+        if not np.isfinite(library_size) or library_size <= 0:
+            raise ValueError(f"`library_size` must be positive, got {library_size}.")
+        proportions = _resolve_proportions(names, condition_proportions)
+        cells_per_condition = _split_counts(values["n_cells_per_group"] * len(names), proportions)
+        if np.any(cells_per_condition == 0):
+            empty = [c for c, n in zip(names, cells_per_condition, strict=True) if n == 0]
+            raise ValueError(
+                f"`condition_proportions` leaves no cells in condition(s) {empty}; "
+                "increase `n_cells_per_group` or those proportions."
+            )
+        return cls(conditions=names, proportions=proportions, cells_per_condition=cells_per_condition, **values)
+
+
+def _check_conditions(conditions: Sequence[str]) -> list[str]:
+    """Return the condition names as strings after checking there are at least two, unique and '/'-free."""
+    if isinstance(conditions, str):
+        raise ValueError("`conditions` must be a sequence of condition names, not a single string.")
+    names = [str(c) for c in conditions]
+    if len(names) < 2:
+        raise ValueError(f"`conditions` needs at least two conditions (control first), got {names}.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"`conditions` must be unique, got {names}.")
+    if any("/" in c or not c for c in names):
+        raise ValueError(f"Condition names must be non-empty and must not contain '/', got {names}.")
+    return names
+
+
+def _baseline_programs(
+    design: _SyntheticDesign, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Draw gene abundances (log-normal: most genes low, a few high), one program per cell type and dispersions.
+
+    Returns the base log-abundance per gene, the cell types' logits (types x genes), a library-size factor per
+    type and the negative-binomial inverse dispersion per gene.
+    """
+    base = rng.normal(0.0, 1.4, design.n_genes)
+    type_logits = base[None, :] + rng.normal(0.0, 0.25, (design.n_cell_types, design.n_genes))
+    type_lib_factor = rng.lognormal(0.0, 0.2, design.n_cell_types)
+    theta = np.exp(rng.normal(np.log(4.0), 0.6, design.n_genes))
+    return base, type_logits, type_lib_factor, theta
+
+
+def _condition_responses(
+    design: _SyntheticDesign, base: np.ndarray, rng: np.random.Generator
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Draw every perturbed condition's true effects (types x genes) and its response-gene mask.
+
+    Up-regulated genes come mostly from low/mid expression (interferon-stimulated-gene like), down-regulated
+    ones from mid/high expression; this keeps the shift of the other genes through normalisation small.
+    """
+    rank = (np.argsort(np.argsort(base)) + 0.5) / design.n_genes
+    up_weight = np.exp(-(((rank - 0.3) / 0.2) ** 2)) + 0.01
+    down_weight = np.exp(-(((rank - 0.8) / 0.2) ** 2)) + 0.01
+    effects, response_masks = {}, {}
+    for cond in design.perturbed:
+        genes, signed_magnitude = _draw_response_genes(design, up_weight, down_weight, rng)
+        effect = _response_effects(design, genes, signed_magnitude, rng)
+        effects[cond] = design.response_scale * np.clip(effect, -4.0, 4.0)
+        mask = np.zeros(design.n_genes, dtype=bool)
+        mask[genes] = design.response_scale > 0
+        response_masks[cond] = mask
+    return effects, response_masks
+
+
+def _draw_response_genes(
+    design: _SyntheticDesign, up_weight: np.ndarray, down_weight: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one condition's response genes (about 55% up) in random order and their signed effect sizes."""
+    n_genes, n_response = design.n_genes, design.n_response_genes
+    n_up = int(np.sum(rng.random(n_response) < 0.55))
+    up = rng.choice(n_genes, size=n_up, replace=False, p=up_weight / up_weight.sum())
+    weight = down_weight.copy()
+    weight[up] = 0.0
+    down = rng.choice(n_genes, size=n_response - n_up, replace=False, p=weight / weight.sum())
+    genes = rng.permutation(np.concatenate([up, down]))
+    sign = np.where(np.isin(genes, up), 1.0, -1.0)
+    magnitude = np.minimum(rng.gamma(4.0, 0.3, n_response), 3.0)
+    return genes, sign * magnitude
+
+
+def _response_effects(
+    design: _SyntheticDesign, genes: np.ndarray, signed_magnitude: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Spread one condition's gene effects over the cell types: a shared block and a type-specific block."""
+    n_types = design.n_cell_types
+    n_shared = round(design.shared_response_fraction * design.n_response_genes)
+    effect = np.zeros((n_types, design.n_genes))
+    # shared program: a type-level strength and gene x type variation around each gene's effect
+    type_strength = rng.lognormal(0.0, 0.4, n_types)
+    variation = np.exp(rng.normal(0.0, 0.5, (n_types, n_shared)))
+    effect[:, genes[:n_shared]] = signed_magnitude[:n_shared] * type_strength[:, None] * variation
+    # type-specific genes: each responds in one or a few cell types only
+    max_types = max(1, n_types // 2)
+    for g, g_effect in zip(genes[n_shared:], signed_magnitude[n_shared:], strict=True):
+        responders = rng.choice(n_types, size=rng.integers(1, max_types + 1), replace=False)
+        effect[responders, g] = g_effect * np.exp(rng.normal(0.0, 0.3, responders.size))
+    return effect
+
+
+def _add_marker_genes(
+    design: _SyntheticDesign, type_logits: np.ndarray, any_response: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Up-regulate a block of marker genes per cell type in ``type_logits`` (in place); return each gene's type.
+
+    Marker genes are disjoint between types and from every response gene; non-markers get ``""``.
+    """
+    n_types, n_markers = design.n_cell_types, design.n_marker_genes
+    free = np.flatnonzero(~any_response)
+    if free.size < n_types * n_markers:
+        raise ValueError(
+            f"{n_types} cell types x {n_markers} marker genes do not fit in the {free.size} genes left "
+            f"after the response genes; lower `n_marker_genes` or `n_response_genes`, or raise `n_genes`."
+        )
+    markers = rng.permutation(free)[: n_types * n_markers].reshape(n_types, n_markers)
+    marker_cell_type = np.full(design.n_genes, "", dtype=object)
+    for t, cell_type in enumerate(design.cell_types):
+        type_logits[t, markers[t]] += rng.uniform(1.5, 3.0, n_markers)
+        marker_cell_type[markers[t]] = cell_type
+    return marker_cell_type
+
+
+def _sample_cells(
+    design: _SyntheticDesign,
+    type_logits: np.ndarray,
+    type_lib_factor: np.ndarray,
+    theta: np.ndarray,
+    effects: dict[str, np.ndarray],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Draw negative-binomial counts, ordered by condition then cell type; return them and their ``obs``."""
+    obs_condition, obs_type, blocks, strengths = [], [], [], []
+    for c_idx, cond in enumerate(design.conditions):
+        n_cells = int(design.cells_per_condition[c_idx])
+        for t, cell_type in enumerate(design.cell_types):
+            if c_idx == 0:
+                strength = np.zeros(n_cells)
+                logits = np.broadcast_to(type_logits[t], (n_cells, design.n_genes))
+            else:
+                strength = rng.gamma(6.0, 1.0 / 6.0, n_cells)
+                logits = type_logits[t][None, :] + strength[:, None] * effects[cond][t][None, :]
+            proportion = np.exp(logits - logits.max(axis=1, keepdims=True))
+            proportion /= proportion.sum(axis=1, keepdims=True)
+            lib = design.library_size * type_lib_factor[t] * rng.lognormal(0.0, 0.35, n_cells)
+            mean = lib[:, None] * proportion
+            blocks.append(rng.poisson(rng.gamma(theta[None, :], mean / theta[None, :])))
+            strengths.append(strength)
+            obs_condition += [cond] * n_cells
+            obs_type += [cell_type] * n_cells
+    counts = np.vstack(blocks).astype(np.float32)
+    obs = pd.DataFrame(
+        {
+            "condition": pd.Categorical(obs_condition, categories=design.conditions),
+            "cell_type": pd.Categorical(obs_type, categories=design.cell_types),
+            "n_counts": counts.sum(axis=1, dtype=np.float64).astype(np.float32),
+            "response_strength": np.concatenate(strengths).astype(np.float32),
+        },
+        index=pd.Index([f"cell_{i:05d}" for i in range(counts.shape[0])]),
+    )
+    return counts, obs
+
+
+def _assemble(
+    design: _SyntheticDesign,
+    counts: np.ndarray,
+    obs: pd.DataFrame,
+    effects: dict[str, np.ndarray],
+    response_masks: dict[str, np.ndarray],
+    marker_cell_type: np.ndarray,
+) -> anndata.AnnData:
+    """Build the AnnData: log-normalised ``X``, raw counts, the truth in ``var``/``varm`` and the parameters."""
+    totals = counts.sum(axis=1, dtype=np.float64)
+    normalized = counts / np.maximum(totals, 1.0)[:, None] * TARGET_LIBRARY_SIZE
+    width = max(4, len(str(design.n_genes - 1)))
+    var = pd.DataFrame(index=pd.Index([f"gene_{g:0{width}d}" for g in range(design.n_genes)]))
+    var["response_gene"] = np.logical_or.reduce(list(response_masks.values()))
+    for cond in design.perturbed:
+        var[f"response_{cond}"] = response_masks[cond]
+    var["marker_gene"] = marker_cell_type != ""
+    var["marker_cell_type"] = marker_cell_type.astype(str)
+
+    adata = anndata.AnnData(X=np.log1p(normalized).astype(np.float32), obs=obs, var=var)
+    adata.layers["counts"] = counts
+    for cond in design.perturbed:
+        adata.varm[f"response_lfc_{cond}"] = effects[cond].T.astype(np.float32)
+    adata.uns["synthetic_perturbation"] = {
+        "seed": design.seed,
+        "n_cell_types": design.n_cell_types,
+        "n_genes": design.n_genes,
+        "n_cells_per_group": design.n_cells_per_group,
+        "n_response_genes": design.n_response_genes,
+        "n_marker_genes": design.n_marker_genes,
+        "conditions": list(design.conditions),
+        "control": design.conditions[0],
+        "cell_types": design.cell_types,
+        "condition_proportions": {c: float(p) for c, p in zip(design.conditions, design.proportions, strict=True)},
+        "shared_response_fraction": float(design.shared_response_fraction),
+        "response_scale": float(design.response_scale),
+        "library_size": float(design.library_size),
+    }
+    return adata
 
 
 def synthetic_perturbation(
@@ -174,315 +417,24 @@ def synthetic_perturbation(
     >>> adata.shape
     (120, 100)
     """
-    n_cell_types = _check_int(n_cell_types, "n_cell_types")
-    n_genes = _check_int(n_genes, "n_genes")
-    n_cells_per_group = _check_int(n_cells_per_group, "n_cells_per_group")
-    n_response_genes = _check_int(n_response_genes, "n_response_genes", minimum=0)
-    n_marker_genes = _check_int(n_marker_genes, "n_marker_genes", minimum=0)
-    seed = _check_int(seed, "seed", minimum=0)
-    if isinstance(conditions, str):
-        raise ValueError("`conditions` must be a sequence of condition names, not a single string.")
-    conditions = [str(c) for c in conditions]
-    if len(conditions) < 2:
-        raise ValueError(f"`conditions` needs at least two conditions (control first), got {conditions}.")
-    if len(set(conditions)) != len(conditions):
-        raise ValueError(f"`conditions` must be unique, got {conditions}.")
-    if any("/" in c or not c for c in conditions):
-        raise ValueError(f"Condition names must be non-empty and must not contain '/', got {conditions}.")
-    if n_response_genes > n_genes:
-        raise ValueError(f"`n_response_genes` ({n_response_genes}) cannot exceed `n_genes` ({n_genes}).")
-    if not 0.0 <= shared_response_fraction <= 1.0:
-        raise ValueError(f"`shared_response_fraction` must lie in [0, 1], got {shared_response_fraction}.")
-    if not np.isfinite(response_scale) or response_scale < 0:
-        raise ValueError(f"`response_scale` must be finite and >= 0, got {response_scale}.")
-    if not np.isfinite(library_size) or library_size <= 0:
-        raise ValueError(f"`library_size` must be positive, got {library_size}.")
-    proportions = _resolve_proportions(conditions, condition_proportions)
-    cells_per_condition = _split_counts(n_cells_per_group * len(conditions), proportions)
-    if np.any(cells_per_condition == 0):
-        empty = [c for c, n in zip(conditions, cells_per_condition, strict=True) if n == 0]
-        raise ValueError(
-            f"`condition_proportions` leaves no cells in condition(s) {empty}; "
-            "increase `n_cells_per_group` or those proportions."
-        )
-
-    rng = np.random.default_rng(seed)
-    cell_types = _cell_type_names(n_cell_types)
-    perturbed = conditions[1:]
-
-    # Baseline: log-normal gene abundances (most genes low, a few high) and one program per cell type.
-    base = rng.normal(0.0, 1.4, n_genes)
-    type_logits = base[None, :] + rng.normal(0.0, 0.25, (n_cell_types, n_genes))
-    type_lib_factor = rng.lognormal(0.0, 0.2, n_cell_types)
-    theta = np.exp(rng.normal(np.log(4.0), 0.6, n_genes))  # NB inverse dispersion per gene
-
-    # Responses: per perturbed condition, a shared and a type-specific block with type-dependent effect sizes.
-    # Up-regulated genes come mostly from low/mid expression (interferon-stimulated-gene like), down-regulated
-    # ones from mid/high expression; this keeps the shift of the other genes through normalisation small.
-    rank = (np.argsort(np.argsort(base)) + 0.5) / n_genes
-    up_weight = np.exp(-(((rank - 0.3) / 0.2) ** 2)) + 0.01
-    down_weight = np.exp(-(((rank - 0.8) / 0.2) ** 2)) + 0.01
-    max_types = max(1, n_cell_types // 2)
-    effects = {}
-    response_masks = {}
-    for cond in perturbed:
-        n_up = int(np.sum(rng.random(n_response_genes) < 0.55))
-        up = rng.choice(n_genes, size=n_up, replace=False, p=up_weight / up_weight.sum())
-        weight = down_weight.copy()
-        weight[up] = 0.0
-        down = rng.choice(n_genes, size=n_response_genes - n_up, replace=False, p=weight / weight.sum())
-        genes = rng.permutation(np.concatenate([up, down]))
-        sign = np.where(np.isin(genes, up), 1.0, -1.0)
-        magnitude = np.minimum(rng.gamma(4.0, 0.3, n_response_genes), 3.0)
-        n_shared = round(shared_response_fraction * n_response_genes)
-        effect = np.zeros((n_cell_types, n_genes))
-        # shared program: a type-level strength and gene x type variation around each gene's effect
-        type_strength = rng.lognormal(0.0, 0.4, n_cell_types)
-        variation = np.exp(rng.normal(0.0, 0.5, (n_cell_types, n_shared)))
-        effect[:, genes[:n_shared]] = (sign * magnitude)[:n_shared] * type_strength[:, None] * variation
-        # type-specific genes: each responds in one or a few cell types only
-        for g, g_effect in zip(genes[n_shared:], (sign * magnitude)[n_shared:], strict=True):
-            responders = rng.choice(n_cell_types, size=rng.integers(1, max_types + 1), replace=False)
-            effect[responders, g] = g_effect * np.exp(rng.normal(0.0, 0.3, responders.size))
-        effects[cond] = response_scale * np.clip(effect, -4.0, 4.0)
-        mask = np.zeros(n_genes, dtype=bool)
-        mask[genes] = response_scale > 0
-        response_masks[cond] = mask
-    any_response = np.logical_or.reduce([response_masks[c] for c in perturbed])
-
-    # Marker genes, disjoint between types and from every response gene.
-    free = np.flatnonzero(~any_response)
-    if free.size < n_cell_types * n_marker_genes:
-        raise ValueError(
-            f"{n_cell_types} cell types x {n_marker_genes} marker genes do not fit in the {free.size} genes left "
-            f"after the response genes; lower `n_marker_genes` or `n_response_genes`, or raise `n_genes`."
-        )
-    markers = rng.permutation(free)[: n_cell_types * n_marker_genes].reshape(n_cell_types, n_marker_genes)
-    marker_cell_type = np.full(n_genes, "", dtype=object)
-    for t in range(n_cell_types):
-        type_logits[t, markers[t]] += rng.uniform(1.5, 3.0, n_marker_genes)
-        marker_cell_type[markers[t]] = cell_types[t]
-
-    # Cells, ordered by condition then cell type.
-    obs_condition, obs_type, blocks = [], [], []
-    strengths = []
-    for c_idx, cond in enumerate(conditions):
-        n_cells = int(cells_per_condition[c_idx])
-        for t in range(n_cell_types):
-            if c_idx == 0:
-                strength = np.zeros(n_cells)
-                logits = np.broadcast_to(type_logits[t], (n_cells, n_genes))
-            else:
-                strength = rng.gamma(6.0, 1.0 / 6.0, n_cells)
-                logits = type_logits[t][None, :] + strength[:, None] * effects[cond][t][None, :]
-            proportion = np.exp(logits - logits.max(axis=1, keepdims=True))
-            proportion /= proportion.sum(axis=1, keepdims=True)
-            lib = library_size * type_lib_factor[t] * rng.lognormal(0.0, 0.35, n_cells)
-            mean = lib[:, None] * proportion
-            blocks.append(rng.poisson(rng.gamma(theta[None, :], mean / theta[None, :])))
-            strengths.append(strength)
-            obs_condition += [cond] * n_cells
-            obs_type += [cell_types[t]] * n_cells
-
-    counts = np.vstack(blocks).astype(np.float32)
-    totals = counts.sum(axis=1, dtype=np.float64)
-    normalized = counts / np.maximum(totals, 1.0)[:, None] * 1e4
-    obs = pd.DataFrame(
-        {
-            "condition": pd.Categorical(obs_condition, categories=conditions),
-            "cell_type": pd.Categorical(obs_type, categories=cell_types),
-            "n_counts": totals.astype(np.float32),
-            "response_strength": np.concatenate(strengths).astype(np.float32),
-        },
-        index=pd.Index([f"cell_{i:05d}" for i in range(counts.shape[0])]),
+    design = _SyntheticDesign.validated(
+        n_cell_types=n_cell_types,
+        n_genes=n_genes,
+        conditions=conditions,
+        n_cells_per_group=n_cells_per_group,
+        n_response_genes=n_response_genes,
+        seed=seed,
+        condition_proportions=condition_proportions,
+        n_marker_genes=n_marker_genes,
+        shared_response_fraction=shared_response_fraction,
+        response_scale=response_scale,
+        library_size=library_size,
     )
-    width = max(4, len(str(n_genes - 1)))
-    var = pd.DataFrame(index=pd.Index([f"gene_{g:0{width}d}" for g in range(n_genes)]))
-    var["response_gene"] = any_response
-    for cond in perturbed:
-        var[f"response_{cond}"] = response_masks[cond]
-    var["marker_gene"] = marker_cell_type != ""
-    var["marker_cell_type"] = marker_cell_type.astype(str)
-
-    adata = anndata.AnnData(X=np.log1p(normalized).astype(np.float32), obs=obs, var=var)
-    adata.layers["counts"] = counts
-    for cond in perturbed:
-        adata.varm[f"response_lfc_{cond}"] = effects[cond].T.astype(np.float32)
-    adata.uns["synthetic_perturbation"] = {
-        "seed": seed,
-        "n_cell_types": n_cell_types,
-        "n_genes": n_genes,
-        "n_cells_per_group": n_cells_per_group,
-        "n_response_genes": n_response_genes,
-        "n_marker_genes": n_marker_genes,
-        "conditions": list(conditions),
-        "control": conditions[0],
-        "cell_types": cell_types,
-        "condition_proportions": {c: float(p) for c, p in zip(conditions, proportions, strict=True)},
-        "shared_response_fraction": float(shared_response_fraction),
-        "response_scale": float(response_scale),
-        "library_size": float(library_size),
-    }
-    return adata
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Public data sets
-# --------------------------------------------------------------------------------------------------------------------
-def _cache_dir() -> Path:
-    """Directory for downloaded data: ``$SCVI_TRVAE_CACHE_DIR`` if set, else ``~/.cache/scvi_trvae``."""
-    override = os.environ.get(_CACHE_ENV)
-    return Path(override).expanduser() if override else Path.home() / ".cache" / "scvi_trvae"
-
-
-def _drive_confirm_url(page: bytes, url: str) -> str | None:
-    """Return the follow-up address of a Google Drive "file too large to scan" page, if ``page`` is one."""
-    text = page.decode("utf-8", errors="replace")
-    form = re.search(r'<form[^>]*action="([^"]+)"', text)
-    if form is None:
-        return None
-    fields = dict(re.findall(r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"', text))
-    if not fields:
-        return None
-    action = urllib.parse.urljoin(url, html.unescape(form.group(1)))
-    return f"{action}?{urllib.parse.urlencode({k: html.unescape(v) for k, v in fields.items()})}"
-
-
-def _fetch(address: str, destination: Path) -> bool:
-    """Write the body at ``address`` to ``destination``; return whether it is an HDF5 file."""
-    with urllib.request.urlopen(address, timeout=_DOWNLOAD_TIMEOUT_S) as response, open(destination, "wb") as out:
-        shutil.copyfileobj(response, out)
-    with open(destination, "rb") as f:
-        return f.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
-
-
-def _download(url: str, target: Path, name: str) -> None:
-    """Download ``url`` to ``target`` through a temporary file in the same folder, renamed atomically.
-
-    A Google Drive confirmation page is followed once; anything that is not an HDF5 file is rejected.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        if not _fetch(url, tmp):
-            follow_up = _drive_confirm_url(tmp.read_bytes()[:1_000_000], url)
-            if follow_up is None or not _fetch(follow_up, tmp):
-                raise OSError("the server did not return an HDF5 (.h5ad) file")
-        os.replace(tmp, target)
-    except Exception as err:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(
-            f"Could not download the {name} data from {url} to {target}: {err}. Download the .h5ad file by hand "
-            f"and pass its location as `path=`."
-        ) from err
-
-
-def _load_h5ad(
-    path: str | Path | None, url: str | None, cache_name: str, name: str, missing_hint: str
-) -> anndata.AnnData:
-    """Read a perturbation data set from ``path``, downloading it from ``url`` first where needed.
-
-    Parameters
-    ----------
-    path
-        File to read. If it does not exist and ``url`` is given, the file is downloaded there. If ``None``, the
-        file ``cache_name`` in the cache directory is used (downloaded on first use).
-    url
-        Download address, or ``None`` if the data cannot be downloaded automatically.
-    cache_name
-        File name in the cache directory.
-    name
-        Name of the data set for messages.
-    missing_hint
-        Where to get the data, for the error raised when it is not available.
-
-    Returns
-    -------
-    anndata.AnnData
-        The data, with ``obs`` columns ``condition`` and ``cell_type`` checked to exist.
-    """
-    if path is None:
-        if url is None:
-            raise ValueError(f"The {name} data cannot be downloaded automatically; pass `path=`. {missing_hint}")
-        target = _cache_dir() / cache_name
-    else:
-        target = Path(path).expanduser()
-    if not target.exists():
-        if url is None:
-            raise FileNotFoundError(f"No {name} data at {target}. {missing_hint}")
-        _download(url, target, name)
-    adata = anndata.read_h5ad(target)
-    missing = [key for key in _REQUIRED_OBS if key not in adata.obs.columns]
-    if missing:
-        raise ValueError(
-            f"The {name} data at {target} lacks the obs column(s) {missing}; expected {list(_REQUIRED_OBS)} "
-            f"(found {list(adata.obs.columns)}). Rename the matching columns, e.g. "
-            f"`adata.obs.rename(columns={{'cell_label': 'cell_type'}})`."
-        )
-    return adata
-
-
-def kang2018(path: str | Path | None = None, *, url: str | None = None) -> anndata.AnnData:
-    """Kang et al. (2018) PBMCs, control and IFN-beta stimulated, in the scGen preprocessing.
-
-    Log-normalized expression with ``obs["condition"]`` (``control``/``stimulated``) and ``obs["cell_type"]``
-    (the scGen tutorial's ``train_pbmc.h5ad``; raw data: GEO GSE96583).
-
-    Parameters
-    ----------
-    path
-        An ``.h5ad`` file. Read if it exists, otherwise downloaded there from ``url``. If ``None``, the file is
-        kept in ``~/.cache/scvi_trvae/`` (or ``$SCVI_TRVAE_CACHE_DIR``) and downloaded only on first use.
-    url
-        Download address; defaults to :data:`KANG2018_URL`.
-
-    Returns
-    -------
-    anndata.AnnData
-        The data set.
-
-    Raises
-    ------
-    RuntimeError
-        If the download fails (the message names the address).
-    ValueError
-        If the file lacks the ``condition`` or ``cell_type`` column.
-    """
-    if url is None:
-        url, cache_name = KANG2018_URL, _KANG2018_FILENAME
-    else:
-        cache_name = f"kang2018_{hashlib.sha1(url.encode()).hexdigest()[:10]}.h5ad"
-    hint = f"It can be downloaded from {url} (the scGen tutorial's train_pbmc.h5ad)."
-    return _load_h5ad(path, url, cache_name, "Kang 2018", hint)
-
-
-def haber2017(path: str | Path | None = None) -> anndata.AnnData:
-    """Haber et al. (2017) mouse small-intestine epithelium under infection, from a local ``.h5ad`` file.
-
-    No public download address of a preprocessed file is known, so the file has to be provided. It needs
-    ``obs["condition"]`` (e.g. ``Control``, ``Hpoly.Day10``, ``Salmonella``) and ``obs["cell_type"]``.
-
-    Parameters
-    ----------
-    path
-        The ``.h5ad`` file to read.
-
-    Returns
-    -------
-    anndata.AnnData
-        The data set.
-
-    Raises
-    ------
-    ValueError
-        If ``path`` is ``None`` or the file lacks the ``condition`` or ``cell_type`` column.
-    FileNotFoundError
-        If ``path`` does not exist.
-    """
-    hint = (
-        "Get the data from GEO (accession GSE92332, Haber et al. 2017), or the preprocessed file used by trVAE, "
-        "and save it as .h5ad with obs columns 'condition' and 'cell_type'."
-    )
-    return _load_h5ad(path, None, "haber2017.h5ad", "Haber 2017", hint)
+    # The steps draw from one generator in a fixed order: the same seed gives the same data.
+    rng = np.random.default_rng(design.seed)
+    base, type_logits, type_lib_factor, theta = _baseline_programs(design, rng)
+    effects, response_masks = _condition_responses(design, base, rng)
+    any_response = np.logical_or.reduce(list(response_masks.values()))
+    marker_cell_type = _add_marker_genes(design, type_logits, any_response, rng)
+    counts, obs = _sample_cells(design, type_logits, type_lib_factor, theta, effects, rng)
+    return _assemble(design, counts, obs, effects, response_masks, marker_cell_type)

@@ -20,7 +20,7 @@ import scvi
 
 from . import baselines, metrics, pl
 from ._model import TRVAE
-from .datasets import synthetic_perturbation
+from .datasets import holdout_split, synthetic_perturbation
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,13 +39,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """Format metrics as a markdown table, one row per method."""
-    header = "| method | " + " | ".join(metrics.METRIC_KEYS) + " |"
-    lines = [header, "|" + "---|" * (len(metrics.METRIC_KEYS) + 1)]
-    for name, scores in rows.items():
-        # Δ-Pearson of "no response" is undefined (a zero response): shown as n/a
-        cells = ("n/a" if np.isnan(scores[k]) else f"{scores[k]:.3f}" for k in metrics.METRIC_KEYS)
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    # Δ-Pearson of "no response" is undefined (a zero response): shown as n/a
+    cells = [
+        [name, *("n/a" if np.isnan(scores[k]) else f"{scores[k]:.3f}" for k in metrics.METRIC_KEYS)]
+        for name, scores in rows.items()
+    ]
+    return metrics.markdown_table(["method", *metrics.METRIC_KEYS], cells)
 
 
 def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -53,28 +52,25 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     scvi.settings.seed = args.seed
     adata = synthetic_perturbation(seed=args.seed) if args.data is None else ad.read_h5ad(args.data)
     keys = {"cell_type_key": args.cell_type_key, "condition_key": args.condition_key, "cell_type": args.holdout}
-    cell_types = adata.obs[args.cell_type_key].astype(str)
-    conditions = adata.obs[args.condition_key].astype(str)
-    held_out = ((cell_types == args.holdout) & (conditions == args.target)).to_numpy()
-    if not held_out.any():
-        raise SystemExit(f"No cells of {args.holdout!r} in {args.target!r} to hold out.")
+    try:
+        split = holdout_split(adata, source=args.source, target=args.target, **keys)
+    except (KeyError, ValueError) as error:
+        raise SystemExit(f"Cannot hold out {args.holdout!r} in {args.target!r}: {error}") from error
+    train, real_control, real_target = split.train, split.control, split.real_target
+    n_held_out = real_target.n_obs
     print(
         f"Data: {adata.n_obs} cells x {adata.n_vars} genes; "
-        f"holding out {held_out.sum()} {args.holdout} {args.target} cells."
+        f"holding out {n_held_out} {args.holdout} {args.target} cells."
     )
 
-    train = adata[~held_out].copy()
     TRVAE.setup_anndata(train, condition_key=args.condition_key)
     model = TRVAE(train)
     start = time.perf_counter()
     model.train(max_epochs=args.epochs)
     print(f"Trained {len(model.history['train_loss'])} epochs in {time.perf_counter() - start:.0f} s.")
 
-    source_cells = (cell_types == args.holdout) & (conditions == args.source)
-    real_control = adata[source_cells.to_numpy()]
-    real_target = adata[held_out]
     predictions = {
-        "trVAE": model.predict_perturbation(real_control.copy(), source=args.source, target=args.target),
+        "trVAE": model.predict_perturbation(real_control, source=args.source, target=args.target),
         "control + mean shift": baselines.mean_shift(train, source=args.source, target=args.target, **keys),
         "no response": baselines.no_response(train, source=args.source, target=args.target, **keys),
     }
@@ -84,7 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         for name, pred in predictions.items()
     }
     print()
-    print(f"{args.holdout}: {args.source} -> {args.target}, predicted vs {int(held_out.sum())} real held-out cells")
+    print(f"{args.holdout}: {args.source} -> {args.target}, predicted vs {n_held_out} real held-out cells")
     print(format_table(scores))
 
     args.output_dir.mkdir(parents=True, exist_ok=True)

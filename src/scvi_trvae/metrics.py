@@ -23,7 +23,7 @@ With :math:`\mu_g(X)` and :math:`\sigma^2_g(X)` the mean and the population vari
 * :func:`edistance_scaled`: :math:`E(P, T) / E(C, T)` in a PCA fitted on the real cells :math:`C \cup T`:
   0 is perfect, 1 is no better than predicting "no response" (the control cells).
 * :func:`evaluate_prediction`: all of the above in one dictionary, on all genes and on the top DEGs; it
-  reproduces ``score`` of the project's independent scorer (``../shared/bench/score.py``).
+  reproduces ``score`` of the project's independent scorer (``bench/score.py``).
 """
 
 from __future__ import annotations
@@ -34,8 +34,29 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from docrep import DocstringProcessor
 from scipy.spatial.distance import cdist
 from scipy.stats import pearsonr
+
+from .utils import as_dense, is_anndata
+
+_metrics_dsp = DocstringProcessor(
+    param_pred_real_genes="""\
+pred
+    Predicted cells x genes (AnnData, array or sparse matrix).
+real
+    Real target cells x genes, same genes in the same order.
+genes
+    Optional subset of genes: integer indices, a boolean mask, or gene names (when an input is an
+    AnnData; looked up in the ``var_names`` of ``real``, else of ``pred``).""",
+    param_pred_target_control="""\
+pred
+    Predicted cells x genes (AnnData, array or sparse matrix).
+real_target
+    Real target cells, same genes in the same order.
+real_control
+    Real control cells, same genes in the same order.""",
+)
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -47,36 +68,19 @@ __all__ = [
     "edistance",
     "edistance_scaled",
     "evaluate_prediction",
+    "gene_indices",
     "pearson_delta",
     "r2_mean",
     "r2_var",
     "top_degs",
+    "var_names_of",
 ]
 
 
-def _is_anndata(x: Any) -> bool:
-    # duck-typed so that AnnData views and backed objects are accepted without importing anndata here
-    return hasattr(x, "X") and hasattr(x, "var_names") and hasattr(x, "obs_names")
-
-
-def _as_dense(x: Matrix, name: str = "input") -> np.ndarray:
-    """Return ``x`` (AnnData, array or sparse matrix) as a 2-D float64 array, copying only when needed."""
-    if _is_anndata(x):
-        x = x.X
-        if x is None:
-            raise ValueError(f"{name}: the AnnData has no .X")
-    if sp.issparse(x):
-        x = x.toarray()
-    out = np.asarray(x, dtype=np.float64)
-    if out.ndim != 2:
-        raise ValueError(f"{name}: expected a cells x genes matrix, got an array of shape {out.shape}")
-    return out
-
-
-def _var_names(*xs: Any) -> pd.Index | None:
+def var_names_of(*xs: Any) -> pd.Index | None:
     """Gene names of the first AnnData among ``xs``, or None when none is an AnnData."""
     for x in xs:
-        if _is_anndata(x):
+        if is_anndata(x):
             return pd.Index(x.var_names)
     return None
 
@@ -88,8 +92,18 @@ def _check_same_genes(**mats: np.ndarray) -> int:
     return next(iter(n_genes.values()))
 
 
-def _gene_index(genes: GeneSelection | None, n_genes: int, var_names: pd.Index | None = None) -> np.ndarray:
-    """Resolve a gene selection (indices, boolean mask or names) to integer indices; None selects all."""
+def gene_indices(genes: GeneSelection | None, n_genes: int, var_names: pd.Index | None = None) -> np.ndarray:
+    """Resolve a gene selection to integer indices.
+
+    Parameters
+    ----------
+    genes
+        Integer indices, a boolean mask or gene names (these need ``var_names``); ``None`` selects all.
+    n_genes
+        Number of genes of the matrices.
+    var_names
+        Gene names, e.g. from :func:`var_names_of`.
+    """
     if genes is None:
         return np.arange(n_genes)
     sel = np.asarray(genes)
@@ -120,6 +134,7 @@ def _r2(real: np.ndarray, pred: np.ndarray) -> float:
     return float(pearsonr(real, pred)[0] ** 2)
 
 
+@_metrics_dsp.dedent
 def r2_mean(pred: Matrix, real: Matrix, genes: GeneSelection | None = None) -> float:
     r"""Squared Pearson correlation of per-gene means, predicted vs real.
 
@@ -132,24 +147,19 @@ def r2_mean(pred: Matrix, real: Matrix, genes: GeneSelection | None = None) -> f
 
     Parameters
     ----------
-    pred
-        Predicted cells x genes (AnnData, array or sparse matrix).
-    real
-        Real target cells x genes, same genes in the same order.
-    genes
-        Optional subset of genes: integer indices, a boolean mask, or gene names (when an input is an
-        AnnData; looked up in the ``var_names`` of ``real``, else of ``pred``).
+    %(param_pred_real_genes)s
 
     Returns
     -------
     float
         :math:`R^2_\mu` in :math:`[0, 1]`; NaN when either side is constant over the selected genes.
     """
-    p, t = _as_dense(pred, "pred"), _as_dense(real, "real")
-    idx = _gene_index(genes, _check_same_genes(pred=p, real=t), _var_names(real, pred))
+    p, t = as_dense(pred, "pred"), as_dense(real, "real")
+    idx = gene_indices(genes, _check_same_genes(pred=p, real=t), var_names_of(real, pred))
     return _r2(t.mean(0)[idx], p.mean(0)[idx])
 
 
+@_metrics_dsp.dedent
 def r2_var(pred: Matrix, real: Matrix, genes: GeneSelection | None = None) -> float:
     r"""Squared Pearson correlation of per-gene variances, predicted vs real.
 
@@ -160,21 +170,15 @@ def r2_var(pred: Matrix, real: Matrix, genes: GeneSelection | None = None) -> fl
 
     Parameters
     ----------
-    pred
-        Predicted cells x genes (AnnData, array or sparse matrix).
-    real
-        Real target cells x genes, same genes in the same order.
-    genes
-        Optional subset of genes: integer indices, a boolean mask, or gene names (when an input is an
-        AnnData).
+    %(param_pred_real_genes)s
 
     Returns
     -------
     float
         :math:`R^2_{\sigma^2}` in :math:`[0, 1]`; NaN when either side is constant over the selected genes.
     """
-    p, t = _as_dense(pred, "pred"), _as_dense(real, "real")
-    idx = _gene_index(genes, _check_same_genes(pred=p, real=t), _var_names(real, pred))
+    p, t = as_dense(pred, "pred"), as_dense(real, "real")
+    idx = gene_indices(genes, _check_same_genes(pred=p, real=t), var_names_of(real, pred))
     return _r2(t.var(0)[idx], p.var(0)[idx])
 
 
@@ -222,11 +226,11 @@ def top_degs(
 
     if n_up < 0 or n_down < 0:
         raise ValueError("n_up and n_down must be non-negative")
-    tgt, ctrl = _as_dense(real_target, "real_target"), _as_dense(real_control, "real_control")
+    tgt, ctrl = as_dense(real_target, "real_target"), as_dense(real_control, "real_control")
     n_genes = _check_same_genes(real_target=tgt, real_control=ctrl)
     if len(tgt) < 1 or len(ctrl) < 1:
         raise ValueError("top_degs needs at least one target and one control cell")
-    names = pd.Index(gene_names).astype(str) if gene_names is not None else _var_names(real_target, real_control)
+    names = pd.Index(gene_names).astype(str) if gene_names is not None else var_names_of(real_target, real_control)
     if names is not None and len(names) != n_genes:
         raise ValueError(f"gene_names has length {len(names)}, expected {n_genes}")
     if names is None or names.has_duplicates:
@@ -241,6 +245,7 @@ def top_degs(
     return np.concatenate([order[:n_up], order[::-1][:n_down]]).astype(np.intp)
 
 
+@_metrics_dsp.dedent
 def pearson_delta(pred: Matrix, real_target: Matrix, real_control: Matrix, genes: GeneSelection | None = None) -> float:
     r"""Pearson correlation of the predicted and the real response (mean shift from control).
 
@@ -251,12 +256,7 @@ def pearson_delta(pred: Matrix, real_target: Matrix, real_control: Matrix, genes
 
     Parameters
     ----------
-    pred
-        Predicted cells x genes (AnnData, array or sparse matrix).
-    real_target
-        Real target cells, same genes in the same order.
-    real_control
-        Real control cells, same genes in the same order.
+    %(param_pred_target_control)s
     genes
         Optional subset of genes: integer indices, a boolean mask, or gene names (when an input is an
         AnnData).
@@ -266,9 +266,9 @@ def pearson_delta(pred: Matrix, real_target: Matrix, real_control: Matrix, genes
     float
         :math:`\rho_\Delta` in :math:`[-1, 1]`; NaN when either response is constant over the genes.
     """
-    p, t, c = _as_dense(pred, "pred"), _as_dense(real_target, "real_target"), _as_dense(real_control, "real_control")
+    p, t, c = as_dense(pred, "pred"), as_dense(real_target, "real_target"), as_dense(real_control, "real_control")
     n_genes = _check_same_genes(pred=p, real_target=t, real_control=c)
-    idx = _gene_index(genes, n_genes, _var_names(real_target, pred, real_control))
+    idx = gene_indices(genes, n_genes, var_names_of(real_target, pred, real_control))
     m_c = c.mean(0)[idx]
     return float(pearsonr(p.mean(0)[idx] - m_c, t.mean(0)[idx] - m_c)[0])
 
@@ -295,11 +295,12 @@ def edistance(x: Matrix, y: Matrix) -> float:
     float
         :math:`E(X, Y) \geq 0`.
     """
-    a, b = _as_dense(x, "x"), _as_dense(y, "y")
+    a, b = as_dense(x, "x"), as_dense(y, "y")
     _check_same_genes(x=a, y=b)
     return float(2 * cdist(a, b).mean() - cdist(a, a).mean() - cdist(b, b).mean())
 
 
+@_metrics_dsp.dedent
 def edistance_scaled(
     pred: Matrix,
     real_target: Matrix,
@@ -320,12 +321,7 @@ def edistance_scaled(
 
     Parameters
     ----------
-    pred
-        Predicted cells x genes (AnnData, array or sparse matrix).
-    real_target
-        Real target cells, same genes in the same order.
-    real_control
-        Real control cells, same genes in the same order.
+    %(param_pred_target_control)s
     n_comps
         Maximum number of principal components.
     max_cells
@@ -340,7 +336,7 @@ def edistance_scaled(
     """
     from sklearn.decomposition import PCA
 
-    p, t, c = _as_dense(pred, "pred"), _as_dense(real_target, "real_target"), _as_dense(real_control, "real_control")
+    p, t, c = as_dense(pred, "pred"), as_dense(real_target, "real_target"), as_dense(real_control, "real_control")
     _check_same_genes(pred=p, real_target=t, real_control=c)
     real = np.vstack([c, t])
     n_components = min(n_comps, real.shape[1] - 1, real.shape[0] - 1)
@@ -375,7 +371,7 @@ def evaluate_prediction(
     r"""Score a prediction of held-out target cells with all metrics of this module.
 
     Reproduces ``score(real_control, real_target, pred, genes, n_degs, seed)`` of the project's
-    independent scorer (``../shared/bench/score.py``):
+    independent scorer (``bench/score.py``):
 
     * ``n_pred``, ``n_real``: numbers of predicted and of real target cells;
     * ``r2_mean_all``, ``r2_var_all``: :func:`r2_mean`, :func:`r2_var` on all genes;
@@ -410,7 +406,7 @@ def evaluate_prediction(
     ValueError
         If ``pred`` has non-finite values (NaN or infinity) or the inputs have different genes.
     """
-    p, t, c = _as_dense(pred, "pred"), _as_dense(real_target, "real_target"), _as_dense(real_control, "real_control")
+    p, t, c = as_dense(pred, "pred"), as_dense(real_target, "real_target"), as_dense(real_control, "real_control")
     n_genes = _check_same_genes(pred=p, real_target=t, real_control=c)
     n_bad = int(np.size(p) - np.count_nonzero(np.isfinite(p)))
     if n_bad:
@@ -418,7 +414,7 @@ def evaluate_prediction(
     if degs is None:
         deg = top_degs(t, c, n_up=n_degs // 2, n_down=n_degs // 2)
     else:
-        deg = _gene_index(degs, n_genes, _var_names(real_target, pred, real_control))
+        deg = gene_indices(degs, n_genes, var_names_of(real_target, pred, real_control))
     return {
         "n_pred": len(p),
         "n_real": len(t),
@@ -430,3 +426,28 @@ def evaluate_prediction(
         "pearson_delta_deg": pearson_delta(p, t, c, deg),
         "edist_scaled": edistance_scaled(p, t, c, seed=seed),
     }
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str | None]]) -> str:
+    """Format a markdown table: a header row, its rule and one row per sequence of cells.
+
+    Parameters
+    ----------
+    header
+        The column names.
+    rows
+        The cells of each row, already formatted as text; a cell ``None`` is left blank (``| |``),
+        e.g. the cells that a note in an earlier cell spans (``""`` is written as ``|  |``).
+
+    Returns
+    -------
+    The table, one line per row, without a final newline.
+    """
+
+    def row(cells: Sequence[str | None]) -> str:
+        return "|" + "".join(" |" if cell is None else f" {cell} |" for cell in cells)
+
+    return "\n".join([row(header), "|" + "---|" * len(header), *(row(cells) for cells in rows)])
+
+
+__all__ += ["markdown_table"]

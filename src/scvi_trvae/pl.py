@@ -16,7 +16,6 @@ matplotlib is used to draw, so everything works with the non-interactive Agg bac
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,7 +26,8 @@ import scipy.sparse as sp
 from scipy.stats import linregress
 
 from . import metrics
-from .metrics import _as_dense, _gene_index, _is_anndata, _var_names
+from ._plot_utils import draw_representations, finish_figure, new_figure, plot_dsp
+from .utils import as_dense, is_anndata
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -39,42 +39,13 @@ if TYPE_CHECKING:
 __all__ = ["gene_distribution_plot", "reg_mean_plot", "reg_var_plot", "representation_plot"]
 
 
-def _new_figure(nrows: int = 1, ncols: int = 1, panel_size: tuple[float, float] = (4.5, 4.5)):
-    import matplotlib.pyplot as plt
-
-    fig, axs = plt.subplots(
-        nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows), squeeze=False, layout="constrained"
-    )
-    return fig, axs
-
-
-def _finish(fig: Figure, axes: Any, *, own_fig: bool, show: bool | None, save: str | Path | None, return_fig: bool):
-    """Save, show or return a figure following scanpy's conventions; close what is not handed back."""
-    import matplotlib.pyplot as plt
-
-    if save is not None:
-        fig.savefig(save, dpi=150, bbox_inches="tight")
-    if return_fig:
-        return fig
-    if show is False:
-        return axes
-    if show or own_fig:
-        with warnings.catch_warnings():
-            # plt.show() only warns under non-interactive backends such as Agg: nothing to show there
-            warnings.filterwarnings("ignore", message=".*non-interactive.*", category=UserWarning)
-            plt.show()
-    if own_fig:
-        plt.close(fig)
-    return None
-
-
 def _gene_labels(gene_names: Sequence[str] | None, n_genes: int, *xs: Any) -> np.ndarray | None:
     if gene_names is not None:
         names = np.asarray(gene_names, dtype=str)
         if len(names) != n_genes:
             raise ValueError(f"gene_names has length {len(names)}, expected {n_genes}")
         return names
-    var_names = _var_names(*xs)
+    var_names = metrics.var_names_of(*xs)
     return None if var_names is None else np.asarray(var_names, dtype=str)
 
 
@@ -96,14 +67,14 @@ def _reg_plot(
 ):
     """Shared implementation of :func:`reg_mean_plot` and :func:`reg_var_plot`."""
     r2 = metrics.r2_mean if stat == "mean" else metrics.r2_var
-    p, t = _as_dense(pred, "pred"), _as_dense(real_target, "real_target")
+    p, t = as_dense(pred, "pred"), as_dense(real_target, "real_target")
     if p.shape[1] != t.shape[1]:
         raise ValueError(f"pred has {p.shape[1]} genes, real_target {t.shape[1]}: they must be the same genes")
     n_genes = t.shape[1]
     names = _gene_labels(gene_names, n_genes, real_target, pred, real_control)
     if degs is not None:
         var_names = pd.Index(names) if names is not None else None
-        deg = _gene_index(degs, n_genes, var_names)
+        deg = metrics.gene_indices(degs, n_genes, var_names)
     elif real_control is not None:
         deg = metrics.top_degs(t, real_control, n_up=n_degs // 2, n_down=n_degs // 2)
     else:
@@ -117,7 +88,7 @@ def _reg_plot(
 
     own_fig = ax is None
     if own_fig:
-        fig, axs = _new_figure()
+        fig, axs = new_figure()
         ax = axs[0, 0]
     else:
         fig = ax.figure
@@ -140,9 +111,10 @@ def _reg_plot(
     ax.set_ylabel(f"predicted {what} expression")
     if title is not None:
         ax.set_title(title)
-    return _finish(fig, ax, own_fig=own_fig, show=show, save=save, return_fig=return_fig)
+    return finish_figure(fig, ax, own_fig=own_fig, show=show, save=save, return_fig=return_fig)
 
 
+@plot_dsp.dedent
 def reg_mean_plot(
     pred: Matrix,
     real_target: Matrix,
@@ -167,36 +139,7 @@ def reg_mean_plot(
 
     Parameters
     ----------
-    pred
-        Predicted cells x genes (AnnData, array or sparse matrix), log-normalized.
-    real_target
-        Real target cells, same genes in the same order.
-    real_control
-        Real control cells of the same type; used to find DEGs with :func:`scvi_trvae.metrics.top_degs`
-        when ``degs`` is not given. Without both, no DEGs are shown.
-    degs
-        DEGs to highlight: integer indices, a boolean mask or gene names, in ranking order.
-    n_degs
-        Number of DEGs (half up-, half down-regulated) found from ``real_control``.
-    top_labels
-        Number of DEGs (the first ones: the most up-regulated when found here) to label by name.
-    gene_names
-        Gene names (default: ``var_names`` of an AnnData input); without names no labels are drawn.
-    title
-        Axes title.
-    show
-        Show the figure (None: only when the function created it); when False return the axes.
-    save
-        Path to write the figure to (format from the suffix).
-    ax
-        Axes to draw into; by default a new figure is created.
-    return_fig
-        Return the figure.
-
-    Returns
-    -------
-    matplotlib.figure.Figure or matplotlib.axes.Axes or None
-        The figure if ``return_fig``, else the axes if ``show`` is False, else None.
+    %(param_reg_plot)s
     """
     return _reg_plot(
         "mean",
@@ -215,6 +158,7 @@ def reg_mean_plot(
     )
 
 
+@plot_dsp.dedent
 def reg_var_plot(
     pred: Matrix,
     real_target: Matrix,
@@ -238,35 +182,7 @@ def reg_var_plot(
 
     Parameters
     ----------
-    pred
-        Predicted cells x genes (AnnData, array or sparse matrix), log-normalized.
-    real_target
-        Real target cells, same genes in the same order.
-    real_control
-        Real control cells of the same type; used to find DEGs when ``degs`` is not given.
-    degs
-        DEGs to highlight: integer indices, a boolean mask or gene names, in ranking order.
-    n_degs
-        Number of DEGs (half up-, half down-regulated) found from ``real_control``.
-    top_labels
-        Number of DEGs to label by name.
-    gene_names
-        Gene names (default: ``var_names`` of an AnnData input).
-    title
-        Axes title.
-    show
-        Show the figure (None: only when the function created it); when False return the axes.
-    save
-        Path to write the figure to.
-    ax
-        Axes to draw into; by default a new figure is created.
-    return_fig
-        Return the figure.
-
-    Returns
-    -------
-    matplotlib.figure.Figure or matplotlib.axes.Axes or None
-        The figure if ``return_fig``, else the axes if ``show`` is False, else None.
+    %(param_reg_plot)s
     """
     return _reg_plot(
         "var",
@@ -289,18 +205,19 @@ def _gene_column(x: AnnData | np.ndarray, gene: str | int, gene_names: Sequence[
     if isinstance(gene, int | np.integer):
         idx = int(gene)
     else:
-        names = pd.Index(x.var_names if _is_anndata(x) else (gene_names if gene_names is not None else []))
+        names = pd.Index(x.var_names if is_anndata(x) else (gene_names if gene_names is not None else []))
         if len(names) == 0:
             raise ValueError(f"group {group!r} is not an AnnData: pass gene_names to select genes by name")
         pos = np.flatnonzero(names == str(gene))
         if len(pos) == 0:
             raise KeyError(f"gene {gene!r} not found in group {group!r}")
         idx = int(pos[0])
-    col = (x.X if _is_anndata(x) else x)[:, idx]
+    col = (x.X if is_anndata(x) else x)[:, idx]
     col = col.toarray() if sp.issparse(col) else col
     return np.asarray(col, dtype=np.float64).ravel()
 
 
+@plot_dsp.dedent
 def gene_distribution_plot(
     groups: Mapping[str, AnnData | np.ndarray],
     genes: Sequence[str],
@@ -327,10 +244,7 @@ def gene_distribution_plot(
         arrays) or integer positions.
     gene_names
         Gene names of the array groups (same genes in the same order as their columns).
-    show
-        Show the figure (None: only when the function created it); when False return the axes.
-    save
-        Path to write the figure to.
+    %(param_show_save)s
     ax
         Axes to draw into: one Axes per gene (a single Axes for a single gene).
     return_fig
@@ -347,7 +261,7 @@ def gene_distribution_plot(
         raise ValueError("need at least one group and one gene")
     own_fig = ax is None
     if own_fig:
-        fig, axs = _new_figure(1, len(genes), panel_size=(max(3.0, 1.1 * len(groups) + 1.0), 3.5))
+        fig, axs = new_figure(1, len(genes), panel_size=(max(3.0, 1.1 * len(groups) + 1.0), 3.5))
         axes = list(axs[0])
     else:
         axes = [ax] if not isinstance(ax, Sequence | np.ndarray) else list(np.ravel(ax))
@@ -377,41 +291,10 @@ def gene_distribution_plot(
         a.set_title(str(gene))
         a.set_ylabel("expression")
     out = axes[0] if len(axes) == 1 else axes
-    return _finish(fig, out, own_fig=own_fig, show=show, save=save, return_fig=return_fig)
+    return finish_figure(fig, out, own_fig=own_fig, show=show, save=save, return_fig=return_fig)
 
 
-def _umap(rep: np.ndarray, n_neighbors: int, seed: int) -> np.ndarray:
-    import anndata as ad
-    import scanpy as sc
-
-    rep = np.asarray(rep, dtype=np.float32)
-    if rep.ndim != 2 or len(rep) < 3:
-        raise ValueError(f"need a cells x dimensions representation with at least 3 cells, got shape {rep.shape}")
-    tmp = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(len(rep))]), obsm={"X_rep": rep})
-    sc.pp.neighbors(tmp, use_rep="X_rep", n_neighbors=min(n_neighbors, len(rep) - 1), random_state=seed)
-    sc.tl.umap(tmp, random_state=seed)
-    return np.asarray(tmp.obsm["X_umap"])
-
-
-def _color_spec(values: pd.Series, uns: Mapping[str, Any], key: str):
-    """Return ``(categories, colors)`` for a categorical key, or ``(None, None)`` for a numeric one."""
-    if pd.api.types.is_numeric_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype):
-        return None, None
-    categories = (
-        list(values.cat.categories)
-        if isinstance(values.dtype, pd.CategoricalDtype)
-        else sorted(values.dropna().unique())
-    )
-    palette = uns.get(f"{key}_colors")
-    if palette is not None and len(palette) == len(categories):
-        return categories, list(palette)
-    import matplotlib as mpl
-
-    cmap_name = "tab10" if len(categories) <= 10 else "tab20"
-    cmap = mpl.colormaps[cmap_name]
-    return categories, [cmap(i % cmap.N) for i in range(len(categories))]
-
-
+@plot_dsp.dedent
 def representation_plot(
     models: Mapping[str, Any],
     adata: AnnData | None = None,
@@ -446,10 +329,7 @@ def representation_plot(
         Number of neighbours of the kNN graph (capped at the number of cells minus one).
     seed
         Random state of the neighbours graph and of UMAP.
-    show
-        Show the figure (None: only when the function created it); when False return the axes.
-    save
-        Path to write the figure to.
+    %(param_show_save)s
     ax
         ``2 * len(models)`` axes to draw into, in row-major order (or an array of shape ``(n_models, 2)``).
     return_fig
@@ -465,53 +345,20 @@ def representation_plot(
         raise ValueError("need at least one model")
     own_fig = ax is None
     if own_fig:
-        fig, axs = _new_figure(len(models), 2, panel_size=(4.0, 3.6))
+        fig, axs = new_figure(len(models), 2, panel_size=(4.0, 3.6))
     else:
         flat = list(np.ravel(np.asarray(ax, dtype=object)))
         if len(flat) != 2 * len(models):
             raise ValueError(f"got {len(flat)} axes for {len(models)} models: need two per model")
         axs = np.asarray(flat, dtype=object).reshape(len(models), 2)
         fig = axs[0, 0].figure
-
-    import matplotlib as mpl
-    from matplotlib.lines import Line2D
-
     for row, (name, model) in enumerate(models.items()):
         data = adata if adata is not None else model.adata
         if color not in data.obs:
             raise KeyError(f"{color!r} is not a column of adata.obs")
-        values = data.obs[color]
-        categories, colors = _color_spec(values, data.uns, color)
-        if categories is not None:
-            # code -1 (missing value) picks the trailing grey
-            rgba = np.array([mpl.colors.to_rgba(c) for c in [*colors, "lightgrey"]])
-            point_colors = rgba[pd.Categorical(values, categories=categories).codes]
         reps = {
             "z (latent)": model.get_latent_representation(data),
             "y (MMD layer)": model.get_mmd_representation(data),
         }
-        for col, (what, rep) in enumerate(reps.items()):
-            rep = np.asarray(rep)
-            if len(rep) != data.n_obs:
-                raise ValueError(f"{name}: {what} has {len(rep)} rows for {data.n_obs} cells")
-            emb = _umap(rep, n_neighbors, seed)
-            a = axs[row, col]
-            if categories is None:
-                sc_ = a.scatter(emb[:, 0], emb[:, 1], c=values.to_numpy(dtype=float), s=4, cmap="viridis")
-                fig.colorbar(sc_, ax=a, label=color)
-            else:
-                a.scatter(emb[:, 0], emb[:, 1], c=point_colors, s=4, linewidths=0)
-            a.set_title(f"{name}: {what}")
-            a.set_xticks([])
-            a.set_yticks([])
-            a.set_xlabel("UMAP1")
-            a.set_ylabel("UMAP2")
-        if categories is not None:
-            handles = [
-                Line2D([], [], marker="o", ls="", color=c, label=str(k))
-                for k, c in zip(categories, colors, strict=True)
-            ]
-            axs[row, -1].legend(
-                handles=handles, title=color, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8
-            )
-    return _finish(fig, axs, own_fig=own_fig, show=show, save=save, return_fig=return_fig)
+        draw_representations(fig, axs[row], name, reps, data, color, n_neighbors=n_neighbors, seed=seed)
+    return finish_figure(fig, axs, own_fig=own_fig, show=show, save=save, return_fig=return_fig)

@@ -1,0 +1,71 @@
+"""The registry of benchmark methods: adding a method is one :func:`register` call (see :mod:`oos.methods`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from .splits import Split
+
+#: Epochs of a method that picks its own from the data size (``TRVAE.train(max_epochs=None)``).
+AUTO_EPOCHS = "auto"
+
+
+class NotApplicable(Exception):
+    """A method that cannot run on this kind of data set."""
+
+
+class FitPredict(Protocol):
+    """Train on ``split.train``; return the prediction for ``split.control`` under ``split.target``.
+
+    The prediction is a dense cells x genes array on the scale of ``split.real_target``.
+    """
+
+    def __call__(self, split: Split, seed: int, epochs: int | str, **options: Any) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method of the benchmark and how to run it."""
+
+    fit_predict: FitPredict
+    description: str
+    #: Default training epochs (None: nothing is trained; "auto": the method picks them from the data size).
+    epochs: int | str | None = None
+    #: "all": every seed of --seeds; "one": seed 0 only (slow); "deterministic": no randomness, run once.
+    seeds: Literal["all", "one", "deterministic"] = "all"
+    #: Keyword arguments of ``fit_predict`` (e.g. the variant of a model).
+    options: dict[str, Any] = field(default_factory=dict)
+    #: The method needs raw counts (not run on log-normalised data sets).
+    counts_only: bool = False
+    #: Bump when this method's code changes: its cached results are refit, the other methods' stay valid.
+    revision: int = 0
+
+    def seeds_for(self, n_seeds: int) -> list[int]:
+        """The seeds this method is run with."""
+        return list(range(n_seeds)) if self.seeds == "all" else [0]
+
+    def seeds_label(self, seeds: Sequence[int]) -> str:
+        """How the tables describe the seeds of this method."""
+        if self.seeds == "deterministic":
+            return "deterministic"
+        return f"{len(seeds)}" + (" (one seed)" if self.seeds == "one" else "")
+
+    def fit(self, split: Split, seed: int, epochs: int | str) -> np.ndarray:
+        """Run ``fit_predict`` with this method's options."""
+        return self.fit_predict(split, seed, epochs, **self.options)
+
+
+#: Every method, in the order of the tables.
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register(name: str, fit_predict: FitPredict, description: str, **settings: Any) -> MethodSpec:
+    """Add a method to :data:`METHODS` (``settings``: the other fields of :class:`MethodSpec`)."""
+    if name in METHODS:
+        raise ValueError(f"a benchmark method named {name!r} is already registered")
+    METHODS[name] = MethodSpec(fit_predict, description, **settings)
+    return METHODS[name]

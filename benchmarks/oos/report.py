@@ -1,0 +1,135 @@
+"""The benchmark report (``docs/benchmarks.md``): a template (``report_template.md``) plus the tables."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from scvi_trvae.metrics import METRIC_KEYS
+
+from .cache import json_safe
+from .datasets import DATASETS
+from .running import RunConfig
+from .splits import HVG_FLAVOR
+from .tables import dataset_table, methods_table, overall_table, paired_table, published_table, split_table
+
+TEMPLATE = Template((Path(__file__).parent / "report_template.md").read_text())
+#: The splits whose every method is shown (the published numbers are of these).
+HEADLINE_SPLITS = (("kang", "NK", "stimulated"), ("haber_hpoly", "Tuft", "Hpoly.Day10"))
+PAIRED_INTRO = (
+    "Medians over the splits that both trVAE and the method have (seed-averaged per split), and in how "
+    "many of those splits trVAE is better. Methods with fewer splits than trVAE are compared on theirs only."
+)
+
+logger = logging.getLogger("out_of_sample")
+
+
+def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The result rows as a table, with every column the report reads (NaN where no row has it)."""
+    frame = pd.DataFrame(rows)
+    for column in ("reason", "fit_seconds", "eval_seconds", *METRIC_KEYS):
+        if column not in frame:
+            frame[column] = np.nan
+    return frame
+
+
+def _section(title: str, *blocks: str) -> str:
+    return f"\n## {title}\n\n" + "\n\n".join(blocks) + "\n"
+
+
+def _head(config: RunConfig, frame: pd.DataFrame, wall_seconds: float) -> str:
+    ok = frame[frame["status"] == "ok"]
+    compute = float((ok["fit_seconds"].astype(float) + ok["eval_seconds"].astype(float)).sum())
+    wall_time = (
+        "This page was made from the cache (`--cached-only`);"
+        if config.cached_only
+        else f"This invocation: {wall_seconds / 60:.1f} min;"
+    )
+    return TEMPLATE.substitute(
+        title_note=" (quick mode: a smoke test, not a result)" if config.quick else "", argv=" ".join(config.argv),
+        hvg_flavor=HVG_FLAVOR, min_cells=config.min_cells, wall_time=wall_time, compute_minutes=f"{compute / 60:.1f}",
+        n_results=len(ok), machine=platform.machine(), threads=torch.get_num_threads(),
+        methods_table=methods_table(config.methods, config.epochs, config.n_seeds),
+    )  # fmt: skip
+
+
+def _dataset_section(config: RunConfig, frame: pd.DataFrame, dataset: str) -> str:
+    spec = DATASETS[dataset]
+    n_genes = config.n_top_genes[dataset]
+    about = (
+        f"{spec.description}. File `{spec.file}`; {spec.control} -> {', '.join(spec.perturbed)}; "
+        f"genes: {'all' if n_genes is None else f'{n_genes} HVGs of the training cells'}; "
+        f"held-out types: {', '.join(sorted(frame['cell_type'].unique()))}."
+    )
+    return _section(dataset, about, dataset_table(frame, config.methods))
+
+
+def _figures_section(config: RunConfig) -> str:
+    figures = sorted(config.figure_dir.glob("*.png")) if config.figure_dir and config.figure_dir.exists() else []
+    if not figures:
+        return ""
+    links = []
+    for figure in figures:
+        try:
+            rel = figure.relative_to(config.markdown_path.parent)
+        except ValueError:
+            rel = figure
+        links.append(f"![{figure.stem}]({rel.as_posix()})")
+    return _section("Figures", "\n".join(links))
+
+
+def markdown_report(config: RunConfig, rows: list[dict[str, Any]], wall_seconds: float) -> str:
+    """The benchmark report in markdown."""
+    frame = results_frame(rows)
+    methods = config.methods
+    sections = [_section("Overall (all data sets)", overall_table(frame, methods))]
+    paired = paired_table(frame, methods)
+    if paired:
+        sections.append(_section("trVAE against each method, on the same splits", PAIRED_INTRO, paired))
+    for dataset in config.datasets:
+        here = frame[frame["dataset"] == dataset]
+        if not here.empty:
+            sections.append(_dataset_section(config, here, dataset))
+    for dataset, cell_type, target in HEADLINE_SPLITS:
+        if ((frame["dataset"] == dataset) & (frame["cell_type"] == cell_type)).any():
+            title = f"Headline split: {dataset}, {cell_type} -> {target} (compare with the published numbers)"
+            sections.append(_section(title, split_table(frame, methods, dataset, cell_type, target)))
+    sections += [_section("Published numbers", published_table()), _figures_section(config)]
+    return _head(config, frame, wall_seconds) + "".join(sections)
+
+
+def console_summary(config: RunConfig, rows: list[dict[str, Any]]) -> str:
+    """The per-data-set tables, for the console."""
+    frame = results_frame(rows)
+    blocks = []
+    for dataset in config.datasets:
+        here = frame[frame["dataset"] == dataset]
+        if not here.empty:
+            blocks.append(f"\n{dataset}\n{dataset_table(here, config.methods)}")
+    return "\n".join(blocks)
+
+
+def write_outputs(config: RunConfig, rows: list[dict[str, Any]], wall_seconds: float) -> None:
+    """Write the JSON rows and the markdown report."""
+    config.json_path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "argv": config.argv,
+        "quick": config.quick,
+        "wall_seconds": wall_seconds,
+        "epochs": config.epochs,
+        "n_top_genes": config.n_top_genes,
+        "n_seeds": config.n_seeds,
+        "rows": [{k: v for k, v in row.items() if k != "key"} for row in rows],
+    }
+    config.json_path.write_text(json.dumps(json_safe(payload), indent=1, allow_nan=False))
+    config.markdown_path.parent.mkdir(parents=True, exist_ok=True)
+    config.markdown_path.write_text(markdown_report(config, rows, wall_seconds))
+    logger.info("wrote %s and %s", config.json_path, config.markdown_path)

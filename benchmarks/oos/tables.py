@@ -1,0 +1,145 @@
+"""The tables of the benchmark report, each a markdown string (:func:`scvi_trvae.metrics.markdown_table`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from scvi_trvae.metrics import METRIC_KEYS, markdown_table
+
+from .methods import METHODS
+from .scoring import failures_note, mean_sd, median_over_splits, seeds_cell, split_means
+
+METRIC_LABELS = {
+    "r2_mean_all": "r² mean (all)",
+    "r2_mean_deg": "r² mean (DEG)",
+    "r2_var_all": "r² var (all)",
+    "r2_var_deg": "r² var (DEG)",
+    "pearson_delta_all": "Δ-Pearson (all)",
+    "pearson_delta_deg": "Δ-Pearson (DEG)",
+    "edist_scaled": "E-dist scaled ↓",
+}
+
+
+def methods_table(methods: Sequence[str], epochs: dict[str, int | str | None], n_seeds: int) -> str:
+    """What each method is, its epochs and its seeds."""
+    rows = []
+    for name in methods:
+        spec = METHODS[name]
+        run_epochs = epochs.get(name)
+        seeds = spec.seeds_label(spec.seeds_for(n_seeds))
+        rows.append([name, spec.description, "—" if run_epochs is None else str(run_epochs), seeds])
+    return markdown_table(["method", "what", "epochs", "seeds"], rows)
+
+
+def dataset_table(frame: pd.DataFrame, methods: Sequence[str]) -> str:
+    """Every metric of each method on one data set (medians over its splits)."""
+    header = ["method", "seeds", "splits", *[METRIC_LABELS[m] for m in METRIC_KEYS], "fit s (mean)"]
+    rows = []
+    for method in methods:
+        seeds, note = seeds_cell(frame, method)
+        if note:
+            rows.append([method, seeds, "—", f"*{note}*", *[None] * len(METRIC_KEYS)])
+            continue
+        ok = frame[(frame["method"] == method) & (frame["status"] == "ok")]
+        n_splits = f"{ok.groupby(['cell_type', 'target']).ngroups}{failures_note(frame, method)}"
+        cells = [median_over_splits(ok, m) for m in METRIC_KEYS]
+        rows.append([method, seeds, n_splits, *cells, f"{ok['fit_seconds'].astype(float).mean():.1f}"])
+    return markdown_table(header, rows)
+
+
+def overall_table(frame: pd.DataFrame, methods: Sequence[str]) -> str:
+    """Two metrics of each method over all data sets, and its summed compute time."""
+    header = [
+        "method",
+        "seeds",
+        "datasets",
+        "splits",
+        "median Δ-Pearson (DEG)",
+        "median E-dist scaled ↓",
+        "compute (s)",
+    ]
+    rows = []
+    for method in methods:
+        seeds, note = seeds_cell(frame, method)
+        if note:
+            rows.append([method, seeds, "—", "—", f"*{note}*", None, None])
+            continue
+        ok = frame[(frame["method"] == method) & (frame["status"] == "ok")]
+        n_splits = f"{ok.groupby(['dataset', 'cell_type', 'target']).ngroups}{failures_note(frame, method)}"
+        seconds = (ok["fit_seconds"].astype(float) + ok["eval_seconds"].astype(float)).sum()
+        rows.append([
+            method, seeds, str(ok["dataset"].nunique()), n_splits, median_over_splits(ok, "pearson_delta_deg"),
+            median_over_splits(ok, "edist_scaled"), f"{seconds:.0f}",
+        ])  # fmt: skip
+    return markdown_table(header, rows)
+
+
+def paired_table(frame: pd.DataFrame, methods: Sequence[str], reference: str = "trVAE") -> str:
+    """``reference`` against each other method on the splits both have (seed-averaged per split).
+
+    ``""`` when ``reference`` has no results.
+    """
+    ok = frame[frame["status"] == "ok"]
+    mine = ok[ok["method"] == reference]
+    if mine.empty:
+        return ""
+    compared = (("pearson_delta_deg", "Δ-Pearson (DEG)", 1.0), ("edist_scaled", "E-dist scaled ↓", -1.0))
+    reference_means = {metric: split_means(mine, metric) for metric, _, _ in compared}
+    header = ["method", "common splits"]
+    for _, label, _ in compared:
+        header += [f"{label}: {reference}", f"{label}: method", f"{label}: {reference} better"]
+    rows = []
+    for method in methods:
+        theirs = ok[ok["method"] == method]
+        if method == reference or theirs.empty:
+            continue
+        cells, n_common = [], 0
+        for metric, _, sign in compared:
+            pair = pd.concat({"ref": reference_means[metric], "other": split_means(theirs, metric)}, axis=1).dropna()
+            if metric == "edist_scaled":  # defined for every method, so its pairs are the common splits
+                n_common = len(pair)
+            if pair.empty:  # e.g. Δ-Pearson of "no response", undefined on every split
+                cells += ["—", "—", "—"]
+                continue
+            wins = int((sign * (pair["ref"] - pair["other"]) > 0).sum())
+            cells += [f"{pair['ref'].median():.3f}", f"{pair['other'].median():.3f}", f"{wins}/{len(pair)}"]
+        rows.append([method, str(n_common), *cells])
+    return markdown_table(header, rows)
+
+
+def split_table(frame: pd.DataFrame, methods: Sequence[str], dataset: str, cell_type: str, target: str) -> str:
+    """Each method on one split: mean ± sd over its seeds."""
+    keys = ["r2_mean_all", "r2_mean_deg", "r2_var_all", "r2_var_deg", "pearson_delta_deg", "edist_scaled"]
+    here = frame[(frame["dataset"] == dataset) & (frame["cell_type"] == cell_type) & (frame["target"] == target)]
+    rows = []
+    for method in methods:
+        ok = here[(here["method"] == method) & (here["status"] == "ok")]
+        if not ok.empty:
+            rows.append([method, str(len(ok)), *[mean_sd(list(ok[k].astype(float))) for k in keys]])
+    return markdown_table(["method", "seeds", *[METRIC_LABELS[k] for k in keys]], rows)
+
+
+_PUBLISHED_ROWS = (
+    ("trVAE paper code", "Kang, NK held out, 2,000 HVGs", "0.969", "0.987 (top 100)", "0.703", "0.730",
+     "bootstrapped top-1000 DEG r² mean 0.975 (scGen 0.907)"),
+    ("trVAE paper", "Haber, Tuft held out, Control -> H.poly.Day10, 1,000 HVGs", "0.968", "—", "0.867", "—",
+     "scGen 0.891 / 0.747"),
+    ("scArches re-implementation (2024)", "Haber Tuft", "0.91", "—", "0.55", "—", ""),
+    ("scArches 0.6.1 TRVAE, paper architecture (800-800-128, z 20), measured here",
+     "Kang NK split of `../shared/data`", "0.861", "0.908", "0.467", "—",
+     "Δ-Pearson (DEG) 0.895, E-dist scaled 1.12"),
+    ("control + mean shift, measured here", "Kang NK split of `../shared/data`, all 6,998 genes", "—", "0.92", "—", "—",
+     "Δ-Pearson (DEG) 0.91, E-dist scaled 0.17"),
+)  # fmt: skip
+
+
+def published_table() -> str:
+    """Published and earlier measured numbers (``shared/notes/evaluation.md``), for reference."""
+    header = ["source", "task", "r² mean (all)", "r² mean (DEG)", "r² var (all)", "r² var (DEG)", "other"]
+    preface = (
+        "Published numbers, for reference only: their data, gene selection and splits, not ours "
+        '(`../shared/notes/evaluation.md`). "r²" is the squared Pearson r of per-gene means / variances.'
+    )
+    return preface + "\n\n" + markdown_table(header, _PUBLISHED_ROWS)

@@ -1,0 +1,46 @@
+"""Execute a tutorial notebook with overridden parameters (papermill's convention, with nbclient).
+
+The cell tagged ``parameters`` holds the defaults; the overrides go into a new cell right after it,
+tagged ``injected-parameters``. Run as a script to refresh a notebook's stored outputs in place::
+
+    SCVI_TRVAE_DATA_DIR=../shared/data python tests/notebooks.py docs/tutorials/kang_out_of_sample.ipynb
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbclient import NotebookClient
+
+
+def inject_parameters(notebook: nbformat.NotebookNode, parameters: dict[str, Any]) -> None:
+    """Insert ``name = value`` lines after the ``parameters`` cell (which must exist), replacing earlier ones."""
+    notebook.cells = [cell for cell in notebook.cells if "injected-parameters" not in cell.metadata.get("tags", [])]
+    tagged = [i for i, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", [])]
+    if not tagged:
+        raise ValueError("the notebook has no cell tagged 'parameters'")
+    source = "# Parameters of this run\n" + "\n".join(f"{name} = {value!r}" for name, value in parameters.items())
+    cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
+    notebook.cells.insert(tagged[0] + 1, cell)
+
+
+def execute(path: Path, parameters: dict[str, Any] | None = None, timeout: int = 1200) -> nbformat.NotebookNode:
+    """Run every cell of the notebook at ``path`` (in its own folder) and return it with its outputs."""
+    notebook = nbformat.read(path, as_version=4)
+    if parameters:
+        inject_parameters(notebook, parameters)
+    client = NotebookClient(
+        notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
+    client.execute()
+    return notebook
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:]:
+        notebook_path = Path(name)
+        nbformat.write(execute(notebook_path), notebook_path)
+        print(f"executed {notebook_path}")

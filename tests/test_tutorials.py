@@ -1,0 +1,61 @@
+"""The tutorial notebooks run end to end (few epochs, a subset of cells and genes) on the real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import SHARED_DATA
+
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+import nbformat  # noqa: E402
+from notebooks import execute, inject_parameters  # noqa: E402
+
+TUTORIALS = Path(__file__).resolve().parents[1] / "docs" / "tutorials"
+QUICK = {"MAX_EPOCHS": 2, "MAX_CELLS": 60, "SEED": 0}
+
+CASES = {
+    "kang_out_of_sample": ("kang2018_pbmc_ifnb_lognorm.h5ad", {"N_GENES": 300, "PLOT_UMAPS": False}),
+    "haber_three_conditions": ("haber2017_gut_3cond_lognorm.h5ad", {"N_GENES": 300}),
+    "kang_counts_nb": ("kang2018_pbmc_ifnb_counts_100genes.h5ad", {}),
+    "query_mapping": ("haber2017_gut_3cond_lognorm.h5ad", {"N_GENES": 300}),
+}
+
+
+def test_every_tutorial_is_tested_and_listed():
+    notebooks = {path.stem for path in TUTORIALS.glob("*.ipynb")}
+    assert notebooks == set(CASES)
+    index = (TUTORIALS / "index.md").read_text()
+    assert all(name in index for name in notebooks)
+
+
+def test_injected_parameters_replace_earlier_ones():
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell("N = 1", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("N = 2", metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("print(N)"),
+    ]
+    inject_parameters(notebook, {"N": 3, "NAME": "x"})
+    assert [cell.source.splitlines()[-1] for cell in notebook.cells] == ["N = 1", "NAME = 'x'", "print(N)"]
+    assert "N = 3" in notebook.cells[1].source
+
+
+@pytest.mark.tutorials
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_tutorial_runs(name, monkeypatch):
+    data_file, parameters = CASES[name]
+    if not (SHARED_DATA / data_file).exists():
+        pytest.skip(f"{data_file} not in {SHARED_DATA}")
+    monkeypatch.setenv("SCVI_TRVAE_DATA_DIR", str(SHARED_DATA))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel's torch: one thread, like the rest of the suite
+    notebook = execute(TUTORIALS / f"{name}.ipynb", {**QUICK, **parameters}, timeout=300)
+    errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    texts = "".join(
+        o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+        for cell in notebook.cells
+        for o in cell.get("outputs", [])
+    )
+    assert "r2_mean_all" in texts  # the metrics table was produced

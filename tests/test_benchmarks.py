@@ -120,7 +120,7 @@ def test_cyclegan_generator_starts_as_identity():
     torch.testing.assert_close(generator(x), x)
 
 
-@pytest.mark.parametrize("method", ["trVAE", "scVI"])
+@pytest.mark.parametrize("method", ["trVAE", "scVI", "trVAE (paper network)"])
 def test_count_methods_fit_predict(method, one_thread):
     adata = synthetic_perturbation(n_cell_types=2, n_genes=40, n_cells_per_group=25, n_response_genes=6, seed=3)
     split = _split_type_a(adata, counts=True)

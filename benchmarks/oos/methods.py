@@ -28,10 +28,12 @@ def _trainer_kwargs() -> dict[str, Any]:
 
 
 def fit_predict_trvae(
-    split: Split, seed: int, epochs: int | str, *, mmd_on: Literal["y", "z"] | None = "y"
+    split: Split, seed: int, epochs: int | str, *, mmd_on: Literal["y", "z"] | None = "y", preset: str | None = None
 ) -> np.ndarray:
     """:class:`scvi_trvae.TRVAE` with its defaults (``nb`` on raw counts); ``mmd_on`` gives CVAE / MMD-CVAE.
 
+    ``preset`` names a :meth:`scvi_trvae.TRVAE.paper_preset` instead: the paper's network and loss
+    weights, ``mse`` on the log-normalised ``X`` as in the paper (also on count data sets).
     ``epochs="auto"`` keeps the model's own choice (about 1,500 minibatch steps).
     """
     import scvi
@@ -40,11 +42,17 @@ def fit_predict_trvae(
 
     scvi.settings.seed = seed
     train = split.train.copy()
-    TRVAE.setup_anndata(
-        train, condition_key=split.condition_key, layer="counts" if split.counts else None, is_count_data=split.counts
-    )
-    model = TRVAE(train, mmd_on=mmd_on)
-    model.train(max_epochs=None if epochs == AUTO_EPOCHS else epochs, **_trainer_kwargs())
+    if preset is None:
+        TRVAE.setup_anndata(
+            train, condition_key=split.condition_key, layer="counts" if split.counts else None,
+            is_count_data=split.counts,
+        )  # fmt: skip
+        model, train_kwargs = TRVAE(train, mmd_on=mmd_on), {}
+    else:
+        TRVAE.setup_anndata(train, condition_key=split.condition_key)
+        arguments = TRVAE.paper_preset(preset)
+        model, train_kwargs = TRVAE(train, **arguments["model"]), arguments["train"]
+    model.train(max_epochs=None if epochs == AUTO_EPOCHS else epochs, **train_kwargs, **_trainer_kwargs())
     return dense(model.predict_perturbation(split.control, source=split.source, target=split.target).X)
 
 
@@ -113,6 +121,11 @@ register(
     "MMD-CVAE", fit_predict_trvae, "TRVAE with mmd_on='z'", epochs=AUTO_EPOCHS, seeds="one", options={"mmd_on": "z"}
 )
 register("CVAE", fit_predict_trvae, "TRVAE with mmd_on=None (no MMD)", epochs=AUTO_EPOCHS, options={"mmd_on": None})
+register(
+    "trVAE (paper network)", fit_predict_trvae,
+    "TRVAE.paper_preset('kang'): 800-800-128, z 20, y 128, the paper's bandwidths and loss weights; mse on log data",
+    epochs=AUTO_EPOCHS, options={"preset": "kang"},
+)  # fmt: skip
 register("scGen", fit_predict_scgen, "VAE 800-800, z 100 + balanced latent arithmetic", epochs=100, seeds="one")
 register(
     "SAUCIE-like", fit_predict_saucie, "deterministic AE, MMD on bottleneck, conditional decoder", epochs=200,

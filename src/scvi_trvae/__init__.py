@@ -6,6 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import baselines, datasets, metrics, pl, utils
 from ._checkpoint import TrainingCheckpoint
+from ._conv_module import ConvTRVAEModule
 from ._data import ConditionBalancedDataSplitter, ConditionBalancedSampler
 from ._distributed import DistributedConditionBalancedSampler
 from ._mmd import condition_mmd
@@ -23,6 +24,7 @@ __all__ = [
     "TRVAE",
     "ConditionBalancedDataSplitter",
     "ConditionBalancedSampler",
+    "ConvTRVAEModule",
     "DistributedConditionBalancedSampler",
     "ModelFileError",
     "NonFiniteLossError",

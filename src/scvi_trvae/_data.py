@@ -16,6 +16,7 @@ from anndata.abc import CSRDataset
 from scvi import REGISTRY_KEYS, settings
 from scvi.data import AnnDataManager
 from scvi.dataloaders import DataSplitter
+from scvi.nn import FCLayers
 from torch.utils.data import DataLoader, Sampler
 
 from ._batches import balanced_batches, stratified_batches
@@ -169,9 +170,14 @@ class ConditionBalancedDataSplitter(DataSplitter):
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
         """Make every tensor dense except the expression matrix with ``sparse_input``."""
+        # the sparse first layer needs an FCLayers encoder (not, e.g., the image model's convolutions)
+        module = getattr(getattr(self.trainer, "lightning_module", None), "module", None)
+        sparse_encoder = module is None or isinstance(getattr(module, "z_encoder", None), FCLayers)
         for key, value in batch.items():
             layout = value.layout if isinstance(value, torch.Tensor) else None
-            kept_sparse = self.sparse_input and key == REGISTRY_KEYS.X_KEY and layout == torch.sparse_csr
+            kept_sparse = (
+                self.sparse_input and sparse_encoder and key == REGISTRY_KEYS.X_KEY and layout == torch.sparse_csr
+            )
             if layout in (torch.sparse_csr, torch.sparse_csc) and not kept_sparse:
                 batch[key] = value.to_dense()
         return batch

@@ -18,6 +18,7 @@ from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMix
 from scvi.utils import setup_anndata_dsp
 
 from ._checkpoint import InterruptibleTrainRunner
+from ._conv_module import ImageLikelihood, select_module
 from ._data import ConditionBalancedDataSplitter
 from ._docstrings import trvae_dsp
 from ._module import DEFAULT_KL_WEIGHT, DEFAULT_MMD_WEIGHT, TRVAEModule
@@ -42,7 +43,6 @@ from ._validation import (
     check_same_genes,
     check_setup_columns,
     check_setup_values,
-    resolve_likelihood,
 )
 from .utils import TARGET_LIBRARY_SIZE
 
@@ -78,6 +78,9 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
     %(param_likelihood)s
     %(param_mmd)s
     %(param_widths)s
+    image_shape
+        ``(height, width)`` or ``(channels, height, width)`` of images flattened in ``X``, channels
+        first: selects :class:`~scvi_trvae.ConvTRVAEModule` (``docs/images.md``). ``None``: the dense model.
     registry
         Registry of a saved model; used by :meth:`load` when no AnnData is given.
 
@@ -112,19 +115,20 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
         dropout_rate: float = 0.1,
         use_batch_norm: bool = True,
         use_layer_norm: bool = False,
-        likelihood: Likelihood | None = None,
+        likelihood: Likelihood | ImageLikelihood | None = None,
         dispersion: Dispersion = "gene",
         mmd_on: MMDTarget = "y",
         mmd_bandwidths: BandwidthSpec = "adaptive",
         hidden_layer_sizes: Sequence[int] | None = None,
         n_mmd: int | None = None,
+        image_shape: Sequence[int] | None = None,
         registry: dict | None = None,
     ):
         adata = registered_modality(type(self), adata)  # a MuData: its RNA modality (setup_mudata)
         super().__init__(adata, registry=registry)
-        likelihood = resolve_likelihood(likelihood, bool(self.registry_["setup_args"]["is_count_data"]))
+        module_cls, likelihood = select_module(self, likelihood, image_shape, adata is not None)
         self.var_names_ = None if adata is None else np.asarray(adata.var_names, dtype=str)
-        self.module = self._module_cls(
+        self.module = module_cls(
             n_input=self.summary_stats.n_vars,
             n_conditions=self.summary_stats.n_batch,
             n_cats_per_cov=self._n_cats_per_cov(),

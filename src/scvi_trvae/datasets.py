@@ -15,6 +15,7 @@ import anndata
 import numpy as np
 import pandas as pd
 
+from ._celeba import celeba as celeba
 from ._holdout import HoldoutSplit, holdout_split
 from ._public_data import KANG2018_SHA256, KANG2018_URL, DownloadError, haber2017, kang2018
 from .utils import TARGET_LIBRARY_SIZE

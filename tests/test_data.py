@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scvi_trvae import TRVAE
+from scvi_trvae import TRVAE, DistributedConditionBalancedSampler
 from scvi_trvae._data import ConditionBalancedDataSplitter, ConditionBalancedSampler
 
 
@@ -64,8 +64,11 @@ def test_splitter_split_is_stratified_and_loaders_balanced(small_adata):
     assert val_cells == len(splitter.val_idx)
 
 
-def test_splitter_refuses_distributed(small_adata):
+def test_splitter_uses_the_distributed_sampler_under_ddp(small_adata):
     TRVAE.setup_anndata(small_adata, condition_key="condition")
     model = TRVAE(small_adata)
-    with pytest.raises(NotImplementedError, match="distributed"):
-        ConditionBalancedDataSplitter(model.adata_manager, distributed_sampler=True)
+    splitter = ConditionBalancedDataSplitter(model.adata_manager, distributed_sampler=True, batch_size=32)
+    splitter.setup()
+    sampler = splitter.train_dataloader().sampler
+    assert isinstance(sampler, DistributedConditionBalancedSampler)
+    assert (sampler.rank, sampler.num_replicas) == (0, 1)  # no process group: the whole data set

@@ -8,6 +8,7 @@ from . import baselines, datasets, metrics, model_selection, pl, utils
 from ._checkpoint import TrainingCheckpoint
 from ._conv_module import ConvTRVAEModule
 from ._data import ConditionBalancedDataSplitter, ConditionBalancedSampler
+from ._distributed import DistributedConditionBalancedSampler
 from ._ensemble import TRVAEEnsemble
 from ._mmd import condition_mmd
 from ._model import TRVAE
@@ -25,6 +26,7 @@ __all__ = [
     "ConditionBalancedDataSplitter",
     "ConditionBalancedSampler",
     "ConvTRVAEModule",
+    "DistributedConditionBalancedSampler",
     "ModelFileError",
     "NonFiniteLossError",
     "TRVAEEnsemble",

@@ -10,10 +10,18 @@ import math
 from collections.abc import Iterator
 
 import numpy as np
+import scipy.sparse as sp
+import torch
+from anndata.abc import CSRDataset
 from scvi import REGISTRY_KEYS, settings
 from scvi.data import AnnDataManager
 from scvi.dataloaders import DataSplitter
+from scvi.nn import FCLayers
 from torch.utils.data import DataLoader, Sampler
+
+from ._batches import balanced_batches, stratified_batches
+from ._distributed import DistributedConditionBalancedSampler, process_group
+from ._sparse import use_sparse_input
 
 
 class ConditionBalancedSampler(Sampler[list[int]]):
@@ -61,33 +69,9 @@ class ConditionBalancedSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         if self.shuffle:
-            yield from self._balanced_batches()
+            yield from balanced_batches(self.positions_by_condition, self.batch_size, self.n_batches, self._rng)
         else:
-            yield from self._stratified_batches()
-
-    def _balanced_batches(self) -> Iterator[list[int]]:
-        per_condition = self.batch_size // len(self.positions_by_condition)
-        queues = [self._rng.permutation(positions) for positions in self.positions_by_condition]
-        cursors = [0] * len(queues)
-        for _ in range(self.n_batches):
-            batch = []
-            for i, positions in enumerate(self.positions_by_condition):
-                taken = []
-                while len(taken) < per_condition:
-                    if cursors[i] == len(queues[i]):
-                        queues[i], cursors[i] = self._rng.permutation(positions), 0
-                    n_take = min(per_condition - len(taken), len(queues[i]) - cursors[i])
-                    taken.extend(queues[i][cursors[i] : cursors[i] + n_take].tolist())
-                    cursors[i] += n_take
-                batch.extend(taken)
-            yield batch
-
-    def _stratified_batches(self) -> Iterator[list[int]]:
-        chunks = [np.array_split(positions, self.n_batches) for positions in self.positions_by_condition]
-        for k in range(self.n_batches):
-            batch = np.concatenate([condition_chunks[k] for condition_chunks in chunks])
-            if len(batch):
-                yield batch.tolist()
+            yield from stratified_batches(self.positions_by_condition, self.n_batches)
 
 
 class ConditionBalancedDataSplitter(DataSplitter):
@@ -103,8 +87,17 @@ class ConditionBalancedDataSplitter(DataSplitter):
         Manager of an AnnData set up with :meth:`scvi_trvae.TRVAE.setup_anndata`.
     train_size, validation_size, shuffle_set_split, load_sparse_tensor, pin_memory, external_indexing
         As in :class:`~scvi.dataloaders.DataSplitter`.
+    sparse_input
+        Give the expression matrix to the encoder as a sparse tensor (its first layer then
+        multiplies sparse by dense). ``"auto"`` (default): when the registered matrix is sparse
+        CSR and sparse is measured faster (:func:`scvi_trvae._sparse.use_sparse_input`: at most
+        10% non-zero and ``batch_size >= 256``). Pass it with
+        ``train(datasplitter_kwargs={"sparse_input": True})``.
     distributed_sampler
-        Must be ``False``: condition balancing across several processes is not implemented.
+        Set by scvi-tools for a DDP strategy. Under DDP (also when Lightning starts it for
+        ``devices > 1`` without a strategy) minibatches come from
+        :class:`~scvi_trvae.DistributedConditionBalancedSampler`: every process balances the
+        conditions on its own disjoint share of the cells.
     **kwargs
         ``batch_size`` and keyword arguments of :class:`torch.utils.data.DataLoader`.
     """
@@ -119,13 +112,10 @@ class ConditionBalancedDataSplitter(DataSplitter):
         pin_memory: bool = False,
         external_indexing: list[np.ndarray] | None = None,
         distributed_sampler: bool = False,
+        sparse_input: bool | str = "auto",
         **kwargs,
     ):
-        if distributed_sampler:
-            raise NotImplementedError(
-                "Condition-balanced minibatches are not implemented for distributed (DDP) training; "
-                "train on a single device."
-            )
+        self.distributed_sampler = distributed_sampler
         self.batch_size = int(kwargs.pop("batch_size", None) or settings.batch_size)
         super().__init__(
             adata_manager,
@@ -138,6 +128,13 @@ class ConditionBalancedDataSplitter(DataSplitter):
             **kwargs,
         )
         self.condition_codes = adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY).reshape(-1)
+        density = _csr_density(adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
+        if sparse_input == "auto":
+            sparse_input = use_sparse_input(density, self.batch_size)
+        elif sparse_input and density is None:
+            raise ValueError("sparse_input=True needs a sparse CSR expression matrix; the registered one is not.")
+        self.load_sparse_tensor = self.load_sparse_tensor or bool(sparse_input)
+        self.sparse_input = bool(sparse_input)
 
     def setup(self, stage: str | None = None):
         """Split indices into train/validation/test sets within each condition."""
@@ -162,10 +159,28 @@ class ConditionBalancedDataSplitter(DataSplitter):
 
     def _loader(self, indices: np.ndarray, shuffle: bool) -> DataLoader:
         dataset = self.adata_manager.create_torch_dataset(indices=indices, load_sparse_tensor=self.load_sparse_tensor)
-        sampler = ConditionBalancedSampler(self.condition_codes[indices], self.batch_size, shuffle=shuffle)
+        codes = self.condition_codes[indices]
+        if self.distributed_sampler or process_group()[1] > 1:
+            sampler = DistributedConditionBalancedSampler(codes, self.batch_size, shuffle=shuffle)
+        else:
+            sampler = ConditionBalancedSampler(codes, self.batch_size, shuffle=shuffle)
         return DataLoader(
             dataset, sampler=sampler, batch_size=None, pin_memory=self.pin_memory, **self.data_loader_kwargs
         )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        """Make every tensor dense except the expression matrix with ``sparse_input``."""
+        # the sparse first layer needs an FCLayers encoder (not, e.g., the image model's convolutions)
+        module = getattr(getattr(self.trainer, "lightning_module", None), "module", None)
+        sparse_encoder = module is None or isinstance(getattr(module, "z_encoder", None), FCLayers)
+        for key, value in batch.items():
+            layout = value.layout if isinstance(value, torch.Tensor) else None
+            kept_sparse = (
+                self.sparse_input and sparse_encoder and key == REGISTRY_KEYS.X_KEY and layout == torch.sparse_csr
+            )
+            if layout in (torch.sparse_csr, torch.sparse_csc) and not kept_sparse:
+                batch[key] = value.to_dense()
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         """Condition-balanced, shuffled minibatches of the training cells."""
@@ -178,3 +193,13 @@ class ConditionBalancedDataSplitter(DataSplitter):
     def test_dataloader(self) -> DataLoader | None:
         """Every test cell once, conditions in proportion within each minibatch."""
         return self._loader(self.test_idx, shuffle=False) if len(self.test_idx) else None
+
+
+def _csr_density(matrix) -> float | None:
+    """Fraction of non-zero entries of a CSR matrix, in memory or backed; ``None`` for any other."""
+    n_entries = max(matrix.shape[0] * matrix.shape[1], 1)
+    if isinstance(matrix, sp.csr_matrix | sp.csr_array):
+        return matrix.nnz / n_entries
+    if isinstance(matrix, CSRDataset):
+        return int(matrix.group["indptr"][-1]) / n_entries
+    return None

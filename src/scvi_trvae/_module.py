@@ -17,6 +17,7 @@ from torch.distributions import Distribution, Normal, kl_divergence
 from ._architecture import LayerWidths, layer_stack
 from ._docstrings import trvae_dsp
 from ._mmd import BandwidthSpec, condition_mmd
+from ._sparse import is_sparse, row_sums, sparse_fc_layers, to_dense
 
 Likelihood = Literal["mse", "nb", "zinb"]
 Dispersion = Literal["gene", "gene-condition"]
@@ -157,9 +158,13 @@ class TRVAEModule(BaseModuleClass):
         self, x: torch.Tensor, condition: torch.Tensor, cat_covs: torch.Tensor | None = None, n_samples: int = 1
     ) -> dict[str, torch.Tensor | Distribution]:
         """Encode ``x`` under ``condition``: posterior ``qz``, a sample ``z`` and the library size."""
-        library = x.sum(dim=1, keepdim=True)
+        library = row_sums(x)
         encoder_input = torch.log1p(x) if self.is_count_model else x
-        hidden = self.z_encoder(encoder_input, *self._categorical_inputs(condition, cat_covs))
+        categorical = self._categorical_inputs(condition, cat_covs)
+        if is_sparse(x):  # sparse until the first layer (``_sparse.py``)
+            hidden = sparse_fc_layers(self.z_encoder, encoder_input, *categorical)
+        else:
+            hidden = self.z_encoder(encoder_input, *categorical)
         qz = Normal(self.z_mean_encoder(hidden), torch.exp(self.z_var_encoder(hidden)).add(1e-4).sqrt())
         z = qz.rsample() if n_samples == 1 else qz.rsample((n_samples,))
         return {MODULE_KEYS.QZ_KEY: qz, MODULE_KEYS.Z_KEY: z, MODULE_KEYS.LIBRARY_KEY: library}
@@ -216,7 +221,7 @@ class TRVAEModule(BaseModuleClass):
         The unweighted MMD is reported as the extra metric ``mmd`` (``mmd_train`` and
         ``mmd_validation`` in ``model.history``).
         """
-        x = tensors[REGISTRY_KEYS.X_KEY]
+        x = to_dense(tensors[REGISTRY_KEYS.X_KEY])
         if self.is_count_model:
             reconstruction = -generative_outputs[MODULE_KEYS.PX_KEY].log_prob(x).sum(dim=-1)
         else:

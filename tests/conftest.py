@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import scvi
 import torch
+from make_fixtures import tiny_adata, train_tiny_model
 
 from scvi_trvae.datasets import synthetic_perturbation
 
@@ -34,3 +35,16 @@ def three_condition_adata():
         n_cell_types=2, n_genes=100, conditions=("control", "drug_a", "drug_b"), n_cells_per_group=30,
         n_response_genes=8, seed=2,
     )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_trained_pair():
+    """A tiny model (the recipe of the committed fixture) and its registered AnnData; read-only."""
+    adata = tiny_adata()
+    return train_tiny_model(adata), adata
+
+
+@pytest.fixture
+def tiny_fresh():
+    """A new, unregistered AnnData of the committed fixture's recipe."""
+    return tiny_adata()

@@ -57,23 +57,11 @@ def assert_unchanged(before: anndata.AnnData, after: anndata.AnnData, *, registr
     )
 
 
-@pytest.fixture(scope="module")
-def trained_pair():
-    """A tiny model (the recipe of the committed fixture) and its registered AnnData; read-only."""
-    adata = tiny_adata()
-    return train_tiny_model(adata), adata
-
-
-@pytest.fixture
-def fresh():
-    return tiny_adata()
-
-
-def test_setup_anndata_only_adds_registration(fresh):
-    before = copy.deepcopy(fresh)
-    TRVAE.setup_anndata(fresh, condition_key="condition")
-    assert any(c.startswith("_scvi") for c in fresh.obs)
-    assert_unchanged(before, fresh, registration_allowed=True)
+def test_setup_anndata_only_adds_registration(tiny_fresh):
+    before = copy.deepcopy(tiny_fresh)
+    TRVAE.setup_anndata(tiny_fresh, condition_key="condition")
+    assert any(c.startswith("_scvi") for c in tiny_fresh.obs)
+    assert_unchanged(before, tiny_fresh, registration_allowed=True)
 
 
 MUTATION_CALLS = [
@@ -108,8 +96,8 @@ def test_public_calls_do_not_mutate_the_registered_anndata(tmp_path, call):
     assert_unchanged(snapshot, adata)
 
 
-def test_load_only_refreshes_the_registration(trained_pair, tmp_path):
-    model, _ = trained_pair
+def test_load_only_refreshes_the_registration(tiny_trained_pair, tmp_path):
+    model, _ = tiny_trained_pair
     model.save(tmp_path / "model")
     adata = tiny_adata()
     TRVAE.setup_anndata(adata, condition_key="condition")
@@ -118,8 +106,8 @@ def test_load_only_refreshes_the_registration(trained_pair, tmp_path):
     assert_unchanged(snapshot, adata, registration_allowed=True)
 
 
-def test_query_calls_do_not_touch_an_unregistered_anndata(trained_pair):
-    model, _ = trained_pair
+def test_query_calls_do_not_touch_an_unregistered_anndata(tiny_trained_pair):
+    model, _ = tiny_trained_pair
     query = tiny_adata()
     query.obs["condition"] = query.obs["condition"].astype(str)  # object column, as users often have
     snapshot = copy.deepcopy(query)

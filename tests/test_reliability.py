@@ -36,52 +36,40 @@ def _strip_registration(adata: anndata.AnnData) -> anndata.AnnData:
     return adata
 
 
-@pytest.fixture(scope="module")
-def trained_pair():
-    """A tiny model (the recipe of the committed fixture) and its registered AnnData; read-only."""
-    adata = tiny_adata()
-    return train_tiny_model(adata), adata
-
-
-@pytest.fixture
-def fresh():
-    return tiny_adata()
-
-
 # ---------------------------------------------------------------------------------------------- bad input
-def test_never_set_up_adata_is_refused_with_the_setup_method_named(fresh):
+def test_never_set_up_adata_is_refused_with_the_setup_method_named(tiny_fresh):
     with pytest.raises(ValueError, match=re.escape("TRVAE.setup_anndata")):
-        TRVAE(fresh)
+        TRVAE(tiny_fresh)
 
 
-def test_missing_covariate_key(fresh):
+def test_missing_covariate_key(tiny_fresh):
     with pytest.raises(KeyError, match=re.escape("categorical_covariate_keys ['donor'] not found in adata.obs")):
-        TRVAE.setup_anndata(fresh, condition_key="condition", categorical_covariate_keys=["donor"])
+        TRVAE.setup_anndata(tiny_fresh, condition_key="condition", categorical_covariate_keys=["donor"])
 
 
-def test_single_condition(fresh):
-    fresh.obs["condition"] = "control"
+def test_single_condition(tiny_fresh):
+    tiny_fresh.obs["condition"] = "control"
     with pytest.raises(ValueError, match=re.escape("holds a single condition (['control']); trVAE needs at least two")):
-        TRVAE.setup_anndata(fresh, condition_key="condition")
+        TRVAE.setup_anndata(tiny_fresh, condition_key="condition")
 
 
-def test_single_condition_with_empty_second_category(fresh):
-    fresh.obs["condition"] = pd.Categorical(["control"] * fresh.n_obs, categories=["control", "stimulated"])
+def test_single_condition_with_empty_second_category(tiny_fresh):
+    tiny_fresh.obs["condition"] = pd.Categorical(["control"] * tiny_fresh.n_obs, categories=["control", "stimulated"])
     with pytest.raises(ValueError, match="single condition"):
-        TRVAE.setup_anndata(fresh, condition_key="condition")
+        TRVAE.setup_anndata(tiny_fresh, condition_key="condition")
 
 
-def test_missing_condition_values(fresh):
-    fresh.obs["condition"] = fresh.obs["condition"].astype(object)
-    fresh.obs.iloc[:3, fresh.obs.columns.get_loc("condition")] = np.nan
+def test_missing_condition_values(tiny_fresh):
+    tiny_fresh.obs["condition"] = tiny_fresh.obs["condition"].astype(object)
+    tiny_fresh.obs.iloc[:3, tiny_fresh.obs.columns.get_loc("condition")] = np.nan
     with pytest.raises(ValueError, match=re.escape("adata.obs['condition'] has 3 missing values")):
-        TRVAE.setup_anndata(fresh, condition_key="condition")
+        TRVAE.setup_anndata(tiny_fresh, condition_key="condition")
 
 
-def test_category_without_cells_warns_trains_and_refuses_as_source(fresh):
-    fresh.obs["condition"] = fresh.obs["condition"].cat.add_categories(["ghost"])
+def test_category_without_cells_warns_trains_and_refuses_as_source(tiny_fresh):
+    tiny_fresh.obs["condition"] = tiny_fresh.obs["condition"].cat.add_categories(["ghost"])
     with pytest.warns(UserWarning, match=re.escape("Categories ['ghost'] of adata.obs['condition'] have no cells")):
-        model = train_tiny_model(fresh)
+        model = train_tiny_model(tiny_fresh)
     assert list(model.conditions) == ["control", "stimulated", "ghost"]
     assert np.isfinite(model.predict_perturbation(**PREDICT).X).all()
     with pytest.raises(ValueError, match=re.escape("No cells of condition(s) ['ghost']")):
@@ -90,54 +78,54 @@ def test_category_without_cells_warns_trains_and_refuses_as_source(fresh):
 
 @pytest.mark.parametrize("layer", [None, "counts"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_values(fresh, layer, bad):
-    matrix = fresh.X if layer is None else fresh.layers[layer]
+def test_non_finite_values(tiny_fresh, layer, bad):
+    matrix = tiny_fresh.X if layer is None else tiny_fresh.layers[layer]
     matrix[2, 3] = bad
     where = "adata.X" if layer is None else "adata.layers['counts']"
     with pytest.raises(ValueError, match=re.escape(f"{where} contains 1+ non-finite values (NaN or inf)")):
-        TRVAE.setup_anndata(fresh, condition_key="condition", layer=layer, is_count_data=layer is not None)
+        TRVAE.setup_anndata(tiny_fresh, condition_key="condition", layer=layer, is_count_data=layer is not None)
 
 
-def test_non_finite_values_in_sparse_matrix(fresh):
-    fresh.X[0, 0] = np.nan
-    fresh.X = sp.csr_matrix(fresh.X)
+def test_non_finite_values_in_sparse_matrix(tiny_fresh):
+    tiny_fresh.X[0, 0] = np.nan
+    tiny_fresh.X = sp.csr_matrix(tiny_fresh.X)
     with pytest.raises(ValueError, match="non-finite values"):
-        TRVAE.setup_anndata(fresh, condition_key="condition")
+        TRVAE.setup_anndata(tiny_fresh, condition_key="condition")
 
 
-def test_negative_counts(fresh):
-    fresh.layers["counts"][5, 1] = -2
+def test_negative_counts(tiny_fresh):
+    tiny_fresh.layers["counts"][5, 1] = -2
     with pytest.raises(ValueError, match=re.escape("adata.layers['counts'] has negative values (min -2)")):
-        TRVAE.setup_anndata(fresh, condition_key="condition", layer="counts", is_count_data=True)
+        TRVAE.setup_anndata(tiny_fresh, condition_key="condition", layer="counts", is_count_data=True)
 
 
-def test_counts_registered_as_log_normalised_warn(fresh):
+def test_counts_registered_as_log_normalised_warn(tiny_fresh):
     with pytest.warns(UserWarning, match="holds only integers up to .*: it looks like raw counts"):
-        TRVAE.setup_anndata(fresh, condition_key="condition", layer="counts")
+        TRVAE.setup_anndata(tiny_fresh, condition_key="condition", layer="counts")
 
 
-def test_values_above_log_scale_warn(fresh):
-    fresh.X = fresh.X * 30.5
+def test_values_above_log_scale_warn(tiny_fresh):
+    tiny_fresh.X = tiny_fresh.X * 30.5
     with pytest.warns(UserWarning, match="above the usual range of log-normalised expression"):
-        TRVAE.setup_anndata(fresh, condition_key="condition")
+        TRVAE.setup_anndata(tiny_fresh, condition_key="condition")
 
 
-def test_mse_likelihood_on_counts_refused(fresh):
-    TRVAE.setup_anndata(fresh, condition_key="condition", layer="counts", is_count_data=True)
+def test_mse_likelihood_on_counts_refused(tiny_fresh):
+    TRVAE.setup_anndata(tiny_fresh, condition_key="condition", layer="counts", is_count_data=True)
     with pytest.raises(ValueError, match="likelihood='mse' is for log-normalised data"):
-        TRVAE(fresh, likelihood="mse")
+        TRVAE(tiny_fresh, likelihood="mse")
 
 
 @pytest.mark.parametrize(("cells", "genes"), [(0, 30), (48, 0)])
-def test_empty_anndata(fresh, cells, genes):
+def test_empty_anndata(tiny_fresh, cells, genes):
     with pytest.raises(ValueError, match=re.escape(f"adata is empty ({cells} cells x {genes} genes)")):
-        TRVAE.setup_anndata(fresh[:cells, :genes].copy(), condition_key="condition")
+        TRVAE.setup_anndata(tiny_fresh[:cells, :genes].copy(), condition_key="condition")
 
 
-def test_empty_anndata_at_predict_time(trained_pair, fresh):
-    model, _ = trained_pair
+def test_empty_anndata_at_predict_time(tiny_trained_pair, tiny_fresh):
+    model, _ = tiny_trained_pair
     with pytest.raises(ValueError, match=re.escape("adata is empty (0 cells x 30 genes)")):
-        model.predict_perturbation(fresh[:0].copy(), **PREDICT)
+        model.predict_perturbation(tiny_fresh[:0].copy(), **PREDICT)
 
 
 def _reordered(adata):
@@ -162,64 +150,64 @@ GENE_MISMATCHES = [
 
 
 @pytest.mark.parametrize(("change", "message"), GENE_MISMATCHES)
-def test_predict_time_genes_must_match(trained_pair, fresh, change, message):
-    model, _ = trained_pair
+def test_predict_time_genes_must_match(tiny_trained_pair, tiny_fresh, change, message):
+    model, _ = tiny_trained_pair
     with pytest.raises(ValueError, match=re.escape(message)):
-        model.predict_perturbation(change(fresh), **PREDICT)
+        model.predict_perturbation(change(tiny_fresh), **PREDICT)
     with pytest.raises(ValueError, match=re.escape(message)):
-        model.get_mmd_representation(change(fresh))
+        model.get_mmd_representation(change(tiny_fresh))
     with pytest.raises(ValueError, match=re.escape(message)):
-        TRVAE.load_query_data(change(fresh), model)
+        TRVAE.load_query_data(change(tiny_fresh), model)
 
 
-def test_load_with_reordered_genes_is_refused(trained_pair, fresh, tmp_path):
-    model, _ = trained_pair
+def test_load_with_reordered_genes_is_refused(tiny_trained_pair, tiny_fresh, tmp_path):
+    model, _ = tiny_trained_pair
     model.save(tmp_path / "model")
     with pytest.raises(ValueError, match="adata has the training genes in a different order"):
-        TRVAE.load(tmp_path / "model", adata=_reordered(fresh), accelerator="cpu")
+        TRVAE.load(tmp_path / "model", adata=_reordered(tiny_fresh), accelerator="cpu")
 
 
-def test_predict_time_values_checked(trained_pair, fresh):
-    model, _ = trained_pair
-    fresh.X[1, 1] = np.nan
+def test_predict_time_values_checked(tiny_trained_pair, tiny_fresh):
+    model, _ = tiny_trained_pair
+    tiny_fresh.X[1, 1] = np.nan
     with pytest.raises(ValueError, match=re.escape("adata.X contains 1+ non-finite values")):
-        model.predict_perturbation(fresh, **PREDICT)
+        model.predict_perturbation(tiny_fresh, **PREDICT)
 
 
-def test_unregistered_anndata_is_scanned_only_in_the_selected_cells(trained_pair, fresh):
-    model, _ = trained_pair
-    stimulated = np.flatnonzero(fresh.obs["condition"] == "stimulated")
-    fresh.X[stimulated[0], 1] = np.nan  # outside the control cells that a control -> stimulated prediction reads
-    assert np.isfinite(model.predict_perturbation(fresh, **PREDICT).X).all()
-    assert np.isfinite(model.get_mmd_representation(fresh, indices=stimulated[1:])).all()
+def test_unregistered_anndata_is_scanned_only_in_the_selected_cells(tiny_trained_pair, tiny_fresh):
+    model, _ = tiny_trained_pair
+    stimulated = np.flatnonzero(tiny_fresh.obs["condition"] == "stimulated")
+    tiny_fresh.X[stimulated[0], 1] = np.nan  # outside the control cells that a control -> stimulated prediction reads
+    assert np.isfinite(model.predict_perturbation(tiny_fresh, **PREDICT).X).all()
+    assert np.isfinite(model.get_mmd_representation(tiny_fresh, indices=stimulated[1:])).all()
     with pytest.raises(ValueError, match=re.escape("adata.X contains 1+ non-finite values")):
-        model.get_mmd_representation(fresh, indices=stimulated)
+        model.get_mmd_representation(tiny_fresh, indices=stimulated)
 
 
-def test_count_model_refuses_log_data_and_missing_layer_at_predict_time(fresh):
+def test_count_model_refuses_log_data_and_missing_layer_at_predict_time(tiny_fresh):
     adata = tiny_adata()
     TRVAE.setup_anndata(adata, condition_key="condition", layer="counts", is_count_data=True)
     model = TRVAE(adata, n_hidden=8, n_latent=2)
     model.train(**FAST)
-    fresh.layers["counts"] = fresh.X.copy()
+    tiny_fresh.layers["counts"] = tiny_fresh.X.copy()
     with pytest.raises(ValueError, match=re.escape("adata.layers['counts'] has non-integer values")):
-        model.predict_perturbation(fresh, **PREDICT)
-    del fresh.layers["counts"]
+        model.predict_perturbation(tiny_fresh, **PREDICT)
+    del tiny_fresh.layers["counts"]
     with pytest.raises(KeyError, match=re.escape("Layer 'counts' is not in adata.layers")):
-        model.predict_perturbation(fresh, **PREDICT)
+        model.predict_perturbation(tiny_fresh, **PREDICT)
 
 
-def test_covariates_at_predict_time(fresh):
+def test_covariates_at_predict_time(tiny_fresh):
     adata = tiny_adata()
     adata.obs["donor"] = np.where(np.arange(adata.n_obs) % 2, "d1", "d2")
     TRVAE.setup_anndata(adata, condition_key="condition", categorical_covariate_keys=["donor"])
     model = TRVAE(adata, n_hidden=8, n_latent=2)
     model.train(**FAST)
     with pytest.raises(KeyError, match=re.escape("categorical_covariate_keys of the model ['donor'] not found")):
-        model.predict_perturbation(fresh, **PREDICT)
-    fresh.obs["donor"] = "d3"
+        model.predict_perturbation(tiny_fresh, **PREDICT)
+    tiny_fresh.obs["donor"] = "d3"
     with pytest.raises(ValueError, match=re.escape('Making .obs["donor"] categorical failed')):
-        model.predict_perturbation(fresh, **PREDICT)
+        model.predict_perturbation(tiny_fresh, **PREDICT)
 
 
 @pytest.mark.parametrize(
@@ -239,16 +227,16 @@ def test_covariates_at_predict_time(fresh):
         ),
     ],
 )
-def test_loss_weights_checked(trained_pair, kwargs, message):
-    model, _ = trained_pair
+def test_loss_weights_checked(tiny_trained_pair, kwargs, message):
+    model, _ = tiny_trained_pair
     with pytest.raises(ValueError, match=re.escape(message)):
         model.train(**FAST, **kwargs)
 
 
-def test_batch_smaller_than_conditions_refused(fresh):
-    TRVAE.setup_anndata(fresh, condition_key="condition")
+def test_batch_smaller_than_conditions_refused(tiny_fresh):
+    TRVAE.setup_anndata(tiny_fresh, condition_key="condition")
     with pytest.raises(ValueError, match=re.escape("batch_size=1 is smaller than the 2 conditions to balance")):
-        TRVAE(fresh, n_hidden=8).train(**{**FAST, "batch_size": 1})
+        TRVAE(tiny_fresh, n_hidden=8).train(**{**FAST, "batch_size": 1})
 
 
 def _as_format(adata: anndata.AnnData, fmt: str, tmp_path) -> anndata.AnnData:
@@ -266,8 +254,8 @@ def _as_format(adata: anndata.AnnData, fmt: str, tmp_path) -> anndata.AnnData:
 
 
 @pytest.mark.parametrize("fmt", ["csr", "csc", "backed-dense", "backed-csr"])
-def test_matrix_formats_train_and_predict(trained_pair, tmp_path, fmt):
-    reference_model, _ = trained_pair
+def test_matrix_formats_train_and_predict(tiny_trained_pair, tmp_path, fmt):
+    reference_model, _ = tiny_trained_pair
     expected = reference_model.predict_perturbation(**PREDICT).X
     adata = _as_format(tiny_adata(), fmt, tmp_path)
     assert adata.isbacked == fmt.startswith("backed")
@@ -321,10 +309,10 @@ def _nan_mmd(stage: str):
     return penalty
 
 
-def test_non_finite_mmd_in_training_stops_with_term_epoch_and_step(fresh, monkeypatch):
+def test_non_finite_mmd_in_training_stops_with_term_epoch_and_step(tiny_fresh, monkeypatch):
     monkeypatch.setattr(TRVAEModule, "mmd_penalty", _nan_mmd("training"))
-    TRVAE.setup_anndata(fresh, condition_key="condition")
-    model = TRVAE(fresh, n_hidden=8)
+    TRVAE.setup_anndata(tiny_fresh, condition_key="condition")
+    model = TRVAE(tiny_fresh, n_hidden=8)
     with pytest.raises(
         NonFiniteLossError, match=r"Non-finite MMD term \(MMD=nan\) at epoch 1, training minibatch 1"
     ) as info:
@@ -334,17 +322,17 @@ def test_non_finite_mmd_in_training_stops_with_term_epoch_and_step(fresh, monkey
     assert not model.is_trained
 
 
-def test_non_finite_mmd_in_validation_is_reported_as_validation(fresh, monkeypatch):
+def test_non_finite_mmd_in_validation_is_reported_as_validation(tiny_fresh, monkeypatch):
     monkeypatch.setattr(TRVAEModule, "mmd_penalty", _nan_mmd("validation"))
-    TRVAE.setup_anndata(fresh, condition_key="condition")
-    model = TRVAE(fresh, n_hidden=8)
+    TRVAE.setup_anndata(tiny_fresh, condition_key="condition")
+    model = TRVAE(tiny_fresh, n_hidden=8)
     with pytest.raises(NonFiniteLossError, match=r"Non-finite MMD term .* at epoch 2, validation minibatch 1"):
         model.train(**{**FAST, "max_epochs": 3}, train_size=0.75, check_val_every_n_epoch=2)
 
 
-def test_diverging_learning_rate_is_named(fresh):
-    TRVAE.setup_anndata(fresh, condition_key="condition")
-    model = TRVAE(fresh, n_hidden=8)
+def test_diverging_learning_rate_is_named(tiny_fresh):
+    TRVAE.setup_anndata(tiny_fresh, condition_key="condition")
+    model = TRVAE(tiny_fresh, n_hidden=8)
     with pytest.raises(NonFiniteLossError) as info:
         model.train(**FAST, plan_kwargs={"lr": 1e30})
     message = str(info.value)
@@ -352,9 +340,9 @@ def test_diverging_learning_rate_is_named(fresh):
     assert "diverged" in message and "lower the learning rate" in message
 
 
-def test_overflowing_weighted_sum_is_named(fresh):
-    TRVAE.setup_anndata(fresh, condition_key="condition")
-    model = TRVAE(fresh, n_hidden=8)
+def test_overflowing_weighted_sum_is_named(tiny_fresh):
+    TRVAE.setup_anndata(tiny_fresh, condition_key="condition")
+    model = TRVAE(tiny_fresh, n_hidden=8)
     with pytest.raises(
         NonFiniteLossError, match=r"Non-finite total loss \(inf\) at epoch 1, training minibatch 1"
     ) as info:
@@ -409,8 +397,8 @@ def test_extreme_but_legal_settings_train_without_nan(make, setup, train):
 
 
 # ---------------------------------------------------------------------------------------------- reproducibility
-def test_same_seed_same_predictions(trained_pair):
-    model, adata = trained_pair
+def test_same_seed_same_predictions(tiny_trained_pair):
+    model, adata = tiny_trained_pair
     again = train_tiny_model(tiny_adata())
     expected = model.predict_perturbation(**PREDICT)
     np.testing.assert_array_equal(again.predict_perturbation(**PREDICT).X, expected.X)
@@ -428,8 +416,8 @@ def tiny_adata_registered() -> anndata.AnnData:
 
 
 @pytest.mark.parametrize("save_anndata", [False, True])
-def test_save_load_identical_predictions(trained_pair, tmp_path, save_anndata):
-    model, adata = trained_pair
+def test_save_load_identical_predictions(tiny_trained_pair, tmp_path, save_anndata):
+    model, adata = tiny_trained_pair
     expected = model.predict_perturbation(**PREDICT).X
     model.save(tmp_path / "model", save_anndata=save_anndata)
     if save_anndata:
@@ -448,9 +436,9 @@ def _never_restore(storage, location):
     return None
 
 
-def test_model_saved_on_another_device_loads_onto_cpu(trained_pair, tmp_path):
+def test_model_saved_on_another_device_loads_onto_cpu(tiny_trained_pair, tmp_path):
     """Re-save the weights tagged as CUDA tensors, as a GPU-trained model writes them, then load on CPU."""
-    model, _ = trained_pair
+    model, _ = tiny_trained_pair
     expected = model.predict_perturbation(**PREDICT).X
     model.save(tmp_path / "model", save_anndata=True)
     path = tmp_path / "model" / "model.pt"

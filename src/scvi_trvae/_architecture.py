@@ -15,6 +15,14 @@ DEFAULT_N_HIDDEN = 256
 DEFAULT_N_LAYERS = 2
 
 
+def resolve_n_layers(n_layers, what: str = "n_layers") -> int:
+    """Return ``n_layers`` (its default when ``None``), checked to be a whole number of at least 1."""
+    n_layers = DEFAULT_N_LAYERS if n_layers is None else n_layers
+    if isinstance(n_layers, bool) or not isinstance(n_layers, int | np.integer) or n_layers < 1:
+        raise ValueError(f"{what} must be at least 1, got {n_layers!r}.")
+    return int(n_layers)
+
+
 def _check_width(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
@@ -42,11 +50,9 @@ class LayerWidths:
     ) -> LayerWidths:
         """Check either form of the widths and return them; see :class:`~scvi_trvae.TRVAE`'s parameters."""
         if hidden_layer_sizes is None:
-            n_layers = DEFAULT_N_LAYERS if n_layers is None else n_layers
-            if isinstance(n_layers, bool) or not isinstance(n_layers, int | np.integer) or n_layers < 1:
-                raise ValueError(f"n_layers must be at least 1, got {n_layers!r}.")
+            n_layers = resolve_n_layers(n_layers)
             width = _check_width(DEFAULT_N_HIDDEN if n_hidden is None else n_hidden, "n_hidden")
-            encoder = (width,) * int(n_layers)
+            encoder = (width,) * n_layers
         else:
             if n_hidden is not None or n_layers is not None:
                 raise ValueError(

@@ -17,7 +17,7 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Normal, kl_divergence
 
-from ._architecture import DEFAULT_N_HIDDEN, DEFAULT_N_LAYERS, LayerWidths
+from ._architecture import DEFAULT_N_HIDDEN, LayerWidths, resolve_n_layers
 from ._mmd import BandwidthSpec
 from ._module import DEFAULT_KL_WEIGHT, DEFAULT_MMD_WEIGHT, MMD_LAYER_KEY, PX_MEAN_KEY, PX_SCALE_KEY, TRVAEModule
 from ._validation import _value_chunks, resolve_likelihood
@@ -51,9 +51,7 @@ class ConvWidths:
     ) -> ConvWidths:
         """Check the widths (``hidden_layer_sizes`` are convolution channels here) and fill in the defaults."""
         if hidden_layer_sizes is None:
-            n_layers = DEFAULT_N_LAYERS if n_layers is None else n_layers
-            if isinstance(n_layers, bool) or not isinstance(n_layers, int | np.integer) or n_layers < 1:
-                raise ValueError(f"n_layers (convolution blocks) must be at least 1, got {n_layers!r}.")
+            n_layers = resolve_n_layers(n_layers, "n_layers (convolution blocks)")
             hidden_layer_sizes = [BASE_CHANNELS * 2**block for block in range(n_layers)]
         elif n_layers is not None:
             raise ValueError("Give the convolution channels either as hidden_layer_sizes or as n_layers, not both.")

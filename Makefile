@@ -26,8 +26,8 @@ docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks docs/tutorials
-	$(PY) -m ruff format --check src tests benchmarks docs/tutorials
+	$(PY) -m ruff check src tests benchmarks tutorials
+	$(PY) -m ruff format --check src tests benchmarks tutorials
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/out_of_sample.py $(ARGS)

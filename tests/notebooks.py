@@ -3,7 +3,7 @@
 The cell tagged ``parameters`` holds the defaults; the overrides go into a new cell right after it,
 tagged ``injected-parameters``. Run as a script to refresh a notebook's stored outputs in place::
 
-    SCVI_TRVAE_DATA_DIR=../shared/data python tests/notebooks.py docs/tutorials/kang_out_of_sample.ipynb
+    SCVI_TRVAE_DATA_DIR=../shared/data python tests/notebooks.py tutorials/kang_out_of_sample.ipynb
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ pytest.importorskip("ipykernel")
 import nbformat  # noqa: E402
 from notebooks import execute, inject_parameters  # noqa: E402
 
-TUTORIALS = Path(__file__).resolve().parents[1] / "docs" / "tutorials"
+TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 QUICK = {"MAX_EPOCHS": 2, "MAX_CELLS": 60, "SEED": 0}
 
 CASES = {

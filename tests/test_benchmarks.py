@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 
 import _cyclegan as cyclegan
 import _saucie as saucie
@@ -346,6 +347,20 @@ def test_quick_mode_markdown_and_figures(quick_run):
     assert {p.name for p in (out / "figures").glob("*.png")} == {
         f"kang_NK_stimulated_{what}.png" for what in ("reg_mean", "reg_var", "genes")
     }
+
+
+def test_figures_are_not_redrawn_without_the_trvae_predictions(quick_run, tmp_path):
+    out, argv, _ = quick_run
+    cache_copy = tmp_path / "cache"
+    shutil.copytree(out / "cache", cache_copy)
+    removed = list(cache_copy.rglob("*__trVAE__seed0.npy"))
+    assert removed and list(cache_copy.rglob("*.npy")) != removed  # other methods' predictions stay
+    for path in removed:
+        path.unlink()
+    with _restoring_threads():
+        cli.main([*argv[:3], "--output-dir", str(tmp_path / "out"), "--cache-dir", str(cache_copy), "--cached-only"])
+    assert (tmp_path / "out" / "benchmarks.md").exists()
+    assert not list((tmp_path / "out").rglob("*.png"))
 
 
 def test_quick_mode_resumes_from_cache(quick_run):

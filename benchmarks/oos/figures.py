@@ -13,6 +13,9 @@ from .splits import Split
 
 logger = logging.getLogger("out_of_sample")
 
+#: The method the figures are about: they are drawn only when its seed-0 predictions are cached.
+FIGURE_METHOD = "trVAE"
+
 
 def make_figures(config: RunConfig, split: Split) -> None:
     """Reg-mean, reg-var and gene-distribution plots of the cached seed-0 predictions of a figure split."""
@@ -30,7 +33,12 @@ def make_figures(config: RunConfig, split: Split) -> None:
             pred = np.load(path)
             if pred.shape == (split.control.n_obs, split.control.n_vars):
                 predictions[name] = pred
-    if not predictions:
+    if FIGURE_METHOD not in predictions:
+        # a cache rebuilt from the results file, or a run of other methods only: redrawing would
+        # replace the committed figures with plots that lack trVAE
+        logger.info(
+            "figures of %s %s not drawn: no cached %s predictions", split.dataset, split.cell_type, FIGURE_METHOD
+        )
         return
     config.figure_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{split.dataset}_{slug(split.cell_type)}_{slug(split.target)}"

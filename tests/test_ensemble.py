@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from scvi_trvae import TRVAE, TRVAEEnsemble
-from scvi_trvae._ensemble import MEMBER_MEANS_VARM, SHIFT_SD_LAYER, SHIFT_SD_VAR, pooled_shift
+from scvi_trvae._ensemble import MEMBER_MEANS_VARM, SHIFT_SD_LAYER, SHIFT_SD_VAR
+from scvi_trvae.baselines import pooled_shift
 
 TRAIN = {"max_epochs": 2, "batch_size": 32, "enable_progress_bar": False}
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from scvi_trvae import model_selection
-from scvi_trvae._ensemble import pooled_shift
+from scvi_trvae.baselines import pooled_shift
 
 from .expression import dense
 from .paths import CACHE_DIR

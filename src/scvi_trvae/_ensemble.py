@@ -24,6 +24,7 @@ from anndata import AnnData
 from scvi.data import _constants
 
 from ._model import TRVAE
+from .baselines import pooled_shift
 from .utils import as_dense
 
 #: ``layers`` key of the per-(cell, gene) sd over members of the predicted shift.
@@ -70,21 +71,6 @@ def _train_member_to_disk(directory: str, *args: Any) -> str:
     """Process-pool entry point: train one member and save it (models are passed back on disk)."""
     _train_member(*args).save(directory, overwrite=True)
     return directory
-
-
-def pooled_shift(adata: AnnData, *, cell_type_key: str, condition_key: str, exclude: Sequence[str], source: str,
-                 target: str) -> np.ndarray:  # fmt: skip
-    """Per-gene mean ``target`` minus mean ``source`` expression of the cells of all types but ``exclude``.
-
-    The shift of :func:`scvi_trvae.baselines.mean_shift` (cells pooled over the other cell types).
-    """
-    types = adata.obs[cell_type_key].astype(str).to_numpy()
-    conditions = adata.obs[condition_key].astype(str).to_numpy()
-    others = ~np.isin(types, [str(t) for t in exclude])
-    in_source, in_target = others & (conditions == str(source)), others & (conditions == str(target))
-    if not (in_source.any() and in_target.any()):
-        raise ValueError(f"No other cell type has cells in {source!r} and {target!r} to estimate a pooled shift from.")
-    return _dense(adata.X[in_target]).mean(0) - _dense(adata.X[in_source]).mean(0)
 
 
 class TRVAEEnsemble:

@@ -7,6 +7,8 @@ Both predict the cells of one held-out ``(cell type, target condition)`` from th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from anndata import AnnData
 
@@ -43,13 +45,31 @@ def mean_shift(
     other-type cells in ``source`` (cells pooled, as in the field's usual definition).
     """
     cells = _source_cells(adata, cell_type_key, condition_key, cell_type, source)
-    others = (adata.obs[cell_type_key].astype(str) != str(cell_type)).to_numpy()
-    conditions = adata.obs[condition_key].astype(str).to_numpy()
-    in_source, in_target = others & (conditions == str(source)), others & (conditions == str(target))
-    if not (in_source.any() and in_target.any()):
-        raise ValueError(f"No other cell type has cells in {source!r} and {target!r} to estimate a shift from.")
-    shift = as_dense(adata.X[in_target]).mean(0) - as_dense(adata.X[in_source]).mean(0)
+    shift = pooled_shift(
+        adata,
+        cell_type_key=cell_type_key,
+        condition_key=condition_key,
+        exclude=[cell_type],
+        source=source,
+        target=target,
+    )
     shifted = np.clip(as_dense(cells.X) + shift, 0.0, None)
     pred = AnnData(shifted.astype(np.float32), obs=cells.obs.copy(), var=cells.var.copy())
     pred.obs[condition_key] = str(target)
     return pred
+
+
+def pooled_shift(
+    adata: AnnData, *, cell_type_key: str, condition_key: str, exclude: Sequence[str], source: str, target: str
+) -> np.ndarray:
+    """Per-gene mean ``target`` minus mean ``source`` expression of the cells of every type but ``exclude``.
+
+    Cells are pooled over the other cell types (the shift :func:`mean_shift` adds).
+    """
+    types = adata.obs[cell_type_key].astype(str).to_numpy()
+    conditions = adata.obs[condition_key].astype(str).to_numpy()
+    others = ~np.isin(types, [str(t) for t in exclude])
+    in_source, in_target = others & (conditions == str(source)), others & (conditions == str(target))
+    if not (in_source.any() and in_target.any()):
+        raise ValueError(f"No other cell type has cells in {source!r} and {target!r} to estimate a shift from.")
+    return as_dense(adata.X[in_target]).mean(0) - as_dense(adata.X[in_source]).mean(0)

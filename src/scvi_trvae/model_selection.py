@@ -27,8 +27,9 @@ from anndata import AnnData
 from tqdm.auto import tqdm
 
 from . import metrics
-from ._ensemble import TRVAEEnsemble, fresh_copy, pooled_shift
+from ._ensemble import TRVAEEnsemble, fresh_copy
 from ._model import TRVAE
+from .baselines import pooled_shift
 from .utils import as_dense
 
 __all__ = ["DEFAULT_SEARCH_SPACE", "SelectionResult", "fit_self_tuned", "select_hyperparameters"]

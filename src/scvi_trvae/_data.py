@@ -128,7 +128,7 @@ class ConditionBalancedDataSplitter(DataSplitter):
             **kwargs,
         )
         self.condition_codes = adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY).reshape(-1)
-        density = _csr_density(adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
+        density = csr_density(adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
         if sparse_input == "auto":
             sparse_input = use_sparse_input(density, self.batch_size)
         elif sparse_input and density is None:
@@ -195,7 +195,7 @@ class ConditionBalancedDataSplitter(DataSplitter):
         return self._loader(self.test_idx, shuffle=False) if len(self.test_idx) else None
 
 
-def _csr_density(matrix) -> float | None:
+def csr_density(matrix) -> float | None:
     """Fraction of non-zero entries of a CSR matrix, in memory or backed; ``None`` for any other."""
     n_entries = max(matrix.shape[0] * matrix.shape[1], 1)
     if isinstance(matrix, sp.csr_matrix | sp.csr_array):

@@ -33,6 +33,7 @@ from ._prediction import (
     mmd_layer,
     predict_expression,
     prediction_anndata,
+    prediction_minibatches,
 )
 from ._presets import paper_preset
 from ._query import QueryAnnDataMixin
@@ -388,7 +389,7 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
         indices
             Positions (or a boolean mask) of ``adata``'s cells to consider.
         batch_size
-            Minibatch size (default ``scvi.settings.batch_size``).
+            Minibatch size (default 1024: no gradients are kept, and large minibatches run faster).
         mode
             ``"counterfactual"`` (default): decode under ``target`` and add each cell's own
             residual (observed minus its reconstruction under ``source``), clipped at zero; this
@@ -424,7 +425,7 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
         )  # fmt: skip
         adata, positions = self._query_anndata(adata, indices, [self.conditions[source_code]])
         self.module.eval()
-        minibatches = self._make_data_loader(adata=adata, indices=positions, batch_size=batch_size, shuffle=False)
+        minibatches = prediction_minibatches(self, adata, positions, batch_size)
         predicted = predict_expression(self.module, request, minibatches, len(positions))
         return prediction_anndata(predicted, adata.obs.iloc[positions], adata.var, request, self)
 
@@ -457,7 +458,7 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
         adata, positions = self._query_anndata(adata, indices)
         override = None if condition is None else self._condition_code(condition, "requested")
         self.module.eval()
-        minibatches = self._make_data_loader(adata=adata, indices=positions, batch_size=batch_size, shuffle=False)
+        minibatches = prediction_minibatches(self, adata, positions, batch_size)
         return np.concatenate([mmd_layer(self.module, tensors, override).cpu().numpy() for tensors in minibatches])
 
     # ------------------------------------------------------------------ reference mapping

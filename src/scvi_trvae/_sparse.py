@@ -92,7 +92,10 @@ def _first_linear(layer: nn.Linear, x: torch.Tensor, one_hots: list[torch.Tensor
     n_genes = x.shape[1]
     weight = layer.weight
     with torch.autocast(x.device.type, enabled=False):
-        output = _SparseTimesWeight.apply(x.float(), weight[:, :n_genes].float())
+        if torch.is_grad_enabled() and weight.requires_grad:
+            output = _SparseTimesWeight.apply(x.float(), weight[:, :n_genes].float())
+        else:  # prediction: no weight gradient, so no transposed copy of x
+            output = torch.sparse.mm(x.float(), weight[:, :n_genes].float().t().contiguous())
         if one_hots:
             covariates = torch.cat(one_hots, dim=-1).float()
             output = output + covariates @ weight[:, n_genes:].float().t()

@@ -7,17 +7,27 @@ import pytest
 from scvi_trvae import demo
 
 
-def test_demo_runs_end_to_end(tmp_path, capsys):
-    scores = demo.run(
-        demo._parser().parse_args(["--epochs", "2", "--output-dir", str(tmp_path), "--holdout", "type_B"])
-    )
+def test_demo_runs_the_recommended_pipeline_end_to_end(tmp_path, capsys):
+    fast = ["--epochs", "2", "--members", "2", "--inner-folds", "1"]
+    args = [*fast, "--holdout", "type_B", "--output-dir", str(tmp_path)]
+    scores = demo.run(demo._parser().parse_args(args))
     out = capsys.readouterr().out
-    assert "| trVAE |" in out and "| control + mean shift |" in out and "| no response |" in out
+    recommended = next(name for name in scores if name.startswith("trVAE ensemble + shrink (w="))
+    expected = {"trVAE (seed 0)", "trVAE ensemble (2 seeds)", recommended, "control + mean shift", "no response"}
+    assert set(scores) == expected
+    assert all(f"| {name} |" in out for name in expected)
+    assert "Chose w = " in out and "by inner leave-one-cell-type-out on the training cells" in out
+    weight = float(recommended.removeprefix("trVAE ensemble + shrink (w=").removesuffix(")"))
+    assert 0.0 <= weight <= 1.0
     assert (tmp_path / "reg_mean_plot.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "scores.json").read_text())
-    assert set(saved) == {"trVAE", "control + mean shift", "no response"}
+    assert set(saved) == expected
     assert saved["no response"]["edist_scaled"] == 1.0 or abs(saved["no response"]["edist_scaled"] - 1) < 1e-9
     assert scores["no response"]["r2_mean_deg"] < scores["control + mean shift"]["r2_mean_deg"]
+
+
+def test_demo_data_has_state_dependent_responses_by_default():
+    assert demo._parser().parse_args([]).state_dependence == demo.DEMO_STATE_DEPENDENCE > 0
 
 
 def test_demo_names_a_hold_out_that_does_not_exist(tmp_path):

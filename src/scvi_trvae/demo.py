@@ -1,6 +1,12 @@
 r"""Demo: hold out one (cell type, condition) pair, train trVAE without it, predict it and score it.
 
-Run ``python -m scvi_trvae.demo`` (the package's synthetic data set) or point it at an ``.h5ad``::
+The demo runs the recommended pipeline (``docs/ensembles.md``): a 3-seed :class:`~scvi_trvae.TRVAEEnsemble`
+whose shift is blended with the pooled shift of the other cell types, the weight ``w`` chosen by inner
+leave-one-cell-type-out on the training cells only (:func:`scvi_trvae.model_selection.fit_self_tuned`).
+It prints that pipeline's scores beside one seed alone, the plain ensemble and the baselines.
+
+Run ``python -m scvi_trvae.demo`` (the package's synthetic data set, with cell-type- and state-dependent
+responses) or point it at an ``.h5ad``::
 
     python -m scvi_trvae.demo --data kang.h5ad --condition-key condition --cell-type-key cell_type \
         --source control --target stimulated --holdout NK
@@ -10,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,9 +25,12 @@ import anndata as ad
 import numpy as np
 import scvi
 
-from . import baselines, metrics, pl
-from ._model import TRVAE
+from . import baselines, metrics, model_selection, pl
 from .datasets import holdout_split, synthetic_perturbation
+
+#: ``state_dependence`` of the demo's synthetic data: responses partly shared, partly cell-type specific and
+#: scaled by each cell's state, as IFN-beta responses are (``datasets.synthetic_perturbation``).
+DEMO_STATE_DEPENDENCE = 1.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,7 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", default="control", help="condition to predict from")
     parser.add_argument("--target", default="stimulated", help="condition to predict")
     parser.add_argument("--holdout", default="type_A", help="cell type whose target cells are held out")
-    parser.add_argument("--epochs", type=int, default=None, help="default: TRVAE.train's own default")
+    parser.add_argument("--members", type=int, default=3, help="seeds in the ensemble (1: a single model)")
+    parser.add_argument("--inner-folds", type=int, default=2, help="inner held-out cell types that choose w")
+    parser.add_argument("--epochs", type=int, default=None, help="default: the pipeline's own training length")
+    parser.add_argument(
+        "--state-dependence", type=float, default=DEMO_STATE_DEPENDENCE,
+        help="synthetic data only: how much responses depend on cell type and state (0: one shared response)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", type=Path, default=Path("demo_output"))
     return parser
@@ -47,32 +63,55 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
     return metrics.markdown_table(["method", *metrics.METRIC_KEYS], cells)
 
 
+def _fit(train: ad.AnnData, args: argparse.Namespace, keys: dict):
+    """Run the recommended pipeline on the training cells: choose ``w`` by inner validation, train the members."""
+    fixed_length = {}
+    if args.epochs is not None:  # the pipeline counts minibatch steps; translate the epochs asked for
+        steps = args.epochs * math.ceil(train.n_obs / model_selection.BATCH_SIZE)
+        fixed_length["search_space"] = {"training_steps": (steps,)}
+    return model_selection.fit_self_tuned(
+        train, n_members=args.members, seed=args.seed, n_configs=1, max_inner_folds=args.inner_folds,
+        progress_bar=False, **keys, **fixed_length,
+    )  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """Train, predict and score; write the reg-mean plot and the scores to ``args.output_dir``."""
     scvi.settings.seed = args.seed
-    adata = synthetic_perturbation(seed=args.seed) if args.data is None else ad.read_h5ad(args.data)
-    keys = {"cell_type_key": args.cell_type_key, "condition_key": args.condition_key, "cell_type": args.holdout}
+    if args.data is None:
+        adata = synthetic_perturbation(seed=args.seed, state_dependence=args.state_dependence)
+    else:
+        adata = ad.read_h5ad(args.data)
+    keys = {"cell_type_key": args.cell_type_key, "condition_key": args.condition_key}
+    task = {"source": args.source, "target": args.target}
     try:
-        split = holdout_split(adata, source=args.source, target=args.target, **keys)
+        split = holdout_split(adata, cell_type=args.holdout, **keys, **task)
     except (KeyError, ValueError) as error:
         raise SystemExit(f"Cannot hold out {args.holdout!r} in {args.target!r}: {error}") from error
     train, real_control, real_target = split.train, split.control, split.real_target
-    n_held_out = real_target.n_obs
     print(
         f"Data: {adata.n_obs} cells x {adata.n_vars} genes; "
-        f"holding out {n_held_out} {args.holdout} {args.target} cells."
+        f"holding out {real_target.n_obs} {args.holdout} {args.target} cells."
+    )
+    start = time.perf_counter()
+    ensemble, selection = _fit(train, args, {**keys, **task})
+    weight = selection.best_shift_weight
+    print(
+        f"Chose w = {weight:g} by inner leave-one-cell-type-out on the training cells "
+        f"({', '.join(selection.inner_cell_types)}); trained {ensemble.n_members} member(s) "
+        f"in {time.perf_counter() - start:.0f} s in all."
     )
 
-    TRVAE.setup_anndata(train, condition_key=args.condition_key)
-    model = TRVAE(train)
-    start = time.perf_counter()
-    model.train(max_epochs=args.epochs)
-    print(f"Trained {len(model.history['train_loss'])} epochs in {time.perf_counter() - start:.0f} s.")
-
+    recommended = f"trVAE ensemble + shrink (w={weight:g})"
+    predict = {"cell_type_key": args.cell_type_key, **task}
     predictions = {
-        "trVAE": model.predict_perturbation(real_control, source=args.source, target=args.target),
-        "control + mean shift": baselines.mean_shift(train, source=args.source, target=args.target, **keys),
-        "no response": baselines.no_response(train, source=args.source, target=args.target, **keys),
+        f"trVAE (seed {args.seed})": ensemble.members[0].predict_perturbation(real_control, **task),
+        f"trVAE ensemble ({ensemble.n_members} seeds)": ensemble.predict_perturbation(
+            real_control, shift_weight=1.0, **predict
+        ),
+        recommended: ensemble.predict_perturbation(real_control, shift_weight=weight, **predict),
+        "control + mean shift": baselines.mean_shift(train, cell_type=args.holdout, **keys, **task),
+        "no response": baselines.no_response(train, cell_type=args.holdout, **keys, **task),
     }
     degs = metrics.top_degs(real_target, real_control)
     scores = {
@@ -80,14 +119,14 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         for name, pred in predictions.items()
     }
     print()
-    print(f"{args.holdout}: {args.source} -> {args.target}, predicted vs {n_held_out} real held-out cells")
+    print(f"{args.holdout}: {args.source} -> {args.target}, predicted vs {real_target.n_obs} real held-out cells")
     print(format_table(scores))
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
     plot_path = args.output_dir / "reg_mean_plot.png"
     pl.reg_mean_plot(
-        predictions["trVAE"], real_target, real_control, degs=degs, show=False, save=plot_path,
-        title=f"trVAE: {args.holdout} {args.target} (held out)",
+        predictions[recommended], real_target, real_control, degs=degs, show=False, save=plot_path,
+        title=f"{recommended}: {args.holdout} {args.target} (held out)",
     )  # fmt: skip
     (args.output_dir / "scores.json").write_text(json.dumps(scores, indent=1))
     print(f"\nWrote {plot_path} and {args.output_dir / 'scores.json'}.")

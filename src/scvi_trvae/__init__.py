@@ -14,6 +14,7 @@ from ._mmd import condition_mmd
 from ._model import TRVAE
 from ._module import TRVAEModule
 from ._persistence import ModelFileError, UnsafeModelFileError
+from ._soma import SOMAConditionBalancedDataModule
 from ._training_plan import NonFiniteLossError, TRVAETrainingPlan
 
 try:
@@ -29,6 +30,7 @@ __all__ = [
     "DistributedConditionBalancedSampler",
     "ModelFileError",
     "NonFiniteLossError",
+    "SOMAConditionBalancedDataModule",
     "TRVAEEnsemble",
     "TRVAEModule",
     "TRVAETrainingPlan",

@@ -17,7 +17,7 @@ from scvi import REGISTRY_KEYS, settings
 from scvi.data import AnnDataManager
 from scvi.dataloaders import DataSplitter
 from scvi.nn import FCLayers
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ._batches import balanced_batches, stratified_batches
 from ._distributed import DistributedConditionBalancedSampler, process_group
@@ -157,8 +157,12 @@ class ConditionBalancedDataSplitter(DataSplitter):
             np.sort(np.concatenate(part)) for part in (train, validation, test)
         )
 
+    def _dataset(self, indices: np.ndarray) -> Dataset:
+        """Return the cells at ``indices`` as a dataset indexed by lists of positions ``0..len(indices)-1``."""
+        return self.adata_manager.create_torch_dataset(indices=indices, load_sparse_tensor=self.load_sparse_tensor)
+
     def _loader(self, indices: np.ndarray, shuffle: bool) -> DataLoader:
-        dataset = self.adata_manager.create_torch_dataset(indices=indices, load_sparse_tensor=self.load_sparse_tensor)
+        dataset = self._dataset(indices)
         codes = self.condition_codes[indices]
         if self.distributed_sampler or process_group()[1] > 1:
             sampler = DistributedConditionBalancedSampler(codes, self.batch_size, shuffle=shuffle)

@@ -128,7 +128,7 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
         adata = registered_modality(type(self), adata)  # a MuData: its RNA modality (setup_mudata)
         super().__init__(adata, registry=registry)
         module_cls, likelihood = select_module(self, likelihood, image_shape, adata is not None)
-        self.var_names_ = None if adata is None else np.asarray(adata.var_names, dtype=str)
+        self.var_names_ = np.asarray(adata.var_names if adata is not None else self.get_var_names(), dtype=str)
         self.module = module_cls(
             n_input=self.summary_stats.n_vars,
             n_conditions=self.summary_stats.n_batch,
@@ -335,8 +335,10 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
         plan_kwargs = self._training_plan_kwargs(kl_weight, mmd_weight, plan_kwargs)
         if early_stopping:
             kwargs.setdefault("early_stopping_monitor", "validation_loss")
-        if max_epochs is None and self.adata is not None:
-            steps_per_epoch = math.ceil(self.adata.n_obs / batch_size)
+        datamodule = kwargs.get("datamodule")
+        n_obs = self.adata.n_obs if self.adata is not None else getattr(datamodule, "n_obs", None)
+        if max_epochs is None and n_obs is not None:
+            steps_per_epoch = math.ceil(n_obs / getattr(datamodule, "batch_size", batch_size))
             max_epochs = min(max(math.ceil(DEFAULT_TRAINING_STEPS / steps_per_epoch), 20), 400)
         return super().train(
             max_epochs=max_epochs,

@@ -44,7 +44,9 @@ class QueryAnnDataMixin:
         adata = modality_with_genes(adata, self.var_names_)  # a MuData: its RNA modality
         if adata is None:
             if self.adata is None:
-                raise ValueError("This model was loaded without its AnnData; pass `adata=`.")
+                raise ValueError(
+                    "This model has no AnnData (loaded without one, or trained from a datamodule): pass `adata=`."
+                )
             adata = self.adata
         check_not_empty(adata)
         if self.var_names_ is not None:

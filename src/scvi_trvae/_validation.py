@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -52,8 +52,13 @@ def check_expression_values(matrix, *, is_count_data: bool, where: str) -> None:
     where
         Name of the matrix for messages, e.g. ``"adata.X"``.
     """
+    check_value_chunks(_value_chunks(matrix), is_count_data=is_count_data, where=where)
+
+
+def check_value_chunks(chunks: Iterable[np.ndarray], *, is_count_data: bool, where: str) -> None:
+    """:func:`check_expression_values` on the stored values of a matrix given a chunk at a time."""
     all_integer, max_value, min_value = True, -np.inf, np.inf
-    for values in _value_chunks(matrix):
+    for values in chunks:
         if values.size == 0:
             continue
         if not np.isfinite(values).all():
@@ -80,13 +85,13 @@ def check_expression_values(matrix, *, is_count_data: bool, where: str) -> None:
             "log-normalised (is_count_data=False). Log-normalise it (scanpy.pp.normalize_total + log1p) or "
             "register it with is_count_data=True for a count likelihood.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     elif max_value > 50:
         warnings.warn(
             f"{where} has values up to {max_value:g}, above the usual range of log-normalised expression.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
 

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import scvi
 from make_fixtures import tiny_adata
+from scvi import REGISTRY_KEYS
+from scvi.model.base import UnsupervisedTrainingMixin
 
 from scvi_trvae import TRVAE, SOMAConditionBalancedDataModule
 
@@ -59,6 +61,19 @@ def test_minibatches_hold_every_condition_and_every_cell_once_per_epoch(experime
     np.testing.assert_array_equal(np.sort(np.concatenate(reads)), np.arange(adata.n_obs))
 
 
+def test_categorical_covariates_reach_the_minibatches_and_the_model(experiment):
+    uri, adata = experiment
+    module = datamodule(uri, train_size=1.0, categorical_covariate_keys=["cell_type"])
+    module.setup()
+    reads = recording_reads(module)
+    batch = next(iter(module.train_dataloader()))
+    cell_types = adata.obs["cell_type"].cat.codes.to_numpy()[reads[0]]
+    np.testing.assert_array_equal(batch[REGISTRY_KEYS.CAT_COVS_KEY].numpy().ravel(), cell_types)
+    model = TRVAE(registry=module.registry, n_hidden=8)
+    model.train(max_epochs=1, datamodule=module, **TRAIN_KWARGS)
+    assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
+
+
 def test_held_out_cells_are_never_read_and_the_smaller_condition_is_revisited(experiment):
     uri, adata = experiment
     module = datamodule(uri, train_size=1.0, obs_value_filter=HOLD_OUT_FILTER)
@@ -95,6 +110,14 @@ def test_training_from_soma_matches_in_memory_training_and_predicts(experiment):
     # same split, same minibatches, same rows: the same training
     np.testing.assert_allclose(histories[1], histories[0], rtol=1e-5)
     np.testing.assert_allclose(predictions[1], predictions[0], rtol=1e-4, atol=1e-5)
+    # the cells to predict as the AnnData of a SOMA query
+    with tiledbsoma.Experiment.open(uri) as opened:
+        query = tiledbsoma.AxisQuery(value_filter="cell_type == 'type_A' and condition == 'control'")
+        control_a = opened.axis_query("RNA", obs_query=query).to_anndata(X_name="data")
+    predicted = model.predict_perturbation(control_a, source="control", target="stimulated")
+    control = adata.obs["condition"] == "control"
+    in_type_a = (adata.obs["cell_type"] == "type_A")[control].to_numpy()
+    np.testing.assert_allclose(predicted.X, predictions[1][in_type_a], rtol=1e-4, atol=1e-5)
 
 
 def test_training_reads_x_one_minibatch_at_a_time(experiment, monkeypatch):
@@ -118,6 +141,15 @@ def test_training_reads_x_one_minibatch_at_a_time(experiment, monkeypatch):
     assert None not in rows_per_read and max(rows_per_read) <= 16
 
 
+def test_default_epochs_count_the_datamodule_cells_and_minibatches(experiment, monkeypatch):
+    module = datamodule(experiment[0], obs_value_filter=HOLD_OUT_FILTER, batch_size=4)
+    model = TRVAE(registry=module.registry, n_hidden=8)
+    passed = {}
+    monkeypatch.setattr(UnsupervisedTrainingMixin, "train", lambda self, **kwargs: passed.update(kwargs))
+    model.train(datamodule=module)
+    assert passed["max_epochs"] == 167  # 1,500 steps / 9 minibatches of 4 of the 36 selected cells
+
+
 def test_gene_filter_selects_the_registered_genes(experiment):
     uri, adata = experiment
     module = datamodule(uri, var_value_filter="response_gene == True")
@@ -132,6 +164,12 @@ def test_a_pickled_reader_reads_the_same_rows(experiment):
     reader = datamodule(uri).reader
     reader.read([0])  # opens the array, which must not travel with the pickle
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(reader)).read([3, 1, 3]), adata.X[[3, 1, 3]])
+
+
+def test_dataloader_workers_are_spawned_not_forked(experiment):
+    module = datamodule(experiment[0], train_size=1.0, num_workers=1)
+    module.setup()
+    assert module.train_dataloader().multiprocessing_context.get_start_method() == "spawn"
 
 
 def test_a_model_trained_from_soma_saves_and_loads(experiment, tmp_path):

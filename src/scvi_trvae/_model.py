@@ -83,7 +83,8 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
         ``(height, width)`` or ``(channels, height, width)`` of images flattened in ``X``, channels
         first: selects :class:`~scvi_trvae.ConvTRVAEModule` (``docs/images.md``). ``None``: the dense model.
     registry
-        Registry of a saved model; used by :meth:`load` when no AnnData is given.
+        Registry of a saved model (used by :meth:`load` when no AnnData is given) or of a datamodule
+        (``TRVAE(registry=datamodule.registry)``, :class:`~scvi_trvae.SOMAConditionBalancedDataModule`).
 
     Examples
     --------
@@ -310,7 +311,8 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
             ``DEFAULT_TRAINING_STEPS`` (1,500) minibatch steps, between 20 and 400 (80 epochs for the
             2,351 training cells of the Kang NK split, where 60-80 epochs beat 200; ``docs/defaults.md``).
         batch_size
-            Minibatch size; each of ``C`` conditions contributes ``batch_size // C`` cells.
+            Minibatch size; each of ``C`` conditions contributes ``batch_size // C`` cells. With
+            ``datamodule=`` the datamodule's own ``batch_size`` is used instead.
         kl_weight
             Constant weight of the KL term. For a warm-up pass ``plan_kwargs={"n_epochs_kl_warmup": n}``
             (the weight then rises from 0, or ``plan_kwargs["min_kl_weight"]``, to ``kl_weight``).
@@ -325,7 +327,8 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
             ``kl_weight`` or ``max_kl_weight`` here is an error.
         **kwargs
             Passed to :meth:`scvi.model.base.UnsupervisedTrainingMixin.train` (``train_size``,
-            ``validation_size``, ``accelerator``, ``check_val_every_n_epoch``, trainer arguments...).
+            ``validation_size``, ``accelerator``, ``check_val_every_n_epoch``, trainer arguments...),
+            or ``datamodule``: a :class:`~scvi_trvae.SOMAConditionBalancedDataModule` to train from.
 
         Returns
         -------

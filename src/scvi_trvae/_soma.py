@@ -151,7 +151,9 @@ class SOMAConditionBalancedDataModule(ConditionBalancedDataSplitter):
     train_size, validation_size
         As in :class:`~scvi.dataloaders.DataSplitter`.
     **kwargs
-        Keyword arguments of :class:`torch.utils.data.DataLoader` (e.g. ``num_workers``).
+        Keyword arguments of :class:`torch.utils.data.DataLoader` (e.g. ``num_workers``). Workers
+        are started with ``multiprocessing_context="spawn"`` unless told otherwise: TileDB is not
+        fork-safe (forked workers hang).
 
     Examples
     --------
@@ -190,19 +192,21 @@ class SOMAConditionBalancedDataModule(ConditionBalancedDataSplitter):
             var = _read_axis(opened.ms[measurement_name].var, [var_names_column], var_value_filter, "var", "genes")
             self.obs_joinids = obs["soma_joinid"].to_numpy()
             self.reader = SOMARowReader(array.uri, var["soma_joinid"].to_numpy(), context)
-            where = f"ms[{measurement_name!r}].X[{layer_name!r}]"
+            # the registration of the in-memory path, on the obs columns and an X without entries
+            proxy = AnnData(
+                X=sp.csr_matrix((len(obs), len(var)), dtype=np.float32),
+                obs=_categorical(obs[obs_columns]).set_axis(obs["soma_joinid"].astype(str).to_numpy()),
+                var=pd.DataFrame(index=pd.Index(var[var_names_column].astype(str), name=None)),
+            )
+            TRVAE.setup_anndata(
+                proxy, condition_key=condition_key, categorical_covariate_keys=categorical_covariate_keys,
+                is_count_data=is_count_data,
+            )  # fmt: skip
+            where = f"ms[{measurement_name!r}].X[{layer_name!r}]"  # scanned after the cheap checks of obs
             check_value_chunks(self._value_chunks(array), is_count_data=is_count_data, where=where)
-        # the registration of the in-memory path, on the obs columns and an X without entries
-        proxy = AnnData(
-            X=sp.csr_matrix((len(obs), len(var)), dtype=np.float32),
-            obs=_categorical(obs[obs_columns]).set_axis(obs["soma_joinid"].astype(str).to_numpy()),
-            var=pd.DataFrame(index=pd.Index(var[var_names_column].astype(str), name=None)),
-        )
-        TRVAE.setup_anndata(
-            proxy, condition_key=condition_key, categorical_covariate_keys=categorical_covariate_keys,
-            is_count_data=is_count_data,
-        )  # fmt: skip
         self.measurement_name, self.layer_name = measurement_name, layer_name
+        if kwargs.get("num_workers", 0) > 0:
+            kwargs.setdefault("multiprocessing_context", "spawn")
         super().__init__(
             TRVAE._get_most_recent_anndata_manager(proxy, required=True),
             train_size=train_size,

@@ -53,7 +53,7 @@ STEPS = {
 }
 QUICK_STEPS = {"steps": 12, "warmup": 3}
 #: scArches' default train() (up to 400 epochs with early stopping) is stopped after this many seconds.
-SCARCHES_DEFAULT_TRAIN_CAP_S = 240
+SCARCHES_DEFAULT_TRAIN_CAP_S = 300
 
 
 def run_worker(kind: str, spec: dict, python: Path | str = sys.executable) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The measurements of ``benchmarks/speed.py``, each run by ``speed.py --worker KIND SPEC`` in its own process.
 
-Workers whose name holds ``scarches`` run in scArches' environment: they import only the standard
-library, numpy, scipy, anndata, torch and scArches, never this package.
+The scArches workers (``train-scarches``, ``predict-scarches``, ``default-train`` of scArches) run in
+scArches' environment: they import only the standard library, numpy, scipy, anndata, torch and
+scArches, never this package.
 """
 
 from __future__ import annotations

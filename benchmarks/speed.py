@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -54,13 +55,16 @@ STEPS = {
 QUICK_STEPS = {"steps": 12, "warmup": 3}
 #: scArches' default train() (up to 400 epochs with early stopping) is stopped after this many seconds.
 SCARCHES_DEFAULT_TRAIN_CAP_S = 300
+#: Passed on to the workers, whose environment is otherwise cleared (CUDA device choice and libraries).
+PASSED_ENVIRONMENT = ("HOME", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
 
 
 def run_worker(kind: str, spec: dict, python: Path | str = sys.executable) -> dict[str, Any]:
     """Run one measurement in a fresh process with one torch thread; its JSON result or the error."""
     command = [str(python), __file__, "--worker", kind, json.dumps(spec)]
-    env_path = str(ROOT / "src") if "scarches" not in kind else ""
+    env_path = str(ROOT / "src") if str(python) == sys.executable else ""  # this package only in its own env
     env = {"PYTHONPATH": env_path, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    env |= {key: os.environ[key] for key in PASSED_ENVIRONMENT if key in os.environ}
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=WORKER_TIMEOUT, env=env)
     except subprocess.TimeoutExpired:

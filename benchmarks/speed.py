@@ -220,12 +220,12 @@ def previous_report(path: Path, quick: bool) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny synthetic data, this package only (seconds)")
-    parser.add_argument("--only", nargs="+", choices=PARTS, default=None,
-                        help="measure only these parts; the others are kept from the existing --output")  # fmt: skip
+    only_help = f"measure only these parts ({', '.join(PARTS)}); the others are kept from --output"
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=None, metavar="PART", help=only_help)
     parser.add_argument("--no-scarches", action="store_true", help="skip scArches even if its environment exists")
-    parser.add_argument("--scarches-python", type=Path, default=SCARCHES_PYTHON,
+    parser.add_argument("--scarches-python", type=Path, default=SCARCHES_PYTHON, metavar="PATH",
                         help="the Python of an environment with scArches 0.6.1 (default: .venv-scarches)")  # fmt: skip
-    parser.add_argument("--cache", type=Path, default=CACHE, help="where the on-disk synthetic set is kept")
+    parser.add_argument("--cache", type=Path, default=CACHE, metavar="DIR", help="where the on-disk set is kept")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)

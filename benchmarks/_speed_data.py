@@ -27,6 +27,11 @@ def parse_synthetic(name: str) -> tuple[int, int]:
     return int(n_cells), int(rest[0]) if rest else SYNTHETIC_GENES
 
 
+def genes_per_row(n_genes: int) -> int:
+    """Genes drawn per cell of the synthetic sets (with replacement, so a few cells hold fewer)."""
+    return max(int(n_genes * SYNTHETIC_DENSITY), 1)
+
+
 def synthetic_blocks(n_cells: int, n_genes: int, seed: int = 0) -> Iterator[tuple]:
     """Blocks of the synthetic set: (CSR float32 rows, conditions), log-normalised-like, 5% non-zero.
 
@@ -36,7 +41,7 @@ def synthetic_blocks(n_cells: int, n_genes: int, seed: int = 0) -> Iterator[tupl
     import numpy as np
     import scipy.sparse as sp
 
-    per_row = max(int(n_genes * SYNTHETIC_DENSITY), 1)
+    per_row = genes_per_row(n_genes)
     for block, first in enumerate(range(0, n_cells, BLOCK_ROWS)):
         rng = np.random.default_rng([seed, block])
         rows = min(BLOCK_ROWS, n_cells - first)
@@ -67,7 +72,7 @@ def load_data(name: str):
     n_cells, n_genes = parse_synthetic(name)
     # the blocks are copied into arrays sized for every cell (no duplicate gene), so that memory
     # peaks at about the matrix's size, not twice it as when stacking the blocks
-    per_row = max(int(n_genes * SYNTHETIC_DENSITY), 1)
+    per_row = genes_per_row(n_genes)
     data, indices = np.empty(n_cells * per_row, np.float32), np.empty(n_cells * per_row, np.int32)
     indptr, conditions = np.zeros(n_cells + 1, np.int64), []
     first = 0

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scvi
 import torch
 from make_fixtures import tiny_adata
+from scvi.train import TrainingPlan
 
 from scvi_trvae import TRVAE, TRVAEModule
 from scvi_trvae._training_plan import NonFiniteLossError, TRVAETrainingPlan
@@ -70,3 +72,34 @@ def test_bfloat16_training_predicts_and_saves_in_float32(model, precision, tmp_p
     np.testing.assert_array_equal(
         loaded.predict_perturbation(adata, source="control", target="stimulated").X, predicted.X
     )
+
+
+def _history_of_two_epochs(adata) -> dict:
+    scvi.settings.seed = 0
+    model = TRVAE(adata, n_hidden=16, dropout_rate=0.0)
+    model.train(max_epochs=2, batch_size=16, accelerator="cpu", enable_progress_bar=False, train_size=1.0,
+                plan_kwargs={"n_epochs_kl_warmup": 4})  # fmt: skip
+    return {key: frame.to_numpy(dtype=float).ravel() for key, frame in model.history.items()}
+
+
+def test_epoch_logging_gives_scvi_tools_per_step_history(monkeypatch):
+    adata = tiny_adata()
+    TRVAE.setup_anndata(adata, condition_key="condition")
+    lean = _history_of_two_epochs(adata)
+    monkeypatch.setattr(
+        TRVAETrainingPlan, "training_step", lambda self, batch, i: TrainingPlan.training_step(self, batch, i)
+    )
+    per_step = _history_of_two_epochs(adata)
+    epoch_keys = [
+        "train_loss",
+        "elbo_train",
+        "reconstruction_loss_train",
+        "kl_local_train",
+        "kl_global_train",
+        "mmd_train",
+    ]
+    for key in epoch_keys:
+        assert lean[key].shape == (2,), key
+        np.testing.assert_allclose(lean[key], per_step[key], rtol=1e-5, err_msg=key)
+    # the KL warm-up weight (by epoch: 0 in the first), once per epoch instead of every few steps
+    assert lean["kl_weight"].shape == (2,) and 0 <= lean["kl_weight"][0] < lean["kl_weight"][1] <= 0.1

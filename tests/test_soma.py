@@ -150,6 +150,16 @@ def test_default_epochs_count_the_datamodule_cells_and_minibatches(experiment, m
     assert passed["max_epochs"] == 167  # 1,500 steps / 9 minibatches of 4 of the 36 selected cells
 
 
+def test_a_datamodule_of_other_genes_or_conditions_is_refused(experiment):
+    uri, _ = experiment
+    model = TRVAE(registry=datamodule(uri).registry, n_hidden=8)
+    with pytest.raises(ValueError, match=r"datamodule's genes differ from the model's"):
+        model.train(max_epochs=1, datamodule=datamodule(uri, var_value_filter="response_gene == True"))
+    by_cell_type = SOMAConditionBalancedDataModule(uri, "cell_type", measurement_name="RNA", layer_name="data")
+    with pytest.raises(ValueError, match=r"datamodule's conditions differ"):
+        model.train(max_epochs=1, datamodule=by_cell_type)
+
+
 def test_gene_filter_selects_the_registered_genes(experiment):
     uri, adata = experiment
     module = datamodule(uri, var_value_filter="response_gene == True")

@@ -39,6 +39,7 @@ from ._presets import paper_preset
 from ._query import QueryAnnDataMixin
 from ._training_plan import TRVAETrainingPlan
 from ._validation import (
+    check_datamodule_registry,
     check_loss_weights,
     check_not_empty,
     check_same_genes,
@@ -328,7 +329,8 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
         **kwargs
             Passed to :meth:`scvi.model.base.UnsupervisedTrainingMixin.train` (``train_size``,
             ``validation_size``, ``accelerator``, ``check_val_every_n_epoch``, trainer arguments...),
-            or ``datamodule``: a :class:`~scvi_trvae.SOMAConditionBalancedDataModule` to train from.
+            or ``datamodule``: a :class:`~scvi_trvae.SOMAConditionBalancedDataModule` to train from,
+            with the model's genes, conditions and covariate categories (checked).
 
         Returns
         -------
@@ -339,6 +341,8 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
         if early_stopping:
             kwargs.setdefault("early_stopping_monitor", "validation_loss")
         datamodule = kwargs.get("datamodule")
+        if hasattr(datamodule, "registry"):
+            check_datamodule_registry(self.registry_, datamodule.registry)
         n_obs = self.adata.n_obs if self.adata is not None else getattr(datamodule, "n_obs", None)
         if max_epochs is None and n_obs is not None:
             steps_per_epoch = math.ceil(n_obs / getattr(datamodule, "batch_size", batch_size))

@@ -171,6 +171,27 @@ def check_loss_weights(kl_weight: float, mmd_weight: float, plan_kwargs: dict) -
         check_loss_weight(plan_kwargs["min_kl_weight"], "plan_kwargs['min_kl_weight']")
 
 
+def check_datamodule_registry(model_registry: dict, datamodule_registry: dict) -> None:
+    """Refuse a datamodule whose genes, conditions or covariate categories are not the model's."""
+
+    def registered(registry: dict) -> dict[str, list]:
+        states = {key: field["state_registry"] for key, field in registry["field_registries"].items()}
+        covariates = states.get("extra_categorical_covs", {}).get("mappings", {})
+        return {
+            "genes": [str(name) for name in states["X"]["column_names"]],
+            "conditions": [str(name) for name in states["batch"]["categorical_mapping"]],
+            "covariate categories": [(key, [str(c) for c in values]) for key, values in covariates.items()],
+        }
+
+    model, data = registered(model_registry), registered(datamodule_registry)
+    differing = [name for name in model if model[name] != data[name]]
+    if differing:
+        raise ValueError(
+            f"The datamodule's {' and '.join(differing)} differ from the model's; build the model from the "
+            "datamodule it trains on: TRVAE(registry=datamodule.registry)."
+        )
+
+
 def check_not_empty(adata: AnnData) -> None:
     """Refuse an AnnData without cells or without genes."""
     if adata.n_obs == 0 or adata.n_vars == 0:

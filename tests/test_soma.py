@@ -179,7 +179,8 @@ def test_a_pickled_reader_reads_the_same_rows(experiment):
 def test_dataloader_workers_are_spawned_not_forked(experiment):
     module = datamodule(experiment[0], train_size=1.0, num_workers=1)
     module.setup()
-    assert module.train_dataloader().multiprocessing_context.get_start_method() == "spawn"
+    loader = module.train_dataloader()
+    assert loader.multiprocessing_context.get_start_method() == "spawn" and loader.persistent_workers
 
 
 def test_a_model_trained_from_soma_saves_and_loads(experiment, tmp_path):

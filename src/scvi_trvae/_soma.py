@@ -152,8 +152,8 @@ class SOMAConditionBalancedDataModule(ConditionBalancedDataSplitter):
         As in :class:`~scvi.dataloaders.DataSplitter`.
     **kwargs
         Keyword arguments of :class:`torch.utils.data.DataLoader` (e.g. ``num_workers``). Workers
-        are started with ``multiprocessing_context="spawn"`` unless told otherwise: TileDB is not
-        fork-safe (forked workers hang).
+        are started with ``multiprocessing_context="spawn"`` (TileDB is not fork-safe: forked
+        workers hang) and kept between epochs (``persistent_workers=True``) unless told otherwise.
 
     Examples
     --------
@@ -207,6 +207,7 @@ class SOMAConditionBalancedDataModule(ConditionBalancedDataSplitter):
         self.measurement_name, self.layer_name = measurement_name, layer_name
         if kwargs.get("num_workers", 0) > 0:
             kwargs.setdefault("multiprocessing_context", "spawn")
+            kwargs.setdefault("persistent_workers", True)  # a spawned worker takes seconds to start
         super().__init__(
             TRVAE._get_most_recent_anndata_manager(proxy, required=True),
             train_size=train_size,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -219,3 +220,9 @@ def test_a_missing_condition_column_is_named(experiment):
 def test_count_layer_passes_the_count_check(experiment):
     module = datamodule(experiment[0], layer_name="counts", is_count_data=True)
     assert TRVAE(registry=module.registry, n_hidden=8).module.likelihood == "nb"
+
+
+def test_without_tiledbsoma_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tiledbsoma", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install 'scvi-trvae\[soma\]'"):
+        SOMAConditionBalancedDataModule("any.soma", "condition", measurement_name="RNA", layer_name="data")

@@ -199,6 +199,11 @@ class ConditionBalancedDataSplitter(DataSplitter):
         return self._loader(self.test_idx, shuffle=False) if len(self.test_idx) else None
 
 
+def epochs_for_steps(n_obs: int, batch_size: int, steps: int) -> int:
+    """Return the epochs that make at least ``steps`` minibatches of ``batch_size`` out of ``n_obs`` cells (>= 1)."""
+    return max(1, math.ceil(steps / math.ceil(n_obs / batch_size)))
+
+
 def csr_density(matrix) -> float | None:
     """Fraction of non-zero entries of a CSR matrix, in memory or backed; ``None`` for any other."""
     n_entries = max(matrix.shape[0] * matrix.shape[1], 1)

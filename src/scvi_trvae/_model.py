@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -19,7 +18,7 @@ from scvi.utils import setup_anndata_dsp
 
 from ._checkpoint import InterruptibleTrainRunner
 from ._conv_module import ImageLikelihood, select_module
-from ._data import ConditionBalancedDataSplitter
+from ._data import ConditionBalancedDataSplitter, epochs_for_steps
 from ._docstrings import trvae_dsp
 from ._module import DEFAULT_KL_WEIGHT, DEFAULT_MMD_WEIGHT, TRVAEModule
 from ._mudata import registered_modality
@@ -345,8 +344,8 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
             check_datamodule_registry(self.registry_, datamodule.registry)
         n_obs = self.adata.n_obs if self.adata is not None else getattr(datamodule, "n_obs", None)
         if max_epochs is None and n_obs is not None:
-            steps_per_epoch = math.ceil(n_obs / getattr(datamodule, "batch_size", batch_size))
-            max_epochs = min(max(math.ceil(DEFAULT_TRAINING_STEPS / steps_per_epoch), 20), 400)
+            epochs = epochs_for_steps(n_obs, getattr(datamodule, "batch_size", batch_size), DEFAULT_TRAINING_STEPS)
+            max_epochs = min(max(epochs, 20), 400)
         return super().train(
             max_epochs=max_epochs,
             batch_size=batch_size,

@@ -27,6 +27,7 @@ from anndata import AnnData
 from tqdm.auto import tqdm
 
 from . import metrics
+from ._data import epochs_for_steps
 from ._ensemble import TRVAEEnsemble, fresh_copy
 from ._model import TRVAE
 from .baselines import pooled_shift
@@ -98,8 +99,9 @@ def candidate_configs(n_configs: int, search_space: Mapping[str, Sequence[Any]] 
     return configs
 
 
-def _epochs(n_cells: int, steps: int) -> int:
-    return max(1, math.ceil(steps / math.ceil(n_cells / BATCH_SIZE)))
+def _config_epochs(n_obs: int, config: Mapping[str, Any]) -> int:
+    """Epochs of the configuration's ``training_steps`` minibatches of :data:`BATCH_SIZE` cells."""
+    return epochs_for_steps(n_obs, BATCH_SIZE, int(config.get("training_steps", DEFAULT_CONFIG["training_steps"])))
 
 
 def _train_model(
@@ -112,7 +114,7 @@ def _train_model(
     TRVAE.setup_anndata(adata, condition_key=condition_key, **(setup_kwargs or {}))
     model = TRVAE(adata, **{k: v for k, v in config.items() if k in _MODEL_ARGS})
     model.train(
-        max_epochs=_epochs(adata.n_obs, int(config.get("training_steps", DEFAULT_CONFIG["training_steps"]))),
+        max_epochs=_config_epochs(adata.n_obs, config),
         batch_size=BATCH_SIZE, **{k: v for k, v in config.items() if k in _TRAIN_ARGS}, **train_kwargs,
     )  # fmt: skip
     return model
@@ -287,7 +289,7 @@ def fit_self_tuned(
         **{k: v for k, v in config.items() if k in _MODEL_ARGS},
     )  # fmt: skip
     ensemble.train(
-        max_epochs=_epochs(adata.n_obs, int(config.get("training_steps", DEFAULT_CONFIG["training_steps"]))),
+        max_epochs=_config_epochs(adata.n_obs, config),
         batch_size=BATCH_SIZE, **{k: v for k, v in config.items() if k in _TRAIN_ARGS}, **train_kwargs,
     )  # fmt: skip
     return ensemble, selection

@@ -499,13 +499,6 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
             check_same_genes(adata, pd.Index(reference_genes))
         n_reference = reference_model.module.n_conditions
         model = super().load_query_data(adata, reference_model, **kwargs)
-        module = model.module
-        if module.is_count_model and module.dispersion == "gene-condition" and module.n_conditions > n_reference:
-            with torch.no_grad():
-                module.px_r[:, n_reference:] = module.px_r[:, :n_reference].mean(dim=1, keepdim=True)
-            if not kwargs.get("unfrozen", False):
-                trainable = torch.zeros_like(module.px_r)
-                trainable[:, n_reference:] = 1.0
-                module.px_r.requires_grad_(True)
-                module.px_r.register_hook(lambda grad: grad * trainable)
+        if getattr(model.module, "dispersion", None) == "gene-condition":
+            model.module.start_query_dispersions(n_reference, train_reference=kwargs.get("unfrozen", False))
         return model

@@ -127,6 +127,21 @@ class TRVAEModule(BaseModuleClass):
         """Whether the likelihood is a count likelihood (``"nb"`` or ``"zinb"``)."""
         return self.likelihood in _COUNT_LIKELIHOODS
 
+    def start_query_dispersions(self, n_reference: int, train_reference: bool = False) -> None:
+        """Start the per-condition dispersions of conditions added by query mapping at the reference ones' mean.
+
+        Unless ``train_reference``, only the new conditions' dispersions receive gradients.
+        """
+        if not self.is_count_model or self.n_conditions <= n_reference:
+            return
+        with torch.no_grad():
+            self.px_r[:, n_reference:] = self.px_r[:, :n_reference].mean(dim=1, keepdim=True)
+        if not train_reference:
+            trainable = torch.zeros_like(self.px_r)
+            trainable[:, n_reference:] = 1.0
+            self.px_r.requires_grad_(True)
+            self.px_r.register_hook(lambda grad: grad * trainable)
+
     @staticmethod
     def _categorical_inputs(condition: torch.Tensor, cat_covs: torch.Tensor | None) -> list[torch.Tensor]:
         covariates = list(torch.split(cat_covs.long(), 1, dim=1)) if cat_covs is not None else []

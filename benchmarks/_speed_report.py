@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from scvi_trvae.metrics import markdown_table
+
 #: The issue's bound on peak RSS when training on the 1M-cell set read from disk.
 DISK_RSS_TARGET_MB = 2048
 
@@ -28,54 +30,51 @@ def _floor_fraction(row: dict, result: dict | None, dtype: str = "float32") -> s
 
 
 def training_table(rows: list[dict]) -> list[str]:
-    lines = [
-        "| data | batch | trVAE cells/s | scArches cells/s | ratio | trVAE peak RSS MB | scArches peak RSS MB "
-        "| trVAE % fp32 floor | bf16-mixed cells/s | bf16-mixed % fp32 floor |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = [
+        "data", "batch", "trVAE cells/s", "scArches cells/s", "ratio", "trVAE peak RSS MB", "scArches peak RSS MB",
+        "trVAE % fp32 floor", "bf16-mixed cells/s", "bf16-mixed % fp32 floor",
+    ]  # fmt: skip
+    cells = []
     for row in rows:
         ours, theirs, bf16 = row.get("trvae"), row.get("scarches"), row.get("trvae_bf16_mixed")
-        lines.append(
-            f"| {row['data']} | {row['batch_size']} | {_value(ours, 'cells_per_s')} | {_value(theirs, 'cells_per_s')} "
-            f"| {_ratio(ours, theirs)} | {_value(ours, 'peak_rss_mb')} | {_value(theirs, 'peak_rss_mb')} "
-            f"| {_floor_fraction(row, ours)} | {_value(bf16, 'cells_per_s')} | {_floor_fraction(row, bf16)} |"
-        )
-    return lines
+        cells.append([
+            row["data"], str(row["batch_size"]), _value(ours, "cells_per_s"), _value(theirs, "cells_per_s"),
+            _ratio(ours, theirs), _value(ours, "peak_rss_mb"), _value(theirs, "peak_rss_mb"),
+            _floor_fraction(row, ours), _value(bf16, "cells_per_s"), _floor_fraction(row, bf16),
+        ])  # fmt: skip
+    return [markdown_table(header, cells)]
 
 
 def prediction_table(rows: list[dict]) -> list[str]:
     """One line per mode and precision; both precisions are compared with the same scArches forward."""
-    lines = [
-        "| prediction mode | precision | cells | trVAE cells/s | scArches forward cells/s (fp32) | ratio "
-        "| trVAE peak above start MB | scArches peak above start MB | output MB |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = ["prediction mode", "precision", "cells", "trVAE cells/s", "scArches forward cells/s (fp32)", "ratio",
+              "trVAE peak above start MB", "scArches peak above start MB", "output MB"]  # fmt: skip
+    cells = []
     for row in rows:
         theirs = row.get("scarches")
         for precision, key in (("fp32", "trvae"), ("bf16 autocast", "trvae_bf16_autocast")):
             ours = row.get(key)
-            lines.append(
-                f"| {row['mode']} | {precision} | {row['n_cells']} | {_value(ours, 'cells_per_s')} "
-                f"| {_value(theirs, 'cells_per_s')} | {_ratio(ours, theirs)} | {_value(ours, 'peak_above_start_mb')} "
-                f"| {_value(theirs, 'peak_above_start_mb')} | {_value(ours, 'output_mb')} |"
-            )
-    return lines
+            cells.append([
+                row["mode"], precision, str(row["n_cells"]), _value(ours, "cells_per_s"),
+                _value(theirs, "cells_per_s"), _ratio(ours, theirs), _value(ours, "peak_above_start_mb"),
+                _value(theirs, "peak_above_start_mb"), _value(ours, "output_mb"),
+            ])  # fmt: skip
+    return [markdown_table(header, cells)]
 
 
 def disk_table(disk: dict) -> list[str]:
     generation = disk.get("generation") or {}
-    lines = [
-        f"| training from a backed .h5ad ({disk['data']}) | batch | trVAE cells/s | trVAE peak RSS MB "
-        f"| under {DISK_RSS_TARGET_MB} MB |",
-        "|---|---|---|---|---|",
-    ]
+    header = [f"training from a backed .h5ad ({disk['data']})", "batch", "trVAE cells/s", "trVAE peak RSS MB",
+              f"under {DISK_RSS_TARGET_MB} MB"]  # fmt: skip
+    cells = []
     for row in disk.get("rows", []):
         ours = row.get("trvae")
         under = (
             "n/a" if not ours or "error" in ours else ("yes" if ours["peak_rss_mb"] < DISK_RSS_TARGET_MB else "**no**")
         )
-        lines.append(f"| {row['data']} | {row['batch_size']} | {_value(ours, 'cells_per_s')} "
-                     f"| {_value(ours, 'peak_rss_mb')} | {under} |")  # fmt: skip
+        cells.append([row["data"], str(row["batch_size"]), _value(ours, "cells_per_s"), _value(ours, "peak_rss_mb"),
+                      under])  # fmt: skip
+    lines = [markdown_table(header, cells)]
     if "error" in generation:
         lines += ["", "Writing the file failed; the rows above could not run."]
     elif generation:
@@ -90,14 +89,14 @@ def gpu_lines(gpu: dict | None) -> list[str]:
     if not gpu or not gpu.get("rows"):
         reason = (gpu or {}).get("not_measured", "the GPU part was not run")
         return [f"GPU rows: not measured ({reason})."]
-    lines = [f"GPU training ({gpu['device']}, this package only; data loading on one CPU thread):", "",
-             "| data | batch | trVAE cells/s | host peak RSS MB | GPU peak allocated MB |",
-             "|---|---|---|---|---|"]  # fmt: skip
-    for row in gpu["rows"]:
-        ours = row.get("trvae")
-        lines.append(f"| {row['data']} | {row['batch_size']} | {_value(ours, 'cells_per_s')} "
-                     f"| {_value(ours, 'peak_rss_mb')} | {_value(ours, 'gpu_peak_mb')} |")  # fmt: skip
-    return lines
+    header = ["data", "batch", "trVAE cells/s", "host peak RSS MB", "GPU peak allocated MB"]
+    cells = [
+        [row["data"], str(row["batch_size"]), *(_value(row.get("trvae"), key) for key in
+                                                ("cells_per_s", "peak_rss_mb", "gpu_peak_mb"))]
+        for row in gpu["rows"]
+    ]  # fmt: skip
+    title = f"GPU training ({gpu['device']}, this package only; data loading on one CPU thread):"
+    return [title, "", markdown_table(header, cells)]
 
 
 def markdown(report: dict) -> str:
@@ -110,11 +109,11 @@ def markdown(report: dict) -> str:
     if report.get("disk"):
         lines += [*disk_table(report["disk"]), ""]
     if report.get("default_train"):
-        lines += ["| default train() on Kang | wall s | epochs |", "|---|---|---|"]
+        cells = []
         for package, result in report["default_train"].items():
             stopped = "" if not result or result.get("finished", True) else f" (stopped at the {result['cap_s']} s cap)"
-            lines.append(f"| {package} | {_value(result, 'wall_s')}{stopped} | {_value(result, 'epochs')} |")
-        lines.append("")
+            cells.append([package, f"{_value(result, 'wall_s')}{stopped}", _value(result, "epochs")])
+        lines += [markdown_table(["default train() on Kang", "wall s", "epochs"], cells), ""]
     lines += gpu_lines(report.get("gpu"))
     parts = report.get("parts", {})
     if parts:

@@ -46,3 +46,32 @@ def test_methods_registered_and_consistent(split):
     np.testing.assert_allclose(preds["trVAE ensemble + shrink"], expected, rtol=1e-6)
     # the selection saw only the training cells: the held-out type is not one of its inner folds
     assert "type_A" not in chosen["inner_cell_types"]
+
+
+def test_uncertainty_spearman_ranks_genes_by_the_error_of_the_mean_shift():
+    import accuracy
+
+    rng = np.random.default_rng(0)
+    observed = rng.random((20, 30))
+    spread = np.linspace(0.01, 1.0, 30)  # members disagree more on later genes
+    members = observed[None] + rng.normal(0, 1, (3, 1, 1)) * spread
+    real = observed + spread * 3.0  # ... and the mean shift misses those more
+    rho, (sd, error) = accuracy.uncertainty_spearman(members, observed, real)
+    assert rho > 0.99 and sd.shape == error.shape == (30,)
+
+
+def test_accuracy_quick_mode_scores_every_method_and_the_uncertainty(tmp_path, monkeypatch):
+    import accuracy
+
+    rows = accuracy.main(["--quick"])
+    methods = {row["method"] for row in rows}
+    assert {"trVAE ensemble", "trVAE ensemble + shrink", "trVAE self-tuned", "trVAE seed 0"} <= methods
+    assert all(np.isfinite(row["edist_scaled"]) for row in rows)
+    rho = next(row["uncertainty_spearman"] for row in rows if row["method"] == "trVAE ensemble")
+    assert -1.0 <= rho <= 1.0
+    folder = ensembles.split_dir(accuracy.quick_split(), 2)
+    assert (folder / "uncertainty.json").exists() and (folder / "uncertainty.npz").exists()
+    # the reliability figure of a cache holding that split
+    monkeypatch.setattr(accuracy, "CACHE", folder.parent.parent)
+    accuracy._reliability_figure(tmp_path / "reliability.png")
+    assert (tmp_path / "reliability.png").stat().st_size > 1000

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from _speed_data import CACHE, KANG, ROOT, SYNTHETIC_GENES, parse_synthetic, synthetic_h5ad_path
-from _speed_report import markdown
 from _speed_workers import WORKERS
 
 SCARCHES_PYTHON = ROOT / ".venv-scarches" / "bin" / "python"
@@ -256,6 +255,8 @@ def main() -> None:
     report["total_s"] = round(time.perf_counter() - start, 1)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=1))
+    from _speed_report import markdown  # not in the workers: scArches' environment lacks scvi_trvae
+
     table = markdown(report)
     print(table)
     print(f"\nTotal wall time of this invocation: {report['total_s']:.0f} s ({report['total_s'] / 60:.1f} min)")

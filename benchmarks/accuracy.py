@@ -110,9 +110,31 @@ def _reference_rows(path: Path) -> pd.DataFrame:
 def report(reference_path: Path, figure: Path | None) -> dict[str, Any]:
     """Tables of every cached split: per-method medians, paired wins, uncertainty Spearman."""
     rows = [row for path in sorted(CACHE.glob("*/*/rows.json")) for row in json.loads(path.read_text())["rows"]]
-    if not rows:
+    if rows:
+        lines, summary = _method_tables(pd.DataFrame(rows), reference_path)
+    else:
+        lines, summary = ["No split has every method cached (only --uncertainty-only ran)."], {"splits": 0}
+    rho = pd.Series({
+        f"{path.parent.parent.name} {path.parent.name}": json.loads(path.read_text())["spearman"]
+        for path in sorted(CACHE.glob("*/*/uncertainty.json"))
+    }, dtype=float)  # fmt: skip
+    if rho.empty:
         raise SystemExit(f"no cached results under {CACHE}")
-    ours = pd.DataFrame(rows)
+    summary["uncertainty_spearman"] = rho.to_dict()
+    lines += [
+        "",
+        f"Uncertainty: Spearman(per-gene sd of the 3-seed ensemble's shift, |error of its mean shift|), "
+        f"median over {len(rho)} splits: {rho.median():.3f} (range {rho.min():.3f} to {rho.max():.3f}; "
+        f"above 0.3 in {int((rho > 0.3).sum())}, above 0 in {int((rho > 0).sum())}).",
+    ]
+    print("\n".join(lines))
+    if figure is not None:
+        _reliability_figure(figure)
+    return summary
+
+
+def _method_tables(ours: pd.DataFrame, reference_path: Path) -> tuple[list[str], dict[str, Any]]:
+    """Per-method medians and paired wins against the benchmark's own rows, and the per-split table."""
     reference = _reference_rows(reference_path)
     keys = ["dataset", "cell_type", "target"]
     splits = ours[keys].drop_duplicates()
@@ -148,21 +170,7 @@ def report(reference_path: Path, figure: Path | None) -> dict[str, Any]:
                 f"{row['pearson_delta_deg'].iloc[0]:.3f} / {row['edist_scaled'].iloc[0]:.3f}" if len(row) else "—"
             )
         lines.append(f"| {name} | {' | '.join(cells)} |")
-    rho = pd.Series({
-        f"{path.parent.parent.name} {path.parent.name}": json.loads(path.read_text())["spearman"]
-        for path in sorted(CACHE.glob("*/*/uncertainty.json"))
-    }, dtype=float)  # fmt: skip
-    summary["uncertainty_spearman"] = rho.to_dict()
-    lines += [
-        "",
-        f"Uncertainty: Spearman(per-gene sd of the 3-seed ensemble's shift, |error of its mean shift|), "
-        f"median over {len(rho)} splits: {rho.median():.3f} (range {rho.min():.3f} to {rho.max():.3f}; "
-        f"above 0.3 in {int((rho > 0.3).sum())}, above 0 in {int((rho > 0).sum())}).",
-    ]
-    print("\n".join(lines))
-    if figure is not None:
-        _reliability_figure(figure)
-    return summary
+    return lines, summary
 
 
 def _reliability_figure(path: Path) -> None:

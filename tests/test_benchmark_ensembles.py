@@ -11,24 +11,16 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
+import accuracy  # noqa: E402
 from oos import ensembles  # noqa: E402
-from oos.datasets import DatasetSpec  # noqa: E402
 from oos.methods import METHODS  # noqa: E402
-from oos.splits import make_split  # noqa: E402
-
-from scvi_trvae.datasets import synthetic_perturbation  # noqa: E402
 
 NAMES = ["trVAE ensemble", "trVAE ensemble + shrink", "trVAE self-tuned", "trVAE self-tuned ensemble"]
 
 
 @pytest.fixture
 def split():
-    adata = synthetic_perturbation(n_cell_types=3, n_genes=60, n_cells_per_group=40, n_response_genes=12, seed=1)
-    adata.X = adata.X.astype(np.float32)
-    spec = DatasetSpec(
-        file="-", control="control", perturbed=("stimulated",), kind="lognorm", n_top_genes=None, description="-"
-    )
-    return make_split(adata, "synthetic", spec, "type_A", "stimulated", None)
+    return accuracy.quick_split()
 
 
 def test_methods_registered_and_consistent(split):
@@ -49,8 +41,6 @@ def test_methods_registered_and_consistent(split):
 
 
 def test_uncertainty_spearman_ranks_genes_by_the_error_of_the_mean_shift():
-    import accuracy
-
     rng = np.random.default_rng(0)
     observed = rng.random((20, 30))
     spread = np.linspace(0.01, 1.0, 30)  # members disagree more on later genes
@@ -61,8 +51,6 @@ def test_uncertainty_spearman_ranks_genes_by_the_error_of_the_mean_shift():
 
 
 def test_accuracy_quick_mode_scores_every_method_and_the_uncertainty(tmp_path, monkeypatch):
-    import accuracy
-
     rows = accuracy.main(["--quick"])
     methods = {row["method"] for row in rows}
     assert {"trVAE ensemble", "trVAE ensemble + shrink", "trVAE self-tuned", "trVAE seed 0"} <= methods

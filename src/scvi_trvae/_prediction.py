@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,11 +12,11 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.module._constants import MODULE_KEYS
-from torch.distributions import Distribution
 
 from ._data import csr_density
 from ._module import CONDITION_KEY, MMD_LAYER_KEY, PX_MEAN_KEY, PX_SCALE_KEY, TRVAEModule
 from ._sparse import to_dense, use_sparse_input
+from ._training_plan import distribution_validation
 from .utils import TARGET_LIBRARY_SIZE
 
 PredictionMode = Literal["counterfactual", "mean"]
@@ -100,17 +99,6 @@ def prediction_minibatches(model, adata: AnnData, positions: np.ndarray, batch_s
     )
 
 
-@contextmanager
-def unchecked_distributions() -> Iterator[None]:
-    """Skip torch.distributions' argument checks (a few percent of prediction time; the values come from the model)."""
-    previous = Distribution._validate_args
-    Distribution.set_default_validate_args(False)
-    try:
-        yield
-    finally:
-        Distribution.set_default_validate_args(previous)
-
-
 def decode(
     module: TRVAEModule, tensors: dict, inference_outputs: dict, z: torch.Tensor, condition: int | None = None
 ) -> dict:
@@ -165,7 +153,7 @@ def predict_expression(
     generator = torch.Generator().manual_seed(request.seed)
     predicted = np.empty((request.n_draws * n_cells, module.n_input), dtype=np.float32)
     start = 0
-    with unchecked_distributions():
+    with distribution_validation(False):  # a few percent of prediction time; the values come from the model
         for tensors in minibatches:
             for draw, values in enumerate(_predict_minibatch(module, request, tensors, generator)):
                 offset = draw * n_cells + start

@@ -30,7 +30,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 @contextmanager
-def _distribution_validation(enabled: bool) -> Iterator[None]:
+def distribution_validation(enabled: bool) -> Iterator[None]:
+    """Switch torch.distributions' argument checks on or off inside the block (restored after it)."""
     previous = Distribution._validate_args
     Distribution.set_default_validate_args(enabled)
     try:
@@ -145,7 +146,7 @@ class TRVAETrainingPlan(TrainingPlan):
         except ValueError as error:  # torch.distributions refusing NaN / inf parameters
             if "invalid values" not in str(error):
                 raise
-            with _distribution_validation(False):
+            with distribution_validation(False):
                 outputs = super().forward(*args, **kwargs)
             self._raise_non_finite(outputs[-1] if isinstance(outputs[-1], LossOutput) else None, error)
         computed_loss = isinstance(outputs, tuple) and len(outputs) == 3 and isinstance(outputs[2], LossOutput)

@@ -6,9 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 
 import scvi_trvae
+from scvi_trvae import TRVAE
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -53,3 +55,29 @@ def test_docs_build_without_warnings(tmp_path):
     assert result.returncode == 0, result.stderr[-5000:]
     assert (tmp_path / "html" / "generated" / "scvi_trvae.TRVAE.html").exists()
     assert (tmp_path / "html" / "tutorials" / "kang_out_of_sample.html").exists()
+
+
+def test_readme_usage_runs_as_written(tmp_path, monkeypatch):
+    """The README's Python blocks, run in order in one namespace; only training is shortened (2 epochs a fit)."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert len(blocks) >= 2, "the README's usage examples are missing"
+    train = TRVAE.train
+
+    def short_train(self, *args, **kwargs):
+        kwargs["max_epochs"] = 2
+        kwargs["enable_progress_bar"] = False
+        return train(self, *args, **kwargs)
+
+    monkeypatch.setattr(TRVAE, "train", short_train)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)
+    plt.close("all")
+
+    assert (tmp_path / "trvae_model" / "model.pt").exists()
+    assert isinstance(namespace["model"], TRVAE)
+    assert {"r2_mean_deg", "pearson_delta_deg", "edist_scaled"} <= set(namespace["scores"])
+    pred = namespace["pred"]
+    assert pred.n_obs == namespace["control"].n_obs
+    assert pred.var["trvae_shift_sd"].notna().all()

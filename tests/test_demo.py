@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
+import scvi
+from scipy.stats import ConstantInputWarning
 
 from scvi_trvae import demo
 
@@ -34,3 +37,24 @@ def test_demo_names_a_hold_out_that_does_not_exist(tmp_path):
     with pytest.raises(SystemExit, match="'type_Z'"):
         demo.run(demo._parser().parse_args(["--epochs", "1", "--output-dir", str(tmp_path), "--holdout", "type_Z"]))
     assert not (tmp_path / "scores.json").exists()
+
+
+def test_demo_command_prints_its_table_without_library_info_or_warnings(tmp_path, capsys, recwarn):
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    loggers = [logging.getLogger(name) for name in ("scvi", "lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    verbosity = scvi.settings.verbosity
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        demo.main(["--epochs", "2", "--members", "2", "--inner-folds", "1", "--output-dir", str(tmp_path)])
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    assert "| control + mean shift |" in capsys.readouterr().out
+    assert not [r for r in records if r.levelno < logging.WARNING], [r.getMessage() for r in records]
+    assert not [w for w in recwarn if issubclass(w.category, ConstantInputWarning) or "lightning" in w.filename]
+    assert scvi.settings.verbosity == verbosity
+    assert [logger.level for logger in loggers] == levels

@@ -15,15 +15,19 @@ responses) or point it at an ``.h5ad``::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import math
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import scvi
+from scipy.stats import ConstantInputWarning
 
 from . import baselines, metrics, model_selection, pl
 from .datasets import holdout_split, synthetic_perturbation
@@ -114,10 +118,12 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         "no response": baselines.no_response(train, cell_type=args.holdout, **keys, **task),
     }
     degs = metrics.top_degs(real_target, real_control)
-    scores = {
-        name: metrics.evaluate_prediction(pred, real_target, real_control, degs=degs, seed=args.seed)
-        for name, pred in predictions.items()
-    }
+    with warnings.catch_warnings():  # "no response" has no Δ-Pearson; the table says n/a
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        scores = {
+            name: metrics.evaluate_prediction(pred, real_target, real_control, degs=degs, seed=args.seed)
+            for name, pred in predictions.items()
+        }
     print()
     print(f"{args.holdout}: {args.source} -> {args.target}, predicted vs {real_target.n_obs} real held-out cells")
     print(format_table(scores))
@@ -133,9 +139,34 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     return scores
 
 
+#: Loggers whose INFO lines (seeds set, devices found, AnnData setup transferred) would bury the demo's table.
+_CHATTY_LOGGERS = ("scvi", "lightning.pytorch", "lightning.fabric")
+
+
+@contextlib.contextmanager
+def _libraries_quiet() -> Iterator[None]:
+    """Keep scvi-tools' and Lightning's INFO lines and Lightning's warnings out of the demo's output, then restore."""
+    loggers = [logging.getLogger(name) for name in _CHATTY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    verbosity = scvi.settings.verbosity
+    scvi.settings.verbosity = logging.WARNING
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"lightning\.")
+            yield
+    finally:
+        scvi.settings.verbosity = verbosity
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Command-line entry point."""
-    run(_parser().parse_args(argv))
+    args = _parser().parse_args(argv)
+    with _libraries_quiet():
+        run(args)
 
 
 if __name__ == "__main__":

@@ -100,3 +100,30 @@ def test_candidate_configs_distinct_and_bad_input(outer_split):
     only_one = train[train.obs["cell_type"].isin(["type_A", "type_B"]).to_numpy()].copy()
     with pytest.raises(ValueError, match="at least 2 cell types"):
         _select(only_one)
+
+
+def test_fit_recommended_is_the_default_configuration_with_chosen_weight(outer_split, monkeypatch):
+    train, _ = outer_split
+    lengths = []
+    original_fit, original_member = model_selection._train_model, _ensemble._train_member
+
+    def recording_fit(adata, condition_key, config, *args, **kwargs):
+        lengths.append(("inner", adata.n_obs, config["training_steps"]))
+        return original_fit(adata, condition_key, config, *args, **kwargs)
+
+    def recording_member(adata, setup_kwargs, model_kwargs, train_kwargs, *args):
+        lengths.append(("final", adata.n_obs, train_kwargs["max_epochs"]))
+        return original_member(adata, setup_kwargs, model_kwargs, train_kwargs, *args)
+
+    monkeypatch.setattr(model_selection, "_train_model", recording_fit)
+    monkeypatch.setattr(_ensemble, "_train_member", recording_member)
+    ensemble, selection = model_selection.fit_recommended(
+        train, **TASK, n_members=2, max_epochs=2, progress_bar=False, enable_progress_bar=False
+    )
+    steps = 2 * int(np.ceil(train.n_obs / model_selection.BATCH_SIZE))
+    assert [kind for kind, _, _ in lengths] == ["inner", "inner", "final", "final"]  # 2 inner folds, 2 members
+    assert all(length == steps for kind, _, length in lengths if kind == "inner")
+    assert all(length == 2 for kind, _, length in lengths if kind == "final")
+    assert selection.best_config == {"training_steps": steps}  # the models keep every default but the length
+    assert ensemble.n_members == 2 and ensemble.shift_weight == selection.best_shift_weight
+    assert selection.best_shift_weight in model_selection.DEFAULT_SHIFT_WEIGHTS

@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -67,18 +66,6 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
     return metrics.markdown_table(["method", *metrics.METRIC_KEYS], cells)
 
 
-def _fit(train: ad.AnnData, args: argparse.Namespace, keys: dict):
-    """Run the recommended pipeline on the training cells: choose ``w`` by inner validation, train the members."""
-    fixed_length = {}
-    if args.epochs is not None:  # the pipeline counts minibatch steps; translate the epochs asked for
-        steps = args.epochs * math.ceil(train.n_obs / model_selection.BATCH_SIZE)
-        fixed_length["search_space"] = {"training_steps": (steps,)}
-    return model_selection.fit_self_tuned(
-        train, n_members=args.members, seed=args.seed, n_configs=1, max_inner_folds=args.inner_folds,
-        progress_bar=False, **keys, **fixed_length,
-    )  # fmt: skip
-
-
 def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """Train, predict and score; write the reg-mean plot and the scores to ``args.output_dir``."""
     scvi.settings.seed = args.seed
@@ -98,7 +85,10 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         f"holding out {real_target.n_obs} {args.holdout} {args.target} cells."
     )
     start = time.perf_counter()
-    ensemble, selection = _fit(train, args, {**keys, **task})
+    ensemble, selection = model_selection.fit_recommended(
+        train, n_members=args.members, inner_folds=args.inner_folds, max_epochs=args.epochs, seed=args.seed,
+        progress_bar=False, **keys, **task,
+    )  # fmt: skip
     weight = selection.best_shift_weight
     print(
         f"Chose w = {weight:g} by inner leave-one-cell-type-out on the training cells "

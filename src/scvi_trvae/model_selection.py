@@ -33,7 +33,7 @@ from ._model import TRVAE
 from .baselines import pooled_shift
 from .utils import as_dense
 
-__all__ = ["DEFAULT_SEARCH_SPACE", "SelectionResult", "fit_self_tuned", "select_hyperparameters"]
+__all__ = ["DEFAULT_SEARCH_SPACE", "SelectionResult", "fit_recommended", "fit_self_tuned", "select_hyperparameters"]
 
 #: The default configuration of :class:`~scvi_trvae.TRVAE` (always evaluated first).
 DEFAULT_CONFIG: dict[str, Any] = {"n_layers": 2, "mmd_weight": 100.0, "kl_weight": 0.1, "training_steps": 1500}
@@ -298,3 +298,35 @@ def fit_self_tuned(
 _SELECTION_ONLY = (
     "n_configs", "search_space", "shift_weights", "max_inner_folds", "time_budget", "progress_bar", "setup_kwargs",
 )  # fmt: skip
+
+
+def fit_recommended(
+    adata: AnnData,
+    *,
+    cell_type_key: str,
+    condition_key: str,
+    source: str,
+    target: str,
+    n_members: int = 3,
+    inner_folds: int = 2,
+    max_epochs: int | None = None,
+    seed: int = 0,
+    progress_bar: bool = True,
+    **train_kwargs: Any,
+) -> tuple[TRVAEEnsemble, SelectionResult]:
+    """Fit the recommended pipeline: an ensemble of default models, its shift blended with the pooled shift.
+
+    :func:`fit_self_tuned` with the default configuration only: the shift weight ``w`` is chosen by
+    ``inner_folds`` inner held-out cell types of ``adata``; 2 inner folds and 3 members make 5 model fits
+    (``docs/ensembles.md``). ``max_epochs`` fixes every fit's length at that many epochs of ``adata``
+    (default: the configuration's 1,500 minibatch steps); ``train_kwargs`` go to :meth:`TRVAE.train`
+    (e.g. ``accelerator``, ``enable_progress_bar``); minibatches hold 128 cells.
+    """
+    length = {}
+    if max_epochs is not None:
+        length["search_space"] = {"training_steps": (max_epochs * math.ceil(adata.n_obs / BATCH_SIZE),)}
+    return fit_self_tuned(
+        adata, cell_type_key=cell_type_key, condition_key=condition_key, source=source, target=target,
+        n_members=n_members, seed=seed, n_configs=1, max_inner_folds=inner_folds, progress_bar=progress_bar,
+        **length, **train_kwargs,
+    )  # fmt: skip

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import anndata
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from scvi_trvae import TRVAE, __version__
+from scvi_trvae import TRVAE, TRVAEEnsemble, __version__, model_selection
 from scvi_trvae.cli import TRAINING_RECORD, app
 from scvi_trvae.datasets import synthetic_perturbation
 
@@ -34,6 +35,21 @@ def model_dir(data_file):
     result = invoke(
         "train", data_file, "--condition-key", "condition", "--holdout-key", "cell_type", "--holdout", "type_A",
         "--holdout-condition", "stimulated", "--max-epochs", "1", "--accelerator", "cpu", "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+HOLD_OUT_A = ["--holdout-key", "cell_type", "--holdout", "type_A", "--holdout-condition", "stimulated"]
+
+
+@pytest.fixture(scope="module")
+def ensemble_dir(data_file):
+    """The recommended pipeline from the command line: 2 members, w chosen by inner held-out cell types."""
+    out = data_file.parent / "ensemble"
+    result = invoke(
+        "train", data_file, "--condition-key", "condition", *HOLD_OUT_A, "--members", "2", "--shift-source", "control",
+        "--max-epochs", "1", "--accelerator", "cpu", "--out", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     return out
@@ -83,6 +99,58 @@ def test_predict_then_evaluate(data_file, model_dir, tmp_path):
         assert (out_dir / figure).stat().st_size > 1000
 
 
+def test_recommended_pipeline_trains_and_predicts_like_the_python_api(data_file, ensemble_dir, tmp_path):
+    record = json.loads((ensemble_dir / TRAINING_RECORD).read_text())
+    assert record["members"] == 2 and record["holdout"]["n_cells"] == 30
+    assert record["shift_weight"] in model_selection.DEFAULT_SHIFT_WEIGHTS
+    ensemble = TRVAEEnsemble.load(ensemble_dir)  # saved with its training cells: no AnnData needed
+    assert ensemble.shift_weight == record["shift_weight"] and ensemble.adata.n_obs == record["n_training_cells"]
+
+    pred_path = tmp_path / "pred.h5ad"
+    result = invoke(
+        "predict", ensemble_dir, data_file, "--source", "control", "--target", "stimulated",
+        "--cells-key", "cell_type", "--cells", "type_A", "--out", pred_path,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    pred = anndata.read_h5ad(pred_path)
+    adata = anndata.read_h5ad(data_file)
+    control_a = np.flatnonzero(
+        ((adata.obs["cell_type"] == "type_A") & (adata.obs["condition"] == "control")).to_numpy()
+    )
+    expected = ensemble.predict_perturbation(
+        adata, source="control", target="stimulated", indices=control_a, cell_type_key="cell_type"
+    )
+    np.testing.assert_allclose(pred.X, expected.X, rtol=1e-6)
+    assert list(pred.obs_names) == list(adata.obs_names[control_a])
+    assert pred.uns["trvae_prediction"]["n_members"] == 2
+    assert pred.uns["trvae_prediction"]["shift_weight"] == record["shift_weight"]
+    assert (pred.var["trvae_shift_sd"] >= 0).all()
+
+
+def test_plain_ensemble_predicts_without_cell_types(data_file, tmp_path):
+    out = tmp_path / "plain"
+    result = invoke(
+        "train", data_file, "--condition-key", "condition", *HOLD_OUT_A, "--members", "2", "--max-epochs", "1",
+        "--accelerator", "cpu", "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / TRAINING_RECORD).read_text())["shift_weight"] == 1.0
+    result = invoke("predict", out, data_file, "--source", "control", "--target", "stimulated", "--out", out / "p.h5ad")
+    assert result.exit_code == 0, result.output
+    pred = anndata.read_h5ad(out / "p.h5ad")
+    assert pred.n_obs == 90 and pred.uns["trvae_prediction"]["seeds"].tolist() == [0, 1]
+
+
+def test_blending_ensemble_needs_the_cell_types(data_file, ensemble_dir, tmp_path):
+    blending = tmp_path / "blending"
+    shutil.copytree(ensemble_dir, blending)
+    manifest = json.loads((blending / "ensemble.json").read_text())
+    (blending / "ensemble.json").write_text(json.dumps({**manifest, "shift_weight": 0.5}))
+    result = invoke("predict", blending, data_file, "--source", "control", "--target", "stimulated", "--out", "p.h5ad")
+    assert result.exit_code == 1
+    assert "w = 0.5" in result.stderr and "--cells-key" in result.stderr
+
+
 def test_version():
     result = invoke("--version")
     assert result.exit_code == 0
@@ -117,18 +185,28 @@ def test_demo_passes_its_arguments_through():
          "unknown condition value(s) ['ctrl']"),
         (["predict", "{model}", "{missing}", "--source", "control", "--target", "stimulated", "--out", "{tmp}/p.h5ad"],
          "no such file"),
+        (["train", "{data}", "--condition-key", "condition", "--shift-source", "control", "--out", "{tmp}/m"],
+         "--shift-source needs --holdout-key"),
+        (["train", "{data}", "--condition-key", "condition", *HOLD_OUT_A, "--shift-source", "ctrl", "--out", "{tmp}/m"],
+         "unknown condition value(s) ['ctrl']"),
+        (["train", "{data}", "--condition-key", "condition", *HOLD_OUT_A, "--shift-source", "control", "--counts",
+          "--out", "{tmp}/m"], "cannot be used with counts"),
+        (["train", "{data}", "--condition-key", "condition", *HOLD_OUT_A, "--shift-source", "control",
+          "--batch-size", "64", "--out", "{tmp}/m"], "drop --batch-size"),
+        (["predict", "{ensemble}", "{data}", "--source", "control", "--target", "stimulated", "--n-samples", "2",
+          "--out", "{tmp}/p.h5ad"], "drop --n-samples and --mode"),
         (["evaluate", "{data}", "{data}", "--condition-key", "condition", "--cells-key", "cell_type", "--cells", "NK",
           "--control", "control", "--target", "stimulated"], "unknown cell_type value(s) ['NK']"),
         (["evaluate", "{notanh5ad}", "{data}", "--condition-key", "condition", "--cells-key", "cell_type", "--cells",
           "type_A", "--control", "control", "--target", "stimulated"], "not a readable .h5ad file"),
     ],
 )  # fmt: skip
-def test_bad_input_is_one_line_without_traceback(args, message, data_file, model_dir, tmp_path):
+def test_bad_input_is_one_line_without_traceback(args, message, data_file, model_dir, ensemble_dir, tmp_path):
     not_h5ad = tmp_path / "notes.h5ad"
     not_h5ad.write_text("not hdf5")
     places = {
         "{missing}": str(tmp_path / "missing.h5ad"), "{data}": str(data_file), "{model}": str(model_dir),
-        "{notanh5ad}": str(not_h5ad), "{tmp}": str(tmp_path),
+        "{notanh5ad}": str(not_h5ad), "{tmp}": str(tmp_path), "{ensemble}": str(ensemble_dir),
     }  # fmt: skip
     filled = []
     for arg in args:

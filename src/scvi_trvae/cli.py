@@ -21,7 +21,8 @@ import scvi
 import typer
 from rich.progress import Progress
 
-from . import __version__, baselines, datasets, metrics, pl
+from . import __version__, baselines, datasets, metrics, model_selection, pl
+from ._ensemble import TRVAEEnsemble
 from ._model import TRVAE
 from .demo import format_table
 from .demo import main as demo_main
@@ -144,12 +145,21 @@ def train(
     batch_size: Annotated[int, typer.Option(min=2)] = 128,
     accelerator: Annotated[str, typer.Option(help="Lightning accelerator: auto, cpu, gpu, ...")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of scvi-tools (weights, splits, minibatches).")] = 0,
+    members: Annotated[int, typer.Option(min=1, help="Seeds of an ensemble (TRVAEEnsemble); 1: one model.")] = 1,
+    shift_source: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the recommended pipeline: choose the ensemble's shift weight for --shift-source -> "
+            "--holdout-condition by inner held-out cell types of --holdout-key (log-normalised data)."
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing model folder.")] = False,
 ) -> None:
     """Train trVAE on DATA without the held-out cells and save it to --out.
 
     The held-out cells (--holdout-key == --holdout in --holdout-condition) are removed before the model sees the
-    data; their names are recorded in the model folder's scvi_trvae_training.json.
+    data; their names are recorded in the model folder's scvi_trvae_training.json. With --members or
+    --shift-source an ensemble is saved, with its training cells (its shift blending needs them).
     """
     with _one_line_errors():
         if out.exists() and any(out.iterdir()) and not overwrite:
@@ -159,6 +169,9 @@ def train(
         held_out = _holdout_mask(adata, data, condition_key, holdout_key, holdout, holdout_condition)
         if layer is not None and layer not in adata.layers:
             raise CliError(f"no layer {layer!r} in {data}; layers: {list(adata.layers)}")
+        if shift_source is not None:
+            count_data = counts if likelihood is None else likelihood is not Likelihood.mse
+            _check_pipeline(conditions, condition_key, shift_source, holdout_key, count_data, batch_size)
         training = adata[~held_out].copy()
         typer.echo(
             f"Data: {adata.n_obs} cells x {adata.n_vars} genes, {len(set(conditions))} conditions; "
@@ -166,29 +179,68 @@ def train(
         )
         scvi.settings.seed = seed
         TRVAE.setup_anndata(training, condition_key=condition_key, layer=layer, is_count_data=counts)
-        model = TRVAE(training, **({} if likelihood is None else {"likelihood": likelihood.value}))
-        model.train(max_epochs=max_epochs, batch_size=batch_size, accelerator=accelerator, enable_progress_bar=True)
-        model.save(str(out), overwrite=True)  # a non-empty folder was refused above unless --overwrite
-        record = {
-            "data": str(data.resolve()),
-            "condition_key": condition_key,
-            "layer": layer,
-            "counts": counts,
-            "likelihood": model.module.likelihood,
-            "holdout": {
-                "key": holdout_key,
-                "value": holdout,
-                "condition": holdout_condition,
-                "n_cells": int(held_out.sum()),
-                "cells": adata.obs_names[held_out].tolist(),
-            },
-            "n_training_cells": training.n_obs,
-            "epochs": len(model.history["train_loss"]),
-            "seed": seed,
-            "version": __version__,
-        }
+        fit = {"max_epochs": max_epochs, "accelerator": accelerator, "enable_progress_bar": True, "seed": seed}
+        model_kwargs = {} if likelihood is None else {"likelihood": likelihood.value}
+        if shift_source is not None:
+            model, _ = model_selection.fit_recommended(
+                training, cell_type_key=holdout_key, condition_key=condition_key, source=shift_source,
+                target=holdout_condition, n_members=members, setup_kwargs={"layer": layer}, **fit,
+            )  # fmt: skip
+        else:
+            model = _fit(training, members, model_kwargs, batch_size=batch_size, **fit)
+        # a non-empty folder was refused above unless --overwrite
+        model.save(str(out), overwrite=True, **({"save_anndata": True} if isinstance(model, TRVAEEnsemble) else {}))
+        holdout_settings = {"key": holdout_key, "value": holdout, "condition": holdout_condition}
+        record = _training_record(data, adata, held_out, holdout_settings, model, condition_key, layer, counts, seed)
         (out / TRAINING_RECORD).write_text(json.dumps(record, indent=1))
-        typer.echo(f"Trained {record['epochs']} epochs; saved the model to {out}.")
+        what = "the model" if isinstance(model, TRVAE) else f"{members} members (w = {model.shift_weight:g})"
+        typer.echo(f"Trained {record['epochs']} epochs; saved {what} to {out}.")
+
+
+def _training_record(data, adata, held_out, holdout_settings, model, condition_key, layer, counts, seed) -> dict:
+    """Collect what ``train`` writes to :data:`TRAINING_RECORD`: the data, keys, held-out cells and settings."""
+    ensemble = model if isinstance(model, TRVAEEnsemble) else None
+    first = model if ensemble is None else ensemble.members[0]
+    return {
+        "data": str(data.resolve()),
+        "condition_key": condition_key,
+        "layer": layer,
+        "counts": counts,
+        "likelihood": first.module.likelihood,
+        "holdout": {**holdout_settings, "n_cells": int(held_out.sum()), "cells": adata.obs_names[held_out].tolist()},
+        "n_training_cells": first.adata.n_obs,
+        "epochs": len(first.history["train_loss"]),
+        "seed": seed,
+        "members": None if ensemble is None else ensemble.n_members,
+        "shift_weight": None if ensemble is None else ensemble.shift_weight,
+        "version": __version__,
+    }
+
+
+def _check_pipeline(
+    conditions: np.ndarray, condition_key: str, shift_source: str, holdout_key: str | None, count_data: bool,
+    batch_size: int,
+) -> None:  # fmt: skip
+    """Refuse options that the recommended pipeline (--shift-source) cannot honour."""
+    if holdout_key is None:
+        raise CliError("--shift-source needs --holdout-key (the cell types) and --holdout-condition (the target)")
+    _check_values(conditions, [shift_source], condition_key)
+    if count_data:
+        raise CliError("--shift-source blends shifts of log-normalised data; it cannot be used with counts or nb/zinb")
+    if batch_size != model_selection.BATCH_SIZE:
+        raise CliError(
+            f"--shift-source trains with minibatches of {model_selection.BATCH_SIZE} cells; drop --batch-size"
+        )
+
+
+def _fit(training, members: int, model_kwargs: dict, *, seed: int, **train_kwargs) -> TRVAE | TRVAEEnsemble:
+    """Train one model, or an ensemble of ``members`` seeds from ``seed``."""
+    if members == 1:
+        model = TRVAE(training, **model_kwargs)
+    else:
+        model = TRVAEEnsemble(training, seeds=range(seed, seed + members), **model_kwargs)
+    model.train(**train_kwargs)
+    return model
 
 
 # ---------------------------------------------------------------------------------------------------------- predict
@@ -196,7 +248,11 @@ def _load_model(model_dir: Path):
     if not model_dir.is_dir():
         raise CliError(f"no such model folder: {model_dir}")
     try:
-        return TRVAE.load(str(model_dir), adata=False)  # `train` saves the model without its AnnData
+        return TRVAEEnsemble.load(model_dir)  # `train` saves an ensemble with its training cells
+    except FileNotFoundError:  # no ensemble manifest: a single model
+        pass
+    try:
+        return TRVAE.load(str(model_dir), adata=False)  # `train` saves a single model without its AnnData
     except Exception as err:  # scvi-tools raises several types for a folder without a valid model
         reason = " ".join(str(err).split()) or type(err).__name__
         raise CliError(f"{model_dir} does not hold a saved scvi-trvae model ({reason})") from err
@@ -222,10 +278,13 @@ def predict(
         if (cells_key is None) != (not cells):
             raise CliError("--cells-key and --cells go together")
         model = _load_model(model_dir)
+        first = model.members[0] if isinstance(model, TRVAEEnsemble) else model
+        if isinstance(model, TRVAEEnsemble):
+            _check_ensemble_options(model, cells_key, n_samples, mode)
         adata = _read_h5ad(data)
-        conditions = _obs_values(adata, model.condition_key, data)
-        _check_values(conditions, [source], model.condition_key)
-        known = [str(c) for c in model.conditions]
+        conditions = _obs_values(adata, first.condition_key, data)
+        _check_values(conditions, [source], first.condition_key)
+        known = [str(c) for c in first.conditions]
         if target not in known:
             raise CliError(f"the model does not know condition {target!r}; it knows {known}")
         selected = conditions == source
@@ -235,10 +294,27 @@ def predict(
             selected &= np.isin(groups, cells)
         if not selected.any():
             raise CliError(f"no {source!r} cells among the selected cells of {data}")
-        prediction = _predict_in_chunks(model, adata, np.flatnonzero(selected), source, target, n_samples, mode, seed)
+        indices = np.flatnonzero(selected)
+        if isinstance(model, TRVAEEnsemble):  # one call: the members' spread per gene is over all predicted cells
+            prediction = model.predict_perturbation(
+                adata, source=source, target=target, indices=indices, cell_type_key=cells_key
+            )
+        else:
+            prediction = _predict_in_chunks(model, adata, indices, source, target, n_samples, mode, seed)
         out.parent.mkdir(parents=True, exist_ok=True)
         prediction.write_h5ad(out)
         typer.echo(f"Predicted {prediction.n_obs} cells ({source} -> {target}); wrote {out}.")
+
+
+def _check_ensemble_options(ensemble: TRVAEEnsemble, cells_key: str | None, n_samples: int, mode: Mode) -> None:
+    """Refuse what an ensemble's prediction does not do."""
+    if n_samples != 0 or mode is not Mode.counterfactual:
+        raise CliError("an ensemble predicts in counterfactual mode without draws; drop --n-samples and --mode")
+    if ensemble.shift_weight < 1 and cells_key is None:
+        raise CliError(
+            f"this ensemble blends its shift with the other cell types' (w = {ensemble.shift_weight:g}): "
+            "give --cells-key (the cell types it was trained with) and --cells"
+        )
 
 
 def _predict_in_chunks(model, adata, indices, source, target, n_samples, mode, seed) -> ad.AnnData:

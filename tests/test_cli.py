@@ -6,6 +6,7 @@ import shutil
 import anndata
 import numpy as np
 import pytest
+from scipy.stats import ConstantInputWarning
 from typer.testing import CliRunner
 
 from scvi_trvae import TRVAE, TRVAEEnsemble, __version__, model_selection
@@ -70,7 +71,7 @@ def test_train_excludes_and_records_the_held_out_cells(data_file, model_dir):
     assert model.summary_stats["n_cells"] == adata.n_obs - 30
 
 
-def test_predict_then_evaluate(data_file, model_dir, tmp_path):
+def test_predict_then_evaluate(data_file, model_dir, tmp_path, recwarn):
     pred_path = tmp_path / "pred.h5ad"
     result = invoke(
         "predict", model_dir, data_file, "--source", "control", "--target", "stimulated",
@@ -97,6 +98,8 @@ def test_predict_then_evaluate(data_file, model_dir, tmp_path):
     assert 0.0 <= scores["trVAE"]["r2_mean_all"] <= 1.0
     for figure in ("reg_mean.png", "reg_var.png", "top_genes.png"):
         assert (out_dir / figure).stat().st_size > 1000
+    assert np.isnan(scores["no response"]["pearson_delta_all"])  # shown as n/a, without SciPy's warning
+    assert not [w for w in recwarn if issubclass(w.category, ConstantInputWarning)]
 
 
 def test_recommended_pipeline_trains_and_predicts_like_the_python_api(data_file, ensemble_dir, tmp_path):

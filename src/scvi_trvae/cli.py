@@ -24,7 +24,7 @@ from rich.progress import Progress
 from . import __version__, baselines, datasets, metrics, model_selection, pl
 from ._ensemble import TRVAEEnsemble
 from ._model import TRVAE
-from .demo import format_table
+from .demo import format_table, score_methods
 from .demo import main as demo_main
 
 TRAINING_RECORD = "scvi_trvae_training.json"
@@ -375,10 +375,7 @@ def evaluate(
             "no response": baselines.no_response(training_like, source=control, target=target, **keys),
         }
         degs = metrics.top_degs(real_target, real_control, n_up=n_degs // 2, n_down=n_degs // 2)
-        scores = {
-            name: metrics.evaluate_prediction(p, real_target, real_control, degs=degs, seed=seed)
-            for name, p in predictions.items()
-        }
+        scores = score_methods(predictions, real_target, real_control, degs=degs, seed=seed)
         typer.echo(f"{cells}: {control} -> {target}, {pred.n_obs} predicted vs {real_target.n_obs} real cells")
         typer.echo(format_table(scores))
         _write_evaluation(out_dir, scores, pred, real_target, real_control, degs, title=f"{cells} {target}")

@@ -56,6 +56,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def score_methods(
+    predictions: dict[str, ad.AnnData], real_target: ad.AnnData, real_control: ad.AnnData, *, degs, seed: int
+) -> dict[str, dict[str, float]]:
+    """Score each method's prediction with :func:`~scvi_trvae.metrics.evaluate_prediction` on the same DEGs."""
+    with warnings.catch_warnings():  # "no response" has no Δ-Pearson: NaN, shown as n/a, not a warning
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        return {
+            name: metrics.evaluate_prediction(pred, real_target, real_control, degs=degs, seed=seed)
+            for name, pred in predictions.items()
+        }
+
+
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """Format metrics as a markdown table, one row per method."""
     # Δ-Pearson of "no response" is undefined (a zero response): shown as n/a
@@ -108,12 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         "no response": baselines.no_response(train, cell_type=args.holdout, **keys, **task),
     }
     degs = metrics.top_degs(real_target, real_control)
-    with warnings.catch_warnings():  # "no response" has no Δ-Pearson; the table says n/a
-        warnings.simplefilter("ignore", ConstantInputWarning)
-        scores = {
-            name: metrics.evaluate_prediction(pred, real_target, real_control, degs=degs, seed=args.seed)
-            for name, pred in predictions.items()
-        }
+    scores = score_methods(predictions, real_target, real_control, degs=degs, seed=args.seed)
     print()
     print(f"{args.holdout}: {args.source} -> {args.target}, predicted vs {real_target.n_obs} real held-out cells")
     print(format_table(scores))

@@ -20,6 +20,7 @@ CASES = {
     "haber_three_conditions": ("haber2017_gut_3cond_lognorm.h5ad", {"N_GENES": 300}),
     "kang_counts_nb": ("kang2018_pbmc_ifnb_counts_100genes.h5ad", {}),
     "query_mapping": ("haber2017_gut_3cond_lognorm.h5ad", {"N_GENES": 200, "MAX_EPOCHS": 1, "MAX_CELLS": 40}),
+    "recommended_pipeline": ("kang2018_pbmc_ifnb_lognorm.h5ad", {"N_GENES": 300}),
 }
 
 

@@ -178,7 +178,6 @@ def train(
             f"{int(held_out.sum())} cells held out, training on {training.n_obs}."
         )
         scvi.settings.seed = seed
-        TRVAE.setup_anndata(training, condition_key=condition_key, layer=layer, is_count_data=counts)
         fit = {"max_epochs": max_epochs, "accelerator": accelerator, "enable_progress_bar": True, "seed": seed}
         model_kwargs = {} if likelihood is None else {"likelihood": likelihood.value}
         if shift_source is not None:
@@ -187,9 +186,10 @@ def train(
                 target=holdout_condition, n_members=members, setup_kwargs={"layer": layer}, **fit,
             )  # fmt: skip
         else:
-            model = _fit(training, members, model_kwargs, batch_size=batch_size, **fit)
-        # a non-empty folder was refused above unless --overwrite
-        model.save(str(out), overwrite=True, **({"save_anndata": True} if isinstance(model, TRVAEEnsemble) else {}))
+            setup_kwargs = {"condition_key": condition_key, "layer": layer, "is_count_data": counts}
+            model = _fit(training, setup_kwargs, members, model_kwargs, batch_size=batch_size, **fit)
+        # a non-empty folder was refused above unless --overwrite; an ensemble's blending needs its training cells
+        model.save(str(out), overwrite=True, save_anndata=isinstance(model, TRVAEEnsemble))
         holdout_settings = {"key": holdout_key, "value": holdout, "condition": holdout_condition}
         record = _training_record(data, adata, held_out, holdout_settings, model, condition_key, layer, counts, seed)
         (out / TRAINING_RECORD).write_text(json.dumps(record, indent=1))
@@ -200,7 +200,7 @@ def train(
 def _training_record(data, adata, held_out, holdout_settings, model, condition_key, layer, counts, seed) -> dict:
     """Collect what ``train`` writes to :data:`TRAINING_RECORD`: the data, keys, held-out cells and settings."""
     ensemble = model if isinstance(model, TRVAEEnsemble) else None
-    first = model if ensemble is None else ensemble.members[0]
+    first = _first_model(model)
     return {
         "data": str(data.resolve()),
         "condition_key": condition_key,
@@ -233,14 +233,22 @@ def _check_pipeline(
         )
 
 
-def _fit(training, members: int, model_kwargs: dict, *, seed: int, **train_kwargs) -> TRVAE | TRVAEEnsemble:
-    """Train one model, or an ensemble of ``members`` seeds from ``seed``."""
+def _fit(
+    training, setup_kwargs: dict, members: int, model_kwargs: dict, *, seed: int, **train_kwargs
+) -> TRVAE | TRVAEEnsemble:
+    """Set ``training`` up, then train one model, or an ensemble of ``members`` seeds from ``seed``."""
+    TRVAE.setup_anndata(training, **setup_kwargs)
     if members == 1:
         model = TRVAE(training, **model_kwargs)
     else:
         model = TRVAEEnsemble(training, seeds=range(seed, seed + members), **model_kwargs)
     model.train(**train_kwargs)
     return model
+
+
+def _first_model(model: TRVAE | TRVAEEnsemble) -> TRVAE:
+    """Return the model itself, or an ensemble's first member (whose keys and conditions are the ensemble's)."""
+    return model.members[0] if isinstance(model, TRVAEEnsemble) else model
 
 
 # ---------------------------------------------------------------------------------------------------------- predict
@@ -278,7 +286,7 @@ def predict(
         if (cells_key is None) != (not cells):
             raise CliError("--cells-key and --cells go together")
         model = _load_model(model_dir)
-        first = model.members[0] if isinstance(model, TRVAEEnsemble) else model
+        first = _first_model(model)
         if isinstance(model, TRVAEEnsemble):
             _check_ensemble_options(model, cells_key, n_samples, mode)
         adata = _read_h5ad(data)

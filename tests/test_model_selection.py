@@ -26,27 +26,33 @@ def _select(train, **kwargs):
     return model_selection.select_hyperparameters(train, **TASK, **kwargs)
 
 
-def test_selection_never_sees_outer_holdout(outer_split, monkeypatch):
-    train, outer_cells = outer_split
-    seen: list[tuple[str, pd.DataFrame]] = []
+@pytest.fixture
+def recorded_fits(monkeypatch) -> list[tuple[str, pd.DataFrame, dict]]:
+    """Every fit, in order: ("inner", its cells' obs, its configuration) or ("final", obs, the member's train args)."""
+    fits = []
     original_fit, original_member = model_selection._train_model, _ensemble._train_member
 
-    def recording_fit(adata, *args, **kwargs):
-        seen.append(("inner", adata.obs.copy()))
-        return original_fit(adata, *args, **kwargs)
+    def recording_fit(adata, condition_key, config, *args, **kwargs):
+        fits.append(("inner", adata.obs.copy(), dict(config)))
+        return original_fit(adata, condition_key, config, *args, **kwargs)
 
-    def recording_member(adata, *args, **kwargs):
-        seen.append(("final", adata.obs.copy()))
-        return original_member(adata, *args, **kwargs)
+    def recording_member(adata, setup_kwargs, model_kwargs, train_kwargs, *args):
+        fits.append(("final", adata.obs.copy(), dict(train_kwargs)))
+        return original_member(adata, setup_kwargs, model_kwargs, train_kwargs, *args)
 
     monkeypatch.setattr(model_selection, "_train_model", recording_fit)
     monkeypatch.setattr(_ensemble, "_train_member", recording_member)
+    return fits
+
+
+def test_selection_never_sees_outer_holdout(outer_split, recorded_fits):
+    train, outer_cells = outer_split
     ensemble, selection = model_selection.fit_self_tuned(
         train, **TASK, n_members=2, n_configs=2, search_space=SPACE, shift_weights=(0.0, 1.0), max_inner_folds=2,
         progress_bar=False,
     )  # fmt: skip
-    inner = [obs for kind, obs in seen if kind == "inner"]
-    final = [obs for kind, obs in seen if kind == "final"]
+    inner = [obs for kind, obs, _ in recorded_fits if kind == "inner"]
+    final = [obs for kind, obs, _ in recorded_fits if kind == "final"]
     assert len(inner) == 2 * 2 and len(final) == 2  # configs x inner folds, then the members
     for obs in inner + final:
         assert not outer_cells & set(obs.index)
@@ -102,28 +108,15 @@ def test_candidate_configs_distinct_and_bad_input(outer_split):
         _select(only_one)
 
 
-def test_fit_recommended_is_the_default_configuration_with_chosen_weight(outer_split, monkeypatch):
+def test_fit_recommended_is_the_default_configuration_with_chosen_weight(outer_split, recorded_fits):
     train, _ = outer_split
-    lengths = []
-    original_fit, original_member = model_selection._train_model, _ensemble._train_member
-
-    def recording_fit(adata, condition_key, config, *args, **kwargs):
-        lengths.append(("inner", adata.n_obs, config["training_steps"]))
-        return original_fit(adata, condition_key, config, *args, **kwargs)
-
-    def recording_member(adata, setup_kwargs, model_kwargs, train_kwargs, *args):
-        lengths.append(("final", adata.n_obs, train_kwargs["max_epochs"]))
-        return original_member(adata, setup_kwargs, model_kwargs, train_kwargs, *args)
-
-    monkeypatch.setattr(model_selection, "_train_model", recording_fit)
-    monkeypatch.setattr(_ensemble, "_train_member", recording_member)
     ensemble, selection = model_selection.fit_recommended(
         train, **TASK, n_members=2, max_epochs=2, progress_bar=False, enable_progress_bar=False
     )
     steps = 2 * int(np.ceil(train.n_obs / model_selection.BATCH_SIZE))
-    assert [kind for kind, _, _ in lengths] == ["inner", "inner", "final", "final"]  # 2 inner folds, 2 members
-    assert all(length == steps for kind, _, length in lengths if kind == "inner")
-    assert all(length == 2 for kind, _, length in lengths if kind == "final")
+    assert [kind for kind, _, _ in recorded_fits] == ["inner", "inner", "final", "final"]  # 2 inner folds, 2 members
+    assert all(config["training_steps"] == steps for kind, _, config in recorded_fits if kind == "inner")
+    assert all(train_args["max_epochs"] == 2 for kind, _, train_args in recorded_fits if kind == "final")
     assert selection.best_config == {"training_steps": steps}  # the models keep every default but the length
     assert ensemble.n_members == 2 and ensemble.shift_weight == selection.best_shift_weight
     assert selection.best_shift_weight in model_selection.DEFAULT_SHIFT_WEIGHTS

@@ -147,6 +147,20 @@ def test_select_genes_uses_detected_genes_only():
     assert select_genes(x, None).all()
 
 
+def test_select_genes_gives_exactly_n_genes_when_dispersions_tie(monkeypatch):
+    import pandas as pd
+    import scanpy as sc
+
+    # scanpy keeps every gene at or above the n-th normalised dispersion: three genes tied at the cut-off
+    norm = np.array([3.0, 0.6745, 2.0, 0.6745, 0.1, 0.6745])
+    table = pd.DataFrame({"dispersions_norm": norm, "dispersions": [5.0, 1.0, 4.0, 3.0, 0.5, 2.0]})
+    table["highly_variable"] = norm >= 0.6745
+    monkeypatch.setattr(sc.pp, "highly_variable_genes", lambda *args, **kwargs: table)
+    x = np.ones((10, 6))
+    mask = select_genes(x, 3)
+    assert mask.tolist() == [True, False, True, True, False, False]  # the tie goes to the larger raw dispersion
+
+
 def test_count_data_split_holds_out_and_renormalises(tmp_path):
     import anndata as ad
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import sys
 
+import anndata
 import numpy as np
 import pytest
 import scvi
@@ -26,7 +27,11 @@ TRAIN_KWARGS = {"accelerator": "cpu", "enable_progress_bar": False}
 def experiment(tmp_path):
     """A local SOMA experiment written from the tiny AnnData (log-normalised X as layer "data"), and the AnnData."""
     adata = tiny_adata()
-    uri = soma_io.from_anndata(str(tmp_path / "experiment"), adata, measurement_name="RNA")
+    # X handed over as a layer: with anndata >= 0.13 tiledbsoma 2.3.0's from_anndata fails on X itself
+    # (anndata lists it among the layers under the key None)
+    layers = {"data": adata.X, **{name: layer for name, layer in adata.layers.items() if name is not None}}
+    ingest = anndata.AnnData(obs=adata.obs, var=adata.var, layers=layers)
+    uri = soma_io.from_anndata(str(tmp_path / "experiment"), ingest, measurement_name="RNA")
     return uri, adata
 
 

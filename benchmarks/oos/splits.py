@@ -80,9 +80,27 @@ def select_genes(x_train, n_top_genes: int | None, min_cells: int = 3) -> np.nda
     table = sc.pp.highly_variable_genes(
         ad.AnnData(x_train[:, detected].copy()), n_top_genes=n_top_genes, flavor=HVG_FLAVOR, inplace=False
     )
+    chosen = table["highly_variable"].to_numpy()
+    if chosen.sum() != n_top_genes:
+        chosen = _top_dispersions(table, n_top_genes)
     mask = np.zeros(n_genes, dtype=bool)
-    mask[np.flatnonzero(detected)[table["highly_variable"].to_numpy()]] = True
+    mask[np.flatnonzero(detected)[chosen]] = True
     return mask
+
+
+def _top_dispersions(table, n_top_genes: int) -> np.ndarray:
+    """Exactly ``n_top_genes`` genes by normalised dispersion, ties broken by the raw dispersion.
+
+    scanpy keeps every gene at or above the n-th normalised dispersion, so genes tied there (one-gene
+    bins all get the same value) make more than ``n_top_genes``, and which tie falls on which side of
+    the cut-off depends on float rounding that differs between library versions and machines.
+    """
+    normalised = np.round(np.nan_to_num(table["dispersions_norm"].to_numpy(dtype=float), nan=-np.inf), 6)
+    raw = np.nan_to_num(table["dispersions"].to_numpy(dtype=float), nan=-np.inf)
+    order = np.lexsort((-raw, -normalised))  # the last key sorts first
+    chosen = np.zeros(len(table), dtype=bool)
+    chosen[order[:n_top_genes]] = True
+    return chosen
 
 
 def _keep_genes(cells: ad.AnnData, genes: np.ndarray, renormalise: bool) -> ad.AnnData:

@@ -60,7 +60,9 @@ class QueryAnnDataMixin:
             )  # fmt: skip
         positions = self._selected_positions(adata, indices, conditions)
         if not registered:
-            adata = adata[positions].to_memory() if adata.isbacked else adata[positions].copy()
+            # copy=True: anndata 0.13's to_memory() of a backed view keeps X as an ArrayView, which torch's
+            # loader does not turn into a tensor
+            adata = adata[positions].to_memory(copy=True) if adata.isbacked else adata[positions].copy()
             check_setup_values(adata, setup_args.get("layer"), is_count_data=bool(setup_args.get("is_count_data")))
             positions = np.arange(adata.n_obs)
         return super()._validate_anndata(adata, copy_if_view=copy_if_view), positions

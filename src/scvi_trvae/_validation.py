@@ -20,7 +20,9 @@ def expression_matrix(adata: AnnData, layer: str | None):
             raise ValueError("adata.X is empty (None); pass `layer=` to use a layer instead.")
         return adata.X
     if layer not in adata.layers:
-        raise KeyError(f"Layer {layer!r} is not in adata.layers (available: {sorted(adata.layers.keys())}).")
+        # anndata >= 0.13 lists X itself among the layers, under the key None
+        available = sorted(key for key in adata.layers.keys() if key is not None)
+        raise KeyError(f"Layer {layer!r} is not in adata.layers (available: {available}).")
     return adata.layers[layer]
 
 

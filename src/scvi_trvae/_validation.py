@@ -21,7 +21,7 @@ def expression_matrix(adata: AnnData, layer: str | None):
         return adata.X
     if layer not in adata.layers:
         # anndata >= 0.13 lists X itself among the layers, under the key None
-        available = sorted(key for key in adata.layers.keys() if key is not None)
+        available = sorted(key for key in adata.layers if key is not None)
         raise KeyError(f"Layer {layer!r} is not in adata.layers (available: {available}).")
     return adata.layers[layer]
 

@@ -328,6 +328,7 @@ def quick_run(tmp_path_factory):
     return out, argv, rows
 
 
+@pytest.mark.slow  # the benchmark's --quick run on real data (~20 s)
 def test_quick_mode_rows(quick_run):
     out, _, rows = quick_run
     payload = json.loads((out / "out_of_sample.json").read_text())
@@ -351,6 +352,7 @@ def test_quick_mode_rows(quick_run):
     assert by_method["trVAE"]["epochs"] == 3
 
 
+@pytest.mark.slow  # the benchmark's --quick run on real data (~20 s)
 def test_quick_mode_markdown_and_figures(quick_run):
     out, _, _ = quick_run
     text = (out / "benchmarks.md").read_text()
@@ -363,6 +365,7 @@ def test_quick_mode_markdown_and_figures(quick_run):
     }
 
 
+@pytest.mark.slow  # the benchmark's --quick run on real data (~20 s)
 def test_figures_are_not_redrawn_without_the_trvae_predictions(quick_run, tmp_path):
     out, argv, _ = quick_run
     cache_copy = tmp_path / "cache"
@@ -377,6 +380,7 @@ def test_figures_are_not_redrawn_without_the_trvae_predictions(quick_run, tmp_pa
     assert not list((tmp_path / "out").rglob("*.png"))
 
 
+@pytest.mark.slow  # the benchmark's --quick run on real data (~20 s)
 def test_quick_mode_resumes_from_cache(quick_run):
     out, argv, first = quick_run
     with _restoring_threads():
@@ -389,6 +393,7 @@ def test_quick_mode_resumes_from_cache(quick_run):
     assert [row["edist_scaled"] for row in resumed] == [row["edist_scaled"] for row in first if row["status"] == "ok"]
 
 
+@pytest.mark.slow  # the benchmark's --quick run on real data (~20 s)
 def test_rebuild_cache_from_results_file_restores_every_cached_result(quick_run, tmp_path):
     out, _, _ = quick_run
     n_written = cache.rebuild_cache(out / "out_of_sample.json", SHARED_DATA, tmp_path)

@@ -84,6 +84,7 @@ def _train(mode: str, tmp_path: Path, epochs: int) -> dict:
     return json.loads(output.read_text())
 
 
+@pytest.mark.slow  # starts two DDP processes
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo")
 def test_two_cpu_processes_train_like_one(tmp_path):
     single = _train("single", tmp_path, epochs=8)
@@ -95,6 +96,7 @@ def test_two_cpu_processes_train_like_one(tmp_path):
     np.testing.assert_allclose(ddp["losses"], single["losses"], rtol=0.1)
 
 
+@pytest.mark.slow  # starts two DDP processes
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo")
 def test_two_devices_without_a_strategy_use_the_distributed_sampler(tmp_path):
     ddp = _train("ddp-no-strategy", tmp_path, epochs=1)

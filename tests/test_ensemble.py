@@ -100,6 +100,7 @@ def test_user_anndata_unchanged(trained):
     assert list(control.layers) == list(before.layers)
 
 
+@pytest.mark.slow  # a process pool
 def test_parallel_members_equal_sequential(small_adata):
     train, control = _split(small_adata)
     TRVAE.setup_anndata(train, condition_key="condition")

@@ -160,6 +160,7 @@ def cells(data):
     return adata
 
 
+@pytest.mark.slow  # UMAP's first call compiles numba code (~15 s)
 def test_representation_plot(cells, tmp_path):
     m1, m2 = FakeModel(cells, 1), FakeModel(cells, 2)
     obs_before, uns_before, obsm_before = cells.obs.copy(), dict(cells.uns), set(cells.obsm)

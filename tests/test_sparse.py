@@ -35,8 +35,11 @@ def test_sparse_fc_layers_match_fc_layers_values_and_gradients(inject_covariates
     sparse = sparse_fc_layers(layers, x.to_sparse_csr(), *codes)
     sparse.square().sum().backward()
     torch.testing.assert_close(sparse, dense)
+    # float32 sums in another order: entries that should be 0 (the biases before batch norm) differ by the
+    # rounding of the largest gradient
+    atol = 1e-5 * max(float(grad.abs().max()) for grad in dense_grads)
     for got, expected in zip((p.grad for p in layers.parameters()), dense_grads, strict=True):
-        torch.testing.assert_close(got, expected)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=atol)
 
 
 def test_row_sums_of_sparse_and_dense_agree():

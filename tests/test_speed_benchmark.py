@@ -33,6 +33,7 @@ def quick_run(tmp_path_factory):
     return tmp_path, report, table
 
 
+@pytest.mark.slow  # runs speed.py --quick (~45 s)
 def test_speed_quick_mode_writes_json_and_tables(quick_run):
     _, report, table = quick_run
     (training,) = report["training"]
@@ -48,6 +49,7 @@ def test_speed_quick_mode_writes_json_and_tables(quick_run):
     assert "| counterfactual | bf16 autocast | 300 |" in table
 
 
+@pytest.mark.slow  # runs speed.py --quick (~45 s)
 def test_speed_quick_mode_trains_from_a_backed_file_it_wrote(quick_run):
     tmp_path, report, table = quick_run
     generation = report["disk"]["generation"]
@@ -60,6 +62,7 @@ def test_speed_quick_mode_trains_from_a_backed_file_it_wrote(quick_run):
     assert "| synthetic:3000:200 backed | 64 |" in table
 
 
+@pytest.mark.slow  # runs speed.py --quick (~45 s)
 def test_speed_only_remeasures_some_parts_and_reuses_the_cached_file(quick_run):
     tmp_path, first, _ = quick_run
     report, table = run_quick(tmp_path, "--only", "disk")

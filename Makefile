@@ -107,5 +107,8 @@ scarches-venv:
 	.venv-scarches/bin/python -m pip install --quiet "torch==2.13.0"
 	.venv-scarches/bin/python -m pip install --quiet "scarches==0.6.1" "scvi-tools==1.4.2"
 
+# the benchmark's peers (scGen, CPA, biolord, CellFlow, scPRAM), each in its own environment
+include benchmarks/peers/peers.mk
+
 clean:
 	rm -rf $(VENV) .venv-py3.* .venv-fresh .venv-wheel dist demo_output .pytest_cache docs/_build docs/generated

@@ -1,0 +1,1 @@
+# Make targets of the peer environments (filled in by the peers work).

@@ -11,6 +11,7 @@ import pandas as pd
 import pooch
 import pytest
 import requests
+from scipy import stats
 
 from scvi_trvae.datasets import KANG2018_URL, DownloadError, haber2017, kang2018, synthetic_perturbation
 
@@ -460,3 +461,46 @@ def test_state_dependence_scales_response_by_visible_state():
     assert adata.uns["synthetic_perturbation"]["state_dependence"] == 0.8
     with pytest.raises(ValueError, match="state_dependence"):
         synthetic_perturbation(**kwargs, state_dependence=-1.0)
+
+
+def test_synthetic_counterfactual_is_the_noise_free_expression_and_each_cells_own_response():
+    from scvi_trvae.datasets import synthetic_counterfactual
+
+    adata = synthetic_perturbation(n_cell_types=3, n_genes=200, n_cells_per_group=80, seed=5, state_dependence=1.0)
+    for condition in ("control", "stimulated"):
+        cells = adata[(adata.obs["cell_type"] == "type_B") & (adata.obs["condition"] == condition)]
+        truth = synthetic_counterfactual(cells, condition)
+        assert truth.shape == cells.shape and truth.dtype == np.float32
+        # the observed cells scatter around their noise-free expression
+        assert np.corrcoef(truth.mean(0), cells.X.mean(0))[0, 1] > 0.97
+    control = adata[(adata.obs["cell_type"] == "type_B") & (adata.obs["condition"] == "control")]
+    response = synthetic_counterfactual(control, "stimulated") - synthetic_counterfactual(control, "control")
+    effect = adata.varm["response_lfc_stimulated"][:, 1]
+    gene = int(np.argmax(effect))  # the strongest up-regulated gene of type_B
+    # each cell's own response grows with its state, as exp(state_dependence * state)
+    strength = np.exp(control.obs["cell_state"].to_numpy())
+    assert stats.spearmanr(response[:, gene], strength).statistic > 0.99
+    # a subset of genes gives the same values as the full data set
+    np.testing.assert_allclose(
+        synthetic_counterfactual(control[:, 10:20], "stimulated"),
+        response[:, 10:20] + synthetic_counterfactual(control[:, 10:20], "control"),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_synthetic_counterfactual_without_state_is_one_response_per_cell_type():
+    from scvi_trvae.datasets import synthetic_counterfactual
+
+    adata = synthetic_perturbation(n_cell_types=2, n_genes=120, n_cells_per_group=20, n_response_genes=10, seed=1)
+    control = adata[adata.obs["condition"] == "control"]
+    response = synthetic_counterfactual(control, "stimulated") - synthetic_counterfactual(control, "control")
+    for cell_type in ("type_A", "type_B"):
+        rows = response[(control.obs["cell_type"] == cell_type).to_numpy()]
+        np.testing.assert_allclose(rows, np.broadcast_to(rows[0], rows.shape), atol=1e-5)
+    with pytest.raises(ValueError, match="unknown condition 'drug'"):
+        synthetic_counterfactual(control, "drug")
+    plain = control.copy()
+    del plain.uns["synthetic_perturbation"]
+    with pytest.raises(ValueError, match="synthetic_perturbation"):
+        synthetic_counterfactual(plain, "stimulated")

@@ -72,6 +72,15 @@ VARIANTS: dict[str, Variant] = {
     "trVAE, 3x training": Variant(epochs_factor=3.0),
 }
 BASELINES = ("control + mean shift", "control + true mean response", "no response")
+#: Predictions derived from the default trVAE's: ``(w, lambda)`` in ``x + w * m + (1 - w) * pooled + lambda * d_i``
+#: (``m`` trVAE's mean response over the cells, ``d_i`` cell i's deviation from it); ``lambda=None`` is the
+#: ensemble's current blend, ``x + w * (m + d_i) + (1 - w) * pooled``.
+DERIVED = {
+    "blend w=0.5 (current)": (0.5, None),
+    "pooled mean + trVAE deviations": (0.0, 1.0),
+    "pooled mean + 2x trVAE deviations": (0.0, 2.0),
+    "w=0.5 mean + trVAE deviations": (0.5, 1.0),
+}
 
 
 def synthetic_split(state_dependence: float, seed: int, quick: bool):
@@ -99,6 +108,14 @@ def baseline_prediction(name: str, split, truth_response: np.ndarray) -> np.ndar
     if name == "control + true mean response":  # knows the held-out type's true mean response: no method can
         return np.clip(control + truth_response.mean(0), 0.0, None)
     return control
+
+
+def decoupled(pred: np.ndarray, control: np.ndarray, pooled: np.ndarray, weight: float, spread: float | None):
+    """``x + w * m + (1 - w) * pooled + spread * d_i`` (``DERIVED``), clipped at zero."""
+    response = pred - control
+    mean = response.mean(0)
+    spread = weight if spread is None else spread
+    return np.clip(control + weight * mean + (1.0 - weight) * pooled + spread * (response - mean), 0.0, None)
 
 
 def diagnostics(pred: np.ndarray, control: np.ndarray, truth_response: np.ndarray, genes: np.ndarray) -> dict:
@@ -139,6 +156,10 @@ def run_case(state_dependence: float, seed: int, variants: dict[str, Variant], q
         predictions[name] = np.load(path)
     for name in BASELINES:
         predictions[name] = baseline_prediction(name, split, truth_response)
+    if "trVAE (defaults)" in predictions:
+        pooled = baselines.pooled_shift(split.train, exclude=[HELD_OUT], **KEYS)
+        for name, (weight, spread) in DERIVED.items():
+            predictions[name] = decoupled(predictions["trVAE (defaults)"], control, pooled, weight, spread)
     degs = metrics.top_degs(split.real_target, split.control)
     scores = {}
     with warnings.catch_warnings():

@@ -71,7 +71,7 @@ VARIANTS: dict[str, Variant] = {
     "trVAE, KL weight 0.01": Variant(train={"kl_weight": 0.01}),
     "trVAE, 3x training": Variant(epochs_factor=3.0),
 }
-BASELINES = ("control + mean shift", "control + true mean response", "no response")
+BASELINES = ("control + mean shift", "control + balanced mean shift", "control + true mean response", "no response")
 #: Predictions derived from the default trVAE's: ``(w, lambda)`` in ``x + w * m + (1 - w) * pooled + lambda * d_i``
 #: (``m`` trVAE's mean response over the cells, ``d_i`` cell i's deviation from it); ``lambda=None`` is the
 #: ensemble's current blend, ``x + w * (m + d_i) + (1 - w) * pooled``.
@@ -103,8 +103,8 @@ def fit(split, variant: Variant, seed: int, epochs: int) -> TRVAE:
 def baseline_prediction(name: str, split, truth_response: np.ndarray) -> np.ndarray:
     """One of ``BASELINES`` for the held-out type's control cells."""
     control = as_dense(split.control.X)
-    if name == "control + mean shift":
-        return baselines.mean_shift(split.train, cell_type=HELD_OUT, **KEYS).X
+    if name in ("control + mean shift", "control + balanced mean shift"):
+        return baselines.mean_shift(split.train, cell_type=HELD_OUT, balanced="balanced" in name, **KEYS).X
     if name == "control + true mean response":  # knows the held-out type's true mean response: no method can
         return np.clip(control + truth_response.mean(0), 0.0, None)
     return control

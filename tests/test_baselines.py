@@ -39,3 +39,28 @@ def test_errors(small_adata):
     only_b = small_adata[small_adata.obs["cell_type"] == "type_B"]
     with pytest.raises(ValueError, match="No other cell type"):
         baselines.mean_shift(only_b, cell_type="type_B", **KEYS)
+
+
+def _own_shift(adata, cell_type):
+    x, obs = np.asarray(adata.X, dtype=np.float64), adata.obs
+    in_type = (obs["cell_type"] == cell_type).to_numpy()
+    stimulated, control = (obs["condition"] == "stimulated").to_numpy(), (obs["condition"] == "control").to_numpy()
+    return x[in_type & stimulated].mean(0) - x[in_type & control].mean(0)
+
+
+def test_balanced_shift_is_the_mean_of_each_other_types_own_shift(small_adata):
+    # type_A with a third of its stimulated cells: the pooled shift leans toward type_B, the balanced one does not
+    obs = small_adata.obs
+    drop = np.flatnonzero(((obs["cell_type"] == "type_A") & (obs["condition"] == "stimulated")).to_numpy())[:27]
+    adata = small_adata[np.setdiff1d(np.arange(small_adata.n_obs), drop)].copy()
+    balanced = baselines.pooled_shift(adata, exclude=["type_C"], balanced=True, **KEYS)
+    expected = (_own_shift(adata, "type_A") + _own_shift(adata, "type_B")) / 2
+    np.testing.assert_allclose(balanced, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(baselines.pooled_shift(adata, exclude=["type_C"], **KEYS), expected, atol=1e-3)
+    pred = baselines.mean_shift(adata, cell_type="type_C", balanced=True, **KEYS)
+    control = np.asarray(adata[(adata.obs["cell_type"] == "type_C") & (adata.obs["condition"] == "control")].X)
+    np.testing.assert_allclose(pred.X, np.clip(control + balanced, 0, None), rtol=1e-5, atol=1e-6)
+    # a type without cells in one of the conditions has no shift of its own and is left out
+    no_control_c = adata[~((adata.obs["cell_type"] == "type_C") & (adata.obs["condition"] == "control"))]
+    shift = baselines.pooled_shift(no_control_c, exclude=["type_B"], balanced=True, **KEYS)
+    np.testing.assert_allclose(shift, _own_shift(adata, "type_A"), rtol=1e-5, atol=1e-6)

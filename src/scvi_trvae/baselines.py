@@ -37,12 +37,20 @@ def no_response(
 
 
 def mean_shift(
-    adata: AnnData, *, cell_type_key: str, condition_key: str, cell_type: str, source: str, target: str
+    adata: AnnData,
+    *,
+    cell_type_key: str,
+    condition_key: str,
+    cell_type: str,
+    source: str,
+    target: str,
+    balanced: bool = False,
 ) -> AnnData:
     """Source cells plus the mean ``target - source`` difference of the other cell types, clipped at 0.
 
     The shift is the per-gene mean of all other-type cells in ``target`` minus that of all
-    other-type cells in ``source`` (cells pooled, as in the field's usual definition).
+    other-type cells in ``source`` (cells pooled, as in the field's usual definition), or with
+    ``balanced=True`` the mean of the other types' own shifts (:func:`pooled_shift`).
     """
     cells = _source_cells(adata, cell_type_key, condition_key, cell_type, source)
     shift = pooled_shift(
@@ -52,6 +60,7 @@ def mean_shift(
         exclude=[cell_type],
         source=source,
         target=target,
+        balanced=balanced,
     )
     shifted = np.clip(as_dense(cells.X) + shift, 0.0, None)
     pred = AnnData(shifted.astype(np.float32), obs=cells.obs.copy(), var=cells.var.copy())
@@ -60,16 +69,30 @@ def mean_shift(
 
 
 def pooled_shift(
-    adata: AnnData, *, cell_type_key: str, condition_key: str, exclude: Sequence[str], source: str, target: str
+    adata: AnnData,
+    *,
+    cell_type_key: str,
+    condition_key: str,
+    exclude: Sequence[str],
+    source: str,
+    target: str,
+    balanced: bool = False,
 ) -> np.ndarray:
     """Per-gene mean ``target`` minus mean ``source`` expression of the cells of every type but ``exclude``.
 
-    Cells are pooled over the other cell types (the shift :func:`mean_shift` adds).
+    Cells are pooled over the other cell types (the shift :func:`mean_shift` adds), so abundant types weigh
+    more. With ``balanced=True`` it is instead the mean over the other types of each type's own shift (types
+    with cells in both conditions only): every type weighs the same, however many cells it has.
     """
     types = adata.obs[cell_type_key].astype(str).to_numpy()
     conditions = adata.obs[condition_key].astype(str).to_numpy()
     others = ~np.isin(types, [str(t) for t in exclude])
     in_source, in_target = others & (conditions == str(source)), others & (conditions == str(target))
-    if not (in_source.any() and in_target.any()):
+    groups = [(in_source, in_target)]
+    if balanced:
+        groups = [(in_source & (types == t), in_target & (types == t)) for t in np.unique(types[others])]
+        groups = [(s, t) for s, t in groups if s.any() and t.any()]
+    if not groups or not all(s.any() and t.any() for s, t in groups):
         raise ValueError(f"No other cell type has cells in {source!r} and {target!r} to estimate a shift from.")
-    return as_dense(adata.X[in_target]).mean(0) - as_dense(adata.X[in_source]).mean(0)
+    shifts = [as_dense(adata.X[t]).mean(0) - as_dense(adata.X[s]).mean(0) for s, t in groups]
+    return np.mean(shifts, axis=0)

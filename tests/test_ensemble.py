@@ -1,9 +1,18 @@
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
+
 import numpy as np
 import pytest
+import scvi
+import torch
+from crafted_models import malicious_model_dir, truncated_copy
+from make_fixtures import tiny_adata
 
-from scvi_trvae import TRVAE, TRVAEEnsemble
+from scvi_trvae import TRVAE, ModelFileError, TRVAEEnsemble, UnsafeModelFileError
 from scvi_trvae._ensemble import MEMBER_MEANS_VARM, SHIFT_SD_LAYER, SHIFT_SD_VAR
 from scvi_trvae.baselines import pooled_shift
 
@@ -73,7 +82,7 @@ def test_save_load_round_trip(trained, tmp_path):
     np.testing.assert_array_equal(
         loaded.predict_perturbation(control, **kwargs).X, ensemble.predict_perturbation(control, **kwargs).X
     )
-    with pytest.raises(FileNotFoundError, match=r"ensemble\.json"):
+    with pytest.raises(ModelFileError, match=r"ensemble\.json"):
         TRVAEEnsemble.load(tmp_path, adata=train)
 
 
@@ -111,3 +120,118 @@ def test_parallel_members_equal_sequential(small_adata):
         parallel.predict_perturbation(control, **kwargs).X, sequential.predict_perturbation(control, **kwargs).X,
         rtol=1e-5, atol=1e-6,
     )  # fmt: skip
+
+
+def test_members_are_seeded_without_touching_the_callers_seed_or_random_state(small_adata):
+    train, control = _split(small_adata)
+    TRVAE.setup_anndata(train, condition_key="condition")
+    scvi.settings.seed = 123
+    state = torch.get_rng_state()
+    first = TRVAEEnsemble(train, n_members=2).train(**TRAIN)
+    assert scvi.settings.seed == 123
+    assert torch.equal(torch.get_rng_state(), state)
+    second = TRVAEEnsemble(train, n_members=2).train(**TRAIN)
+    kwargs = {"source": "control", "target": "stimulated"}
+    members = [[m.predict_perturbation(control, **kwargs).X for m in e.members] for e in (first, second)]
+    np.testing.assert_array_equal(members[0][0], members[1][0])  # same seeds, same members
+    np.testing.assert_array_equal(members[0][1], members[1][1])
+    assert not np.allclose(members[0][0], members[0][1])  # different seeds, different members
+
+
+# ---------------------------------------------------------------------------------------------- saved ensembles
+@pytest.fixture(scope="module")
+def saved_ensemble(tmp_path_factory):
+    """A tiny 2-member ensemble saved with its AnnData (read-only), and that AnnData."""
+    adata = tiny_adata()
+    TRVAE.setup_anndata(adata, condition_key="condition")
+    ensemble = TRVAEEnsemble(adata, n_members=2, n_hidden=16, n_latent=4)
+    ensemble.train(max_epochs=1, batch_size=16, enable_progress_bar=False, accelerator="cpu")
+    directory = tmp_path_factory.mktemp("ensemble") / "ens"
+    ensemble.save(directory, save_anndata=True)
+    return directory, adata
+
+
+def _edit_manifest(directory, **changes):
+    path = directory / "ensemble.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def _replace_member_1(directory, make, *args):
+    """Replace member_1 by ``make(member_0, member_1, *args)`` (a crafted or truncated copy of member_0)."""
+    shutil.rmtree(directory / "member_1")
+    make(directory / "member_0", directory / "member_1", *args)
+
+
+DAMAGED = [
+    pytest.param(lambda d, m: shutil.rmtree(d / "member_1"), "{dir} does not match its ensemble.json: it lists 2 "
+                 "members (seeds [0, 1]) but the directory holds member_0 (member_1 missing)", id="missing member"),
+    pytest.param(lambda d, m: _replace_member_1(d, truncated_copy, 0.5),
+                 "Member 1 of the ensemble in {dir} cannot be loaded: {dir}/member_1/model.pt is not a complete "
+                 "model file", id="truncated member"),
+    pytest.param(lambda d, m: (d / "ensemble.json").write_text("seeds: lots"),
+                 "{dir}/ensemble.json is not valid JSON", id="settings not JSON"),
+    pytest.param(lambda d, m: _edit_manifest(d, seeds=[0, 1, 2]),
+                 "it lists 3 members (seeds [0, 1, 2]) but the directory holds member_0, member_1 (member_2 missing)",
+                 id="settings list more members"),
+    pytest.param(lambda d, m: _edit_manifest(d, seeds=[0]),
+                 "it lists 1 members (seeds [0]) but the directory holds member_0, member_1 (also member_1, which it "
+                 "does not list)", id="settings list fewer members"),
+    pytest.param(lambda d, m: _edit_manifest(d, seeds="0,1", shift_weight=3),
+                 "{dir}/ensemble.json is damaged or was edited: 'seeds' must be a list of one or more integers, got "
+                 "'0,1'; 'shift_weight' must be a number between 0 and 1, got 3.", id="settings of wrong types"),
+    pytest.param(lambda d, m: (d / "ensemble.json").unlink(),
+                 "{dir} holds ensemble members (member_0, member_1) but no ensemble.json", id="settings missing"),
+    pytest.param(lambda d, m: _replace_member_1(d, malicious_model_dir, m),
+                 "Member 1 of the ensemble in {dir} cannot be loaded: Refusing to load {dir}/member_1/model.pt",
+                 id="crafted member"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("damage", "message"), DAMAGED)
+def test_damaged_ensemble_gets_one_clear_error_and_runs_nothing(saved_ensemble, tmp_path, damage, message):
+    saved, _ = saved_ensemble
+    directory = shutil.copytree(saved, tmp_path / "copy" / "ens")
+    marker = tmp_path / "marker"
+    damage(directory, marker)
+    expected = UnsafeModelFileError if "Refusing" in message else ModelFileError
+    with pytest.raises(expected, match=re.escape(message.format(dir=directory))):
+        TRVAEEnsemble.load(directory)
+    assert not marker.exists()
+
+
+def _ensemble_prediction(ensemble, adata):
+    return ensemble.predict_perturbation(adata, source="control", target="stimulated").X
+
+
+def test_failed_save_leaves_the_previous_ensemble_loadable(saved_ensemble, tmp_path, monkeypatch):
+    saved, adata = saved_ensemble
+    target = shutil.copytree(saved, tmp_path / "ens")
+    expected = _ensemble_prediction(TRVAEEnsemble.load(target), adata)
+    other = TRVAEEnsemble.load(target)
+    with torch.no_grad():
+        next(other.members[0].module.parameters()).add_(1.0)  # a different first member
+    real_save, calls = torch.save, []
+
+    def disk_full_at_second_member(obj, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_full_at_second_member)
+    with pytest.raises(OSError, match="No space left"):
+        other.save(target, overwrite=True, save_anndata=True)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(_ensemble_prediction(TRVAEEnsemble.load(target), adata), expected)
+    assert sorted(os.listdir(tmp_path)) == ["ens"]  # no temporary directory left behind
+
+
+def test_overwrite_with_fewer_members_keeps_other_files(saved_ensemble, tmp_path):
+    saved, adata = saved_ensemble
+    target = shutil.copytree(saved, tmp_path / "ens")
+    (target / "notes.txt").write_text("mine")
+    smaller = TRVAEEnsemble.load(target)
+    smaller.seeds, smaller.members = smaller.seeds[:1], smaller.members[:1]
+    smaller.save(target, overwrite=True)
+    assert sorted(os.listdir(target)) == ["ensemble.json", "member_0", "notes.txt"]
+    assert TRVAEEnsemble.load(target, adata=adata).n_members == 1

@@ -13,9 +13,9 @@ def replace_directory(target: str | os.PathLike, write: Callable[[Path], None], 
     """Write a directory with ``write(staging)`` into a temporary directory beside ``target``, then move it in.
 
     A crash or a full disk while writing leaves ``target`` as it was. A ``target`` that holds only
-    files named in ``owned_names`` (an earlier save) is swapped as a whole; one that also holds other
-    files keeps them, and only the new files are moved in (each with an atomic rename), stale
-    ``owned_names`` files being removed.
+    entries named in ``owned_names`` (an earlier save) is swapped as a whole; one that also holds other
+    entries keeps them, and only the new entries are moved in (each with an atomic rename, directories
+    before files), stale ``owned_names`` entries being removed.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -28,12 +28,26 @@ def replace_directory(target: str | os.PathLike, write: Callable[[Path], None], 
             _swap_directories(staging, target)
         else:
             written = set(os.listdir(staging))
-            for name in written:
-                os.replace(staging / name, target / name)
+            for name in sorted(written, key=lambda name: (not (staging / name).is_dir(), name)):
+                _replace_entry(staging / name, target / name)
             for name in set(owned_names) - written:
-                (target / name).unlink(missing_ok=True)
+                _remove(target / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _replace_entry(new: Path, existing: Path) -> None:
+    if existing.is_dir() and not existing.is_symlink():
+        _swap_directories(new, existing)
+    else:
+        os.replace(new, existing)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _swap_directories(new: Path, target: Path) -> None:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,9 @@ import torch
 from anndata import AnnData
 from scvi.data import _constants
 
+from ._atomic_write import replace_directory
 from ._model import TRVAE
+from ._persistence import ModelFileError
 from .baselines import pooled_shift
 from .utils import as_dense
 
@@ -34,6 +39,7 @@ SHIFT_SD_VAR = "trvae_shift_sd"
 #: ``varm`` key of each member's cell-averaged prediction (genes x members).
 MEMBER_MEANS_VARM = "trvae_member_means"
 _MANIFEST = "ensemble.json"
+_MEMBER_DIR = re.compile(r"member_(\d+)")
 
 
 def _dense(matrix) -> np.ndarray:
@@ -48,6 +54,28 @@ def fresh_copy(adata: AnnData) -> AnnData:
     return copy
 
 
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block after ``scvi.settings.seed = seed``, then give the caller back its seed and random states.
+
+    What the block draws (initial weights, minibatches, dropout) depends on ``seed`` alone, and the
+    caller's ``scvi.settings.seed`` and the random states of Python, numpy and torch are as they were.
+    """
+    previous = scvi.settings.seed
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    scvi.settings.seed = seed
+    try:
+        yield
+    finally:
+        scvi.settings.seed = previous  # re-seeds everything, so the states are put back afterwards
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
 def _train_member(
     adata: AnnData,
     setup_kwargs: dict[str, Any],
@@ -56,14 +84,14 @@ def _train_member(
     seed: int,
     threads: int | None,
 ) -> TRVAE:
-    """Set the seed, then build and train one member on a registered copy of ``adata``."""
+    """Build and train one member on a registered copy of ``adata``, seeded with ``seed`` (see :func:`seeded`)."""
     if threads is not None:
         torch.set_num_threads(threads)
-    scvi.settings.seed = seed
-    adata = fresh_copy(adata)
-    TRVAE.setup_anndata(adata, **setup_kwargs)
-    model = TRVAE(adata, **model_kwargs)
-    model.train(**train_kwargs)
+    with seeded(seed):
+        adata = fresh_copy(adata)
+        TRVAE.setup_anndata(adata, **setup_kwargs)
+        model = TRVAE(adata, **model_kwargs)
+        model.train(**train_kwargs)
     return model
 
 
@@ -85,7 +113,8 @@ class TRVAEEnsemble:
         Number of members (ignored when ``seeds`` is given).
     seeds
         One seed per member (default ``0 .. n_members - 1``): member ``k`` is initialised and trained
-        after ``scvi.settings.seed = seeds[k]``.
+        after ``scvi.settings.seed = seeds[k]``; the caller's ``scvi.settings.seed`` and random states
+        are restored after each member.
     shift_weight
         Default weight ``w`` of the members' mean shift in :meth:`predict_perturbation`; ``1`` keeps the
         trVAE shift alone, below 1 it is shrunk toward the pooled shift of the other cell types.
@@ -134,7 +163,13 @@ class TRVAEEnsemble:
         state = "trained" if self.is_trained else "not trained"
         return f"TRVAEEnsemble of {self.n_members} TRVAE models (seeds {self.seeds}), {state}"
 
-    def train(self, n_jobs: int = 1, threads_per_job: int | None = None, **train_kwargs: Any) -> TRVAEEnsemble:
+    def train(
+        self,
+        n_jobs: int = 1,
+        threads_per_job: int | None = None,
+        member_done: Callable[[int], object] | None = None,
+        **train_kwargs: Any,
+    ) -> TRVAEEnsemble:
         """Train every member with :meth:`scvi_trvae.TRVAE.train` (same arguments, its own seed).
 
         Parameters
@@ -145,14 +180,20 @@ class TRVAEEnsemble:
         threads_per_job
             Torch threads of each worker (default 1 when ``n_jobs > 1``: several processes on few
             cores are faster with one thread each).
+        member_done
+            Called with each member's index once it is trained (e.g. to advance a progress bar).
         **train_kwargs
             Passed to :meth:`scvi_trvae.TRVAE.train` (``max_epochs``, ``kl_weight``, ``accelerator``...).
         """
         if n_jobs < 1:
             raise ValueError(f"n_jobs must be >= 1, got {n_jobs}.")
         jobs = [(self.adata, self.setup_kwargs, self.model_kwargs, train_kwargs, seed) for seed in self.seeds]
+        done = member_done or (lambda k: None)
         if n_jobs == 1:
-            self.members = [_train_member(*job, threads_per_job) for job in jobs]
+            self.members = []
+            for k, job in enumerate(jobs):
+                self.members.append(_train_member(*job, threads_per_job))
+                done(k)
             return self
         threads = 1 if threads_per_job is None else threads_per_job
         with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn")) as pool:
@@ -160,8 +201,10 @@ class TRVAEEnsemble:
                 pool.submit(_train_member_to_disk, os.path.join(tmp, f"member_{k}"), *job, threads)
                 for k, job in enumerate(jobs)
             ]
-            directories = [future.result() for future in futures]
-            self.members = [TRVAE.load(directory, adata=self._member_adata()) for directory in directories]
+            self.members = []
+            for k, future in enumerate(futures):
+                self.members.append(TRVAE.load(future.result(), adata=self._member_adata()))
+                done(k)
         return self
 
     def _member_adata(self) -> AnnData:
@@ -257,39 +300,132 @@ class TRVAEEnsemble:
 
     # ------------------------------------------------------------------ persistence
     def save(self, dir_path: str | Path, overwrite: bool = False, save_anndata: bool = False) -> None:
-        """Save every member with :meth:`scvi_trvae.TRVAE.save` (in ``member_<k>``) and the ensemble's settings."""
+        """Save the ensemble atomically: each member with :meth:`TRVAE.save` (``member_<k>``) and ``ensemble.json``.
+
+        Everything is written to a temporary directory beside ``dir_path`` and renamed into place (as
+        :meth:`scvi_trvae.TRVAE.save` does), so an interrupted save never leaves a half-written ensemble
+        where a good one was.
+
+        Parameters
+        ----------
+        dir_path
+            Directory to save to.
+        overwrite
+            Replace an ensemble saved in ``dir_path``; other files in that directory are kept.
+        save_anndata
+            Also save the training AnnData (with the first member).
+        """
         self._check_trained()
-        dir_path = Path(dir_path)
-        if dir_path.exists() and any(dir_path.iterdir()) and not overwrite:
-            raise ValueError(f"{dir_path} exists and is not empty; pass overwrite=True to replace it.")
-        dir_path.mkdir(parents=True, exist_ok=True)
-        for k, member in enumerate(self.members):
-            member.save(str(dir_path / f"member_{k}"), overwrite=True, save_anndata=save_anndata and k == 0)
+        target = Path(dir_path)
+        if target.exists() and not target.is_dir():
+            raise ValueError(f"{target} is a file; pass a directory to save the ensemble to.")
+        if target.exists() and any(target.iterdir()) and not overwrite:
+            raise ValueError(f"{target} exists and is not empty; pass overwrite=True to replace it.")
         manifest = {"seeds": self.seeds, "shift_weight": self.shift_weight, "model_kwargs": self.model_kwargs}
-        (dir_path / _MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+        def write(staging: Path) -> None:
+            for k, member in enumerate(self.members):
+                member.save(staging / f"member_{k}", save_anndata=save_anndata and k == 0)
+            (staging / _MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+        stale_members = _member_names(target) if target.is_dir() else []
+        owned = {_MANIFEST, *stale_members, *(f"member_{k}" for k in range(self.n_members))}
+        replace_directory(target, write, owned)
 
     @classmethod
     def load(cls, dir_path: str | Path, adata: AnnData | None = None) -> TRVAEEnsemble:
         """Load an ensemble written by :meth:`save`; each member with :meth:`scvi_trvae.TRVAE.load`.
 
-        ``adata``: the training AnnData (needed unless it was saved with ``save_anndata=True``).
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        adata
+            The training AnnData (needed unless it was saved with ``save_anndata=True``).
+
+        Raises
+        ------
+        ModelFileError
+            ``dir_path`` holds no saved ensemble, or a damaged one: ``ensemble.json`` missing, unreadable
+            or edited, a member missing or beyond those it lists, or a member's files damaged.
+        UnsafeModelFileError
+            A member's ``model.pt`` holds objects that a saved model never contains (nothing was unpickled).
         """
         dir_path = Path(dir_path)
-        manifest_path = dir_path / _MANIFEST
-        if not manifest_path.is_file():
-            raise FileNotFoundError(f"{dir_path} holds no saved TRVAEEnsemble ({_MANIFEST} is missing).")
-        manifest = json.loads(manifest_path.read_text())
-        seeds = [int(s) for s in manifest["seeds"]]
-        first = TRVAE.load(str(dir_path / "member_0"), adata=adata)
-        members = [first] + [TRVAE.load(str(dir_path / f"member_{k}"), adata=first.adata) for k in range(1, len(seeds))]
+        manifest = _read_manifest(dir_path)
+        first = _load_member(dir_path, 0, adata)
+        members = [first] + [_load_member(dir_path, k, first.adata) for k in range(1, len(manifest["seeds"]))]
         ensemble = cls.__new__(cls)
         ensemble.adata = first.adata
-        ensemble.seeds = seeds
+        ensemble.seeds = [int(s) for s in manifest["seeds"]]
         ensemble.shift_weight = float(manifest["shift_weight"])
         ensemble.model_kwargs = dict(manifest["model_kwargs"])
         ensemble.setup_kwargs = {k: v for k, v in first.registry_["setup_args"].items() if v is not None}
         ensemble.members = members
         return ensemble
+
+
+class _NoEnsembleError(ModelFileError, FileNotFoundError):
+    """A directory without ``ensemble.json`` or members: no ensemble was saved there (it may hold one model)."""
+
+
+def _member_names(directory: Path) -> list[str]:
+    return sorted((n for n in os.listdir(directory) if _MEMBER_DIR.fullmatch(n)), key=lambda n: int(n[7:]))
+
+
+def _read_manifest(directory: Path) -> dict[str, Any]:
+    """Read ``ensemble.json`` and check it against the members in ``directory``; one clear error for each problem."""
+    if not directory.is_dir():
+        raise _NoEnsembleError(f"No saved ensemble at {directory}: the directory does not exist.")
+    path, present = directory / _MANIFEST, _member_names(directory)
+    if not path.is_file():
+        if present:
+            raise ModelFileError(
+                f"{directory} holds ensemble members ({', '.join(present)}) but no {_MANIFEST}: the save that "
+                "wrote it did not finish, or the file was deleted. Save the ensemble again."
+            )
+        raise _NoEnsembleError(f"{directory} holds no saved TRVAEEnsemble ({_MANIFEST} is missing).")
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelFileError(f"{path} is not valid JSON ({error}): it is damaged or was edited.") from error
+    problems = _manifest_problems(manifest)
+    if problems:
+        raise ModelFileError(f"{path} is damaged or was edited: {'; '.join(problems)}. Save the ensemble again.")
+    listed = [f"member_{k}" for k in range(len(manifest["seeds"]))]
+    missing, extra = [n for n in listed if n not in present], [n for n in present if n not in listed]
+    if missing or extra:
+        problem = f"{', '.join(missing)} missing" if missing else f"also {', '.join(extra)}, which it does not list"
+        raise ModelFileError(
+            f"{directory} does not match its {_MANIFEST}: it lists {len(listed)} members (seeds {manifest['seeds']}) "
+            f"but the directory holds {', '.join(present) or 'none'} ({problem}). A member was deleted or added, or "
+            f"{_MANIFEST} was edited; save the ensemble again."
+        )
+    return manifest
+
+
+def _manifest_problems(manifest: Any) -> list[str]:
+    if not isinstance(manifest, dict):
+        return [f"it holds a {type(manifest).__name__}, not the ensemble's settings"]
+    problems = [f"no {key!r}" for key in ("seeds", "shift_weight", "model_kwargs") if key not in manifest]
+    seeds, weight = manifest.get("seeds", [0]), manifest.get("shift_weight", 1.0)
+    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        problems.append(f"'seeds' must be a list of one or more integers, got {seeds!r}")
+    elif len(set(seeds)) != len(seeds):
+        problems.append(f"'seeds' must be distinct, got {seeds!r}")
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0.0 <= weight <= 1.0:
+        problems.append(f"'shift_weight' must be a number between 0 and 1, got {weight!r}")
+    if not isinstance(manifest.get("model_kwargs", {}), dict):
+        problems.append(f"'model_kwargs' must be a mapping, got {manifest['model_kwargs']!r}")
+    return problems
+
+
+def _load_member(directory: Path, k: int, adata: AnnData | None) -> TRVAE:
+    """:meth:`TRVAE.load` of member ``k``; its errors say which member of which ensemble failed."""
+    try:
+        return TRVAE.load(str(directory / f"member_{k}"), adata=adata)
+    except ModelFileError as error:
+        raise type(error)(f"Member {k} of the ensemble in {directory} cannot be loaded: {error}") from error
 
 
 def _check_weight(weight: float) -> None:

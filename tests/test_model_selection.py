@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import logging
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
+import scvi
 
-from scvi_trvae import _ensemble, model_selection
+from scvi_trvae import TRVAE, _ensemble, model_selection
 from scvi_trvae.datasets import synthetic_perturbation
 
 SPACE = {"n_layers": (1, 2), "mmd_weight": (10.0, 100.0), "kl_weight": (0.1,), "training_steps": (4, 8)}
@@ -120,3 +124,109 @@ def test_fit_recommended_is_the_default_configuration_with_chosen_weight(outer_s
     assert selection.best_config == {"training_steps": steps}  # the models keep every default but the length
     assert ensemble.n_members == 2 and ensemble.shift_weight == selection.best_shift_weight
     assert selection.best_shift_weight in model_selection.DEFAULT_SHIFT_WEIGHTS
+
+
+@pytest.fixture
+def train_calls(monkeypatch) -> list[dict]:
+    """The keyword arguments of every TRVAE.train call, in order."""
+    calls, original = [], TRVAE.train
+
+    def recording_train(self, **kwargs):
+        calls.append(kwargs)
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(TRVAE, "train", recording_train)
+    return calls
+
+
+QUICK = {"n_members": 2, "max_epochs": 1, "progress_bar": False}
+
+
+def test_fit_recommended_passes_batch_size_to_every_fit(outer_split, train_calls):
+    train, _ = outer_split
+    model_selection.fit_recommended(train, **TASK, **QUICK, batch_size=16)
+    assert len(train_calls) == 4 and all(call["batch_size"] == 16 for call in train_calls)
+
+
+def _relabel(adata, key, mask, value):
+    column = adata.obs[key].astype(object)
+    column[mask] = value
+    adata.obs[key] = column
+    return adata
+
+
+def _control_cells_only(adata, keep_category):
+    adata = adata[(adata.obs["condition"] == "control").to_numpy()].copy()
+    if keep_category:  # as pandas keeps it on subsetting (anndata's copy drops it)
+        adata.obs["condition"] = pd.Categorical(adata.obs["condition"], categories=["control", "stimulated"])
+    return adata
+
+
+BAD_TASKS = [
+    pytest.param(lambda a: a, {"cell_type_key": "celltype"}, KeyError,
+                 "cell_type_key 'celltype' is not a column of adata.obs; columns: 'condition', 'cell_type', "
+                 "'n_counts', 'response_strength'.", id="cell_type_key"),
+    pytest.param(lambda a: a, {"condition_key": "treatment"}, KeyError,
+                 "condition_key 'treatment' is not a column of adata.obs", id="condition_key"),
+    pytest.param(lambda a: a, {"target": "salmonella"}, ValueError,
+                 "unknown condition 'salmonella' (target); known: 'control', 'stimulated' (adata.obs['condition']).",
+                 id="unknown target"),
+    pytest.param(lambda a: a, {"source": "ctrl"}, ValueError, "unknown condition 'ctrl' (source); known: 'control'",
+                 id="unknown source"),
+    pytest.param(lambda a: a, {"source": "stimulated"}, ValueError, "source and target are the same condition",
+                 id="same condition"),
+    pytest.param(lambda a: _control_cells_only(a, keep_category=False), {}, ValueError,
+                 "unknown condition 'stimulated' (target); known: 'control' (adata.obs['condition']); keep the "
+                 "'stimulated' cells of the other cell types in adata (the training cells)", id="target removed"),
+    pytest.param(lambda a: _control_cells_only(a, keep_category=True), {}, ValueError,
+                 "the target condition 'stimulated' has no cells in adata (the training cells): keep the "
+                 "'stimulated' cells", id="target category without cells"),
+    pytest.param(lambda a: _relabel(a, "cell_type", np.arange(a.n_obs) < 3, np.nan), {}, ValueError,
+                 "adata.obs['cell_type'] (cell_type_key) has 3 missing values (NaN)", id="NaN cell type"),
+    pytest.param(lambda a: _relabel(a, "cell_type", np.ones(a.n_obs, bool), "T"), {}, ValueError,
+                 "needs at least 2 cell types, but adata.obs['cell_type'] has 1 ('T').", id="one cell type"),
+    pytest.param(lambda a: a[a.obs["cell_type"].isin(["type_A", "type_B"]).to_numpy()].copy(), {}, ValueError,
+                 "needs at least 2 cell types with at least 3 cells in both 'control' and 'stimulated' (each is held "
+                 "out in turn, predicted from its 'control' cells and scored on its 'stimulated' cells); adata has 1: "
+                 "'type_B'. Cells per cell type (control / stimulated): type_A 20 / 0, type_B 20 / 20. Seen in one of "
+                 "the two conditions only: 'type_A'.", id="one-sided cell type"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("edit", "task", "error", "message"), BAD_TASKS)
+def test_bad_task_is_refused_before_any_training(outer_split, train_calls, edit, task, error, message):
+    train, _ = outer_split
+    with pytest.raises(error, match=re.escape(message)):
+        model_selection.fit_recommended(edit(train), **{**TASK, **task}, **QUICK)
+    assert train_calls == []
+
+
+def _member_predictions(ensemble, adata):
+    return [m.predict_perturbation(adata, source="control", target="stimulated").X for m in ensemble.members]
+
+
+def test_fit_recommended_leaves_the_global_seed_alone(outer_split):
+    train, _ = outer_split
+    scvi.settings.seed = 123
+    first, _ = model_selection.fit_recommended(train, **TASK, **QUICK)
+    assert scvi.settings.seed == 123
+    second, _ = model_selection.fit_recommended(train, **TASK, **QUICK)
+    assert scvi.settings.seed == 123
+    one, two = _member_predictions(first, train), _member_predictions(second, train)
+    np.testing.assert_array_equal(one[0], two[0])  # reproducible
+    np.testing.assert_array_equal(one[1], two[1])
+    assert not np.allclose(one[0], one[1])  # members still differ
+
+
+def test_fit_recommended_announces_its_fits_and_shows_one_bar(outer_split, train_calls, caplog, capsys):
+    train, _ = outer_split
+    capsys.readouterr()
+    with caplog.at_level(logging.INFO, logger="scvi_trvae.model_selection"):
+        model_selection.fit_recommended(train, **TASK, **{**QUICK, "progress_bar": True}, enable_progress_bar=True)
+    announced = [int(m) for r in caplog.records for m in re.findall(r"^(\d+) model fits", r.getMessage())]
+    assert announced == [len(train_calls)] == [4]
+    assert not any(call["enable_progress_bar"] for call in train_calls)  # the overall bar replaces the fits' own
+    err = capsys.readouterr().err
+    assert "trVAE fits" in err and "4/4" in err
+    model_selection.fit_recommended(train, **TASK, **QUICK)
+    assert "trVAE fits" not in capsys.readouterr().err

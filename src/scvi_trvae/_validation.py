@@ -104,6 +104,60 @@ def check_obs_keys(adata: AnnData, keys: Sequence[str], role: str) -> None:
         raise KeyError(f"{role} {missing} not found in adata.obs (columns: {list(adata.obs.columns)}).")
 
 
+class ObsKeyError(KeyError):
+    """A key that names no column of ``adata.obs`` (a KeyError whose message prints as written, unquoted)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def listed(values: Iterable, limit: int = 20) -> str:
+    """Quote the first ``limit`` values for a message: ``'a', 'b', ...``."""
+    values = [str(value) for value in values]
+    shown = ", ".join(repr(value) for value in values[:limit])
+    return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
+
+
+def check_task(adata: AnnData, cell_type_key: str, condition_key: str, source: str, target: str) -> None:
+    """Check the keys and conditions of a task "predict ``target`` from ``source`` cells of each cell type".
+
+    Raises
+    ------
+    ObsKeyError
+        A key is not a column of ``adata.obs``.
+    ValueError
+        A column has missing values; ``source`` or ``target`` is not a condition of ``adata``, has no
+        cells in it, or both are the same condition.
+    """
+    for role, key in (("cell_type_key", cell_type_key), ("condition_key", condition_key)):
+        if key not in adata.obs.columns:
+            raise ObsKeyError(f"{role} {key!r} is not a column of adata.obs; columns: {listed(adata.obs.columns)}.")
+        n_missing = int(adata.obs[key].isna().sum())
+        if n_missing:
+            raise ValueError(
+                f"adata.obs[{key!r}] ({role}) has {n_missing} missing values (NaN); label those cells or remove them."
+            )
+    column = adata.obs[condition_key]
+    known = column.cat.categories if isinstance(column.dtype, pd.CategoricalDtype) else pd.unique(column.astype(str))
+    known = [str(value) for value in known]
+    counts = column.astype(str).value_counts()
+    keep = "keep the {0!r} cells of the other cell types in adata (the training cells); remove only those to predict"
+    for role, condition in (("source", source), ("target", target)):
+        if str(condition) not in known:
+            hint = f"; {keep.format(condition)}" if role == "target" and len(known) < 2 else ""
+            raise ValueError(
+                f"unknown condition {condition!r} ({role}); known: {listed(known)} (adata.obs[{condition_key!r}])"
+                f"{hint}."
+            )
+        if counts.get(str(condition), 0) == 0:
+            raise ValueError(
+                f"the {role} condition {condition!r} has no cells in adata (the training cells): "
+                f"{keep.format(condition)}."
+            )
+    if str(source) == str(target):
+        raise ValueError(f"source and target are the same condition ({source!r}); pass two different conditions.")
+
+
 def check_condition_column(adata: AnnData, condition_key: str) -> None:
     """Require a condition column without missing values and with at least two conditions that have cells."""
     column = adata.obs[condition_key]

@@ -14,24 +14,27 @@ the selection cannot look at them.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import scvi
 from anndata import AnnData
 from tqdm.auto import tqdm
 
 from . import metrics
 from ._data import epochs_for_steps
-from ._ensemble import TRVAEEnsemble, fresh_copy
+from ._ensemble import TRVAEEnsemble, fresh_copy, seeded
 from ._model import TRVAE
+from ._validation import check_task, listed
 from .baselines import pooled_shift
 from .utils import as_dense
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_SEARCH_SPACE", "SelectionResult", "fit_recommended", "fit_self_tuned", "select_hyperparameters"]
 
@@ -48,6 +51,10 @@ DEFAULT_SHIFT_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 _MODEL_ARGS = ("n_layers", "n_hidden", "n_latent", "dropout_rate", "mmd_on")
 _TRAIN_ARGS = ("mmd_weight", "kl_weight")
 BATCH_SIZE = 128
+DEFAULT_N_CONFIGS = 4
+DEFAULT_MAX_INNER_FOLDS = 3
+#: Cells an inner fold's cell type needs in each of ``source`` and ``target``.
+MIN_FOLD_CELLS = 3
 
 
 @dataclass
@@ -104,28 +111,75 @@ def _config_epochs(n_obs: int, config: Mapping[str, Any]) -> int:
     return epochs_for_steps(n_obs, BATCH_SIZE, int(config.get("training_steps", DEFAULT_CONFIG["training_steps"])))
 
 
+def _fit_arguments(n_obs: int, config: Mapping[str, Any], train_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """:meth:`TRVAE.train` arguments of a fit of ``config``: its length and loss weights, then ``train_kwargs``.
+
+    Minibatches hold :data:`BATCH_SIZE` cells unless ``train_kwargs`` give a ``batch_size``; the number of
+    epochs is that of the configuration's ``training_steps`` minibatches of :data:`BATCH_SIZE` cells either way.
+    """
+    weights = {k: v for k, v in config.items() if k in _TRAIN_ARGS}
+    return {"max_epochs": _config_epochs(n_obs, config), "batch_size": BATCH_SIZE, **weights, **train_kwargs}
+
+
 def _train_model(
     adata: AnnData, condition_key: str, config: Mapping[str, Any], seed: int, setup_kwargs: Mapping | None = None,
     **train_kwargs: Any,
 ) -> TRVAE:  # fmt: skip
-    """Fit one configuration on ``adata`` (every model fit of the selection goes through here)."""
-    scvi.settings.seed = seed
-    adata = fresh_copy(adata)
-    TRVAE.setup_anndata(adata, condition_key=condition_key, **(setup_kwargs or {}))
-    model = TRVAE(adata, **{k: v for k, v in config.items() if k in _MODEL_ARGS})
-    model.train(
-        max_epochs=_config_epochs(adata.n_obs, config),
-        batch_size=BATCH_SIZE, **{k: v for k, v in config.items() if k in _TRAIN_ARGS}, **train_kwargs,
-    )  # fmt: skip
+    """Fit one configuration on ``adata``, seeded with ``seed`` (every inner fit of the selection goes through here)."""
+    with seeded(seed):
+        adata = fresh_copy(adata)
+        TRVAE.setup_anndata(adata, condition_key=condition_key, **(setup_kwargs or {}))
+        model = TRVAE(adata, **{k: v for k, v in config.items() if k in _MODEL_ARGS})
+        model.train(**_fit_arguments(adata.n_obs, config, train_kwargs))
     return model
 
 
+def _cells_per_type(adata: AnnData, cell_type_key: str, condition_key: str) -> pd.DataFrame:
+    return pd.crosstab(adata.obs[cell_type_key].astype(str), adata.obs[condition_key].astype(str))
+
+
 def inner_cell_types(adata: AnnData, cell_type_key: str, condition_key: str, source: str, target: str) -> list[str]:
-    """Cell types with at least 3 cells in both ``source`` and ``target`` (sorted)."""
-    counts = pd.crosstab(adata.obs[cell_type_key].astype(str), adata.obs[condition_key].astype(str))
+    """Cell types with at least :data:`MIN_FOLD_CELLS` cells in both ``source`` and ``target`` (sorted)."""
+    counts = _cells_per_type(adata, cell_type_key, condition_key)
     if source not in counts or target not in counts:
         return []
-    return sorted(t for t in counts.index if counts.loc[t, source] >= 3 and counts.loc[t, target] >= 3)
+    enough = (counts[source] >= MIN_FOLD_CELLS) & (counts[target] >= MIN_FOLD_CELLS)
+    return sorted(counts.index[enough])
+
+
+def _plan(
+    adata: AnnData, keys: tuple[str, str, str, str], n_configs: int, search_space: Mapping[str, Sequence[Any]] | None,
+    max_inner_folds: int | None, seed: int,
+) -> tuple[list[str], list[dict]]:  # fmt: skip
+    """Check the task, then draw the inner folds and candidate configurations: all before any training."""
+    check_task(adata, *keys)
+    folds = inner_cell_types(adata, *keys)
+    if len(folds) < 2:
+        raise ValueError(_too_few_folds(adata, keys, folds))
+    rng = np.random.default_rng(seed)
+    if max_inner_folds is not None and len(folds) > max_inner_folds:
+        folds = sorted(rng.choice(folds, size=max_inner_folds, replace=False).tolist())
+    return folds, candidate_configs(n_configs, search_space, seed)
+
+
+def _too_few_folds(adata: AnnData, keys: tuple[str, str, str, str], folds: list[str]) -> str:
+    """Say why fewer than 2 cell types can be inner folds, with the cells of each type in ``source`` / ``target``."""
+    cell_type_key, condition_key, source, target = keys
+    counts = _cells_per_type(adata, cell_type_key, condition_key)
+    if len(counts) < 2:
+        return (
+            f"Inner validation holds out one cell type at a time and needs at least 2 cell types, but "
+            f"adata.obs[{cell_type_key!r}] has {len(counts)} ({listed(counts.index)})."
+        )
+    per_type = ", ".join(f"{t} {counts.loc[t, source]} / {counts.loc[t, target]}" for t in counts.index)
+    one_sided = [t for t in counts.index if (counts.loc[t, source] > 0) != (counts.loc[t, target] > 0)]
+    only = "" if not one_sided else f" Seen in one of the two conditions only: {listed(one_sided)}."
+    return (
+        f"Inner validation needs at least 2 cell types with at least {MIN_FOLD_CELLS} cells in both {source!r} and "
+        f"{target!r} (each is held out in turn, predicted from its {source!r} cells and scored on its {target!r} "
+        f"cells); adata has {len(folds)}{': ' + listed(folds) if folds else ''}. Cells per cell type "
+        f"({source} / {target}): {per_type}.{only} Train on data with more such cell types."
+    )
 
 
 def _score_fold(pred_x: np.ndarray, real: AnnData, control: AnnData, degs: np.ndarray) -> dict[str, float]:
@@ -176,13 +230,14 @@ def select_hyperparameters(
     condition_key: str,
     source: str,
     target: str,
-    n_configs: int = 4,
+    n_configs: int = DEFAULT_N_CONFIGS,
     search_space: Mapping[str, Sequence[Any]] | None = None,
     shift_weights: Sequence[float] = DEFAULT_SHIFT_WEIGHTS,
-    max_inner_folds: int | None = 3,
+    max_inner_folds: int | None = DEFAULT_MAX_INNER_FOLDS,
     time_budget: float | None = None,
     seed: int = 0,
     progress_bar: bool = True,
+    fit_done: Callable[[], object] | None = None,
     setup_kwargs: Mapping[str, Any] | None = None,
     **train_kwargs: Any,
 ) -> SelectionResult:
@@ -213,26 +268,27 @@ def select_hyperparameters(
     seed
         Seeds the draws of configurations and folds and every model fit.
     progress_bar
-        Show a tqdm bar over the model fits.
+        Show a tqdm bar over the model fits (on stderr).
+    fit_done
+        Called after each model fit (e.g. to advance a progress bar of the caller's).
     setup_kwargs
         More arguments of :meth:`scvi_trvae.TRVAE.setup_anndata`, e.g. ``{"layer": "counts",
         "is_count_data": True}`` for count models; ``X`` must still hold the log-normalised expression
         (``log1p`` of counts per 10,000, the scale of the predictions) that the scores and the pooled shift use.
     **train_kwargs
-        Passed to :meth:`scvi_trvae.TRVAE.train` (e.g. ``accelerator``).
+        Passed to :meth:`scvi_trvae.TRVAE.train` (e.g. ``accelerator``, ``batch_size``).
+
+    Raises
+    ------
+    KeyError
+        ``cell_type_key`` or ``condition_key`` is not a column of ``adata.obs``.
+    ValueError
+        Before any training: missing cell types or conditions, an unknown ``source`` or ``target``
+        or one without cells, or fewer than 2 cell types with cells in both (the inner folds).
     """
     start = time.perf_counter()
     keys = (cell_type_key, condition_key, source, target)
-    folds = inner_cell_types(adata, cell_type_key, condition_key, source, target)
-    if len(folds) < 2:
-        raise ValueError(
-            f"Inner validation needs at least 2 cell types with cells in both {source!r} and {target!r} in adata "
-            f"(found {folds})."
-        )
-    rng = np.random.default_rng(seed)
-    if max_inner_folds is not None and len(folds) > max_inner_folds:
-        folds = sorted(rng.choice(folds, size=max_inner_folds, replace=False).tolist())
-    configs = candidate_configs(n_configs, search_space, seed)
+    folds, configs = _plan(adata, keys, n_configs, search_space, max_inner_folds, seed)
     train_kwargs.setdefault("enable_progress_bar", False)
     rows: list[dict[str, Any]] = []
     stopped = False
@@ -245,6 +301,8 @@ def select_hyperparameters(
                 fold = _fold_rows(adata, held_out, config, seed, keys, shift_weights, setup_kwargs, train_kwargs)
                 rows += [{"config": index, **row} for row in fold]
                 bar.update(1)
+                if fit_done is not None:
+                    fit_done()
     table = pd.DataFrame(rows)
     group = ["config", *configs[0].keys(), "shift_weight"]
     summary = table.groupby(group, sort=False)[[*metrics.METRIC_KEYS, "score"]].mean().reset_index()
@@ -267,18 +325,52 @@ def fit_self_tuned(
     n_members: int = 1,
     seed: int = 0,
     selection: SelectionResult | None = None,
+    progress_bar: bool = True,
     **selection_kwargs: Any,
 ) -> tuple[TRVAEEnsemble, SelectionResult]:
     """Select with :func:`select_hyperparameters` (unless ``selection`` is given), then train on all of ``adata``.
 
+    Every check of the task runs first, before any training. The number of model fits is logged
+    (``scvi_trvae.model_selection`` logger, level INFO) and, with ``progress_bar``, one bar on stderr
+    counts them all (inner fits and members) with an estimate of the time left; each fit's own
+    per-epoch bar is then off. ``scvi.settings.seed`` and the random states are left as they were.
+
     Returns the trained :class:`~scvi_trvae.TRVAEEnsemble` (``n_members`` seeds from ``seed``; its
     ``shift_weight`` is the chosen ``w``; predict with ``cell_type_key=`` when ``w < 1``) and the selection.
     """
+    keys = (cell_type_key, condition_key, source, target)
+    if progress_bar:
+        selection_kwargs["enable_progress_bar"] = False  # the overall bar replaces each fit's own
+    n_inner = 0
     if selection is None:
-        selection = select_hyperparameters(
-            adata, cell_type_key=cell_type_key, condition_key=condition_key, source=source, target=target, seed=seed,
-            **selection_kwargs,
+        folds, configs = _plan(
+            adata, keys, selection_kwargs.get("n_configs", DEFAULT_N_CONFIGS), selection_kwargs.get("search_space"),
+            selection_kwargs.get("max_inner_folds", DEFAULT_MAX_INNER_FOLDS), seed,
         )  # fmt: skip
+        n_inner = len(configs) * len(folds)
+        logger.info(
+            "%d model fits: %d inner fits (%d configurations x %d inner folds), then %d members.",
+            n_inner + n_members, n_inner, len(configs), len(folds), n_members,
+        )  # fmt: skip
+    else:
+        check_task(adata, *keys)
+        logger.info("%d model fits: the %d members of the given selection's configuration.", n_members, n_members)
+    with tqdm(total=n_inner + n_members, desc="trVAE fits", unit="fit", disable=not progress_bar) as bar:
+        if selection is None:
+            selection = select_hyperparameters(
+                adata, cell_type_key=cell_type_key, condition_key=condition_key, source=source, target=target,
+                seed=seed, progress_bar=False, fit_done=lambda: bar.update(1), **selection_kwargs,
+            )  # fmt: skip
+            bar.total = bar.n + n_members  # fewer inner fits when the time budget stopped the search
+        ensemble = _train_ensemble(adata, condition_key, selection, n_members, seed, selection_kwargs, bar.update)
+    return ensemble, selection
+
+
+def _train_ensemble(
+    adata: AnnData, condition_key: str, selection: SelectionResult, n_members: int, seed: int,
+    selection_kwargs: Mapping[str, Any], advance: Callable[[], object],
+) -> TRVAEEnsemble:  # fmt: skip
+    """Train the chosen configuration on all of ``adata`` (seeds from ``seed``); ``advance()`` after each member."""
     config = selection.best_config
     train_kwargs = {k: v for k, v in selection_kwargs.items() if k not in _SELECTION_ONLY}
     train_kwargs.setdefault("enable_progress_bar", False)
@@ -288,16 +380,10 @@ def fit_self_tuned(
         adata, seeds=range(seed, seed + n_members), shift_weight=selection.best_shift_weight,
         **{k: v for k, v in config.items() if k in _MODEL_ARGS},
     )  # fmt: skip
-    ensemble.train(
-        max_epochs=_config_epochs(adata.n_obs, config),
-        batch_size=BATCH_SIZE, **{k: v for k, v in config.items() if k in _TRAIN_ARGS}, **train_kwargs,
-    )  # fmt: skip
-    return ensemble, selection
+    return ensemble.train(member_done=lambda k: advance(), **_fit_arguments(adata.n_obs, config, train_kwargs))
 
 
-_SELECTION_ONLY = (
-    "n_configs", "search_space", "shift_weights", "max_inner_folds", "time_budget", "progress_bar", "setup_kwargs",
-)  # fmt: skip
+_SELECTION_ONLY = ("n_configs", "search_space", "shift_weights", "max_inner_folds", "time_budget", "setup_kwargs")
 
 
 def fit_recommended(
@@ -319,8 +405,13 @@ def fit_recommended(
     :func:`fit_self_tuned` with the default configuration only: the shift weight ``w`` is chosen by
     ``inner_folds`` inner held-out cell types of ``adata``; 2 inner folds and 3 members make 5 model fits
     (``docs/ensembles.md``). ``max_epochs`` fixes every fit's length at that many epochs of ``adata``
-    (default: the configuration's 1,500 minibatch steps); ``train_kwargs`` go to :meth:`TRVAE.train`
-    (e.g. ``accelerator``, ``enable_progress_bar``); minibatches hold 128 cells.
+    (default: the configuration's 1,500 minibatch steps of 128 cells); ``train_kwargs`` go to every
+    :meth:`TRVAE.train` (e.g. ``accelerator``, or ``batch_size`` for minibatches of other than 128 cells).
+
+    The task is checked before any training (unknown keys or conditions, missing values, too few cell
+    types observed in both conditions for the inner folds: one error naming the problem). The number
+    of fits is logged, and ``progress_bar=True`` shows one bar over all fits on stderr (each fit's own
+    per-epoch bar is then off); ``progress_bar=False`` shows none. ``scvi.settings.seed`` is not changed.
     """
     length = {}
     if max_epochs is not None:

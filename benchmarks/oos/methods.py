@@ -151,3 +151,8 @@ register("no response", fit_predict_no_response, "scvi_trvae.baselines.no_respon
 
 # issue 13's methods (ensembles, self-tuning, shift shrinkage) register themselves after the ones above
 from . import ensembles  # noqa: E402, F401
+
+# issue 23's peers (released tools, each run in its own environment: benchmarks/peers/)
+from .peers import register_peers  # noqa: E402
+
+register_peers()

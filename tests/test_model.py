@@ -7,6 +7,7 @@ import torch
 from helpers import quick_train
 
 from scvi_trvae import TRVAE
+from scvi_trvae._ensemble import fresh_copy
 from scvi_trvae._model import SOURCE_COLUMN
 from scvi_trvae.datasets import synthetic_perturbation
 from scvi_trvae.utils import TARGET_LIBRARY_SIZE
@@ -246,3 +247,18 @@ def test_setup_errors(small_adata):
     TRVAE.setup_anndata(small_adata, condition_key="condition")
     with pytest.raises(ValueError, match="needs raw counts"):
         TRVAE(small_adata, likelihood="nb")
+
+
+def test_raw_counts_registered_as_log_normalised_are_refused_unless_allowed(small_adata):
+    small_adata.X = small_adata.layers["counts"].copy()
+    with pytest.raises(ValueError, match=r"adata\.X holds only integers up to \d+: it looks like raw counts") as info:
+        TRVAE.setup_anndata(small_adata, condition_key="condition")
+    message = str(info.value)
+    assert "layer='counts', is_count_data=True" in message and "log-normalise them first" in message
+    assert "allow_count_like=True" in message
+    assert "_scvi_uuid" not in small_adata.uns  # refused before anything was registered
+    TRVAE.setup_anndata(small_adata, condition_key="condition", allow_count_like=True)
+    model = quick_train(TRVAE(small_adata, n_hidden=16, n_latent=4), max_epochs=1)
+    # the override is part of the setup: an unregistered copy (the query path) is accepted too
+    pred = model.predict_perturbation(fresh_copy(small_adata), source="control", target="stimulated")
+    assert np.isfinite(pred.X).all()

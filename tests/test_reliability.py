@@ -99,8 +99,8 @@ def test_negative_counts(tiny_fresh):
         TRVAE.setup_anndata(tiny_fresh, condition_key="condition", layer="counts", is_count_data=True)
 
 
-def test_counts_registered_as_log_normalised_warn(tiny_fresh):
-    with pytest.warns(UserWarning, match="holds only integers up to .*: it looks like raw counts"):
+def test_counts_registered_as_log_normalised_refused(tiny_fresh):
+    with pytest.raises(ValueError, match=r"holds only integers up to .*: it looks like raw counts"):
         TRVAE.setup_anndata(tiny_fresh, condition_key="condition", layer="counts")
 
 

@@ -179,6 +179,7 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
         layer: str | None = None,
         categorical_covariate_keys: list[str] | None = None,
         is_count_data: bool = False,
+        allow_count_like: bool = False,
         **kwargs,
     ) -> None:
         """Register an AnnData for trVAE.
@@ -199,7 +200,12 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
         is_count_data
             ``True`` when the registered matrix holds raw counts (for ``"nb"``/``"zinb"``):
             checked to be non-negative integers. ``False`` (default) for log-normalised data
-            (``"mse"``); a warning is given when such data look like counts.
+            (``"mse"``); such data that look like raw counts (only integers, some above 30) are
+            refused: register the counts with ``layer=..., is_count_data=True`` for a count
+            likelihood, or log-normalise them first.
+        allow_count_like
+            Accept count-like values registered with ``is_count_data=False`` (for data that are
+            meant as they are); recorded with the setup, so the model's query data are accepted too.
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
         """
@@ -209,7 +215,7 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
         check_setup_columns(
             adata, condition_key, categorical_covariate_keys, check_conditions=kwargs.get("source_registry") is None
         )
-        check_setup_values(adata, layer, is_count_data=is_count_data)
+        check_setup_values(adata, layer, is_count_data=is_count_data, allow_count_like=allow_count_like)
         anndata_fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=is_count_data),
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, condition_key),

@@ -63,7 +63,10 @@ class QueryAnnDataMixin:
             # copy=True: anndata 0.13's to_memory() of a backed view keeps X as an ArrayView, which torch's
             # loader does not turn into a tensor
             adata = adata[positions].to_memory(copy=True) if adata.isbacked else adata[positions].copy()
-            check_setup_values(adata, setup_args.get("layer"), is_count_data=bool(setup_args.get("is_count_data")))
+            check_setup_values(
+                adata, setup_args.get("layer"), is_count_data=bool(setup_args.get("is_count_data")),
+                allow_count_like=bool(setup_args.get("allow_count_like")),
+            )  # fmt: skip
             positions = np.arange(adata.n_obs)
         return super()._validate_anndata(adata, copy_if_view=copy_if_view), positions
 

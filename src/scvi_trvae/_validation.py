@@ -39,11 +39,12 @@ def _value_chunks(matrix) -> Iterator[np.ndarray]:
             yield np.asarray(block)
 
 
-def check_expression_values(matrix, *, is_count_data: bool, where: str) -> None:
-    """Refuse non-finite values, and for count data negative or non-integer values.
+def check_expression_values(matrix, *, is_count_data: bool, where: str, allow_count_like: bool = False) -> None:
+    """Refuse non-finite values, negative or fractional counts, and raw counts registered as log-normalised.
 
-    Warn when the data look like the other kind (integer counts registered as log-normalised,
-    or values far above a log scale).
+    Integer values above 30 registered as log-normalised (``is_count_data=False``) look like raw
+    counts, on which the ``"mse"`` model trains to a huge loss: refused unless ``allow_count_like``.
+    Values far above a log scale give a warning.
 
     Parameters
     ----------
@@ -53,11 +54,17 @@ def check_expression_values(matrix, *, is_count_data: bool, where: str) -> None:
         What the user registered.
     where
         Name of the matrix for messages, e.g. ``"adata.X"``.
+    allow_count_like
+        Accept count-like values registered as log-normalised.
     """
-    check_value_chunks(_value_chunks(matrix), is_count_data=is_count_data, where=where)
+    check_value_chunks(
+        _value_chunks(matrix), is_count_data=is_count_data, where=where, allow_count_like=allow_count_like
+    )
 
 
-def check_value_chunks(chunks: Iterable[np.ndarray], *, is_count_data: bool, where: str) -> None:
+def check_value_chunks(
+    chunks: Iterable[np.ndarray], *, is_count_data: bool, where: str, allow_count_like: bool = False
+) -> None:
     """:func:`check_expression_values` on the stored values of a matrix given a chunk at a time."""
     all_integer, max_value, min_value = True, -np.inf, np.inf
     for values in chunks:
@@ -82,13 +89,15 @@ def check_value_chunks(chunks: Iterable[np.ndarray], *, is_count_data: bool, whe
                 "is_count_data=False and use likelihood='mse'."
             )
     elif all_integer and max_value > 30:
-        warnings.warn(
-            f"{where} holds only integers up to {max_value:g}: it looks like raw counts, but was registered as "
-            "log-normalised (is_count_data=False). Log-normalise it (scanpy.pp.normalize_total + log1p) or "
-            "register it with is_count_data=True for a count likelihood.",
-            UserWarning,
-            stacklevel=4,
-        )
+        if not allow_count_like:
+            raise ValueError(
+                f"{where} holds only integers up to {max_value:g}: it looks like raw counts, but was registered as "
+                "log-normalised (is_count_data=False), on which the default likelihood 'mse' would train to a huge "
+                "loss. Either register the counts for a count likelihood, `TRVAE.setup_anndata(adata, ..., "
+                "layer='counts', is_count_data=True)` (likelihood 'nb' or 'zinb'), or log-normalise them first "
+                "(scanpy.pp.normalize_total + scanpy.pp.log1p). If these values are meant as they are, pass "
+                "allow_count_like=True."
+            )
     elif max_value > 50:
         warnings.warn(
             f"{where} has values up to {max_value:g}, above the usual range of log-normalised expression.",
@@ -282,12 +291,15 @@ def check_setup_columns(
         check_condition_column(adata, condition_key)
 
 
-def check_setup_values(adata: AnnData, layer: str | None, *, is_count_data: bool) -> None:
+def check_setup_values(
+    adata: AnnData, layer: str | None, *, is_count_data: bool, allow_count_like: bool = False
+) -> None:
     """Check the expression matrix that :meth:`~scvi_trvae.TRVAE.setup_anndata` registers."""
     check_expression_values(
         expression_matrix(adata, layer),
         is_count_data=is_count_data,
         where="adata.X" if layer is None else f"adata.layers[{layer!r}]",
+        allow_count_like=allow_count_like,
     )
 
 

@@ -29,7 +29,7 @@ numpydoc_xref_param_type = False
 nb_execution_mode = "off"
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 myst_heading_anchors = 3
-source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 # No intersphinx: the build must work offline (CI and the tests have no network).
 html_theme = "sphinx_book_theme"

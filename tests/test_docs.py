@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import html
+import inspect
 import os
 import re
 import subprocess
@@ -42,19 +44,57 @@ def test_api_page_lists_every_public_name():
     assert not missing, f"docs/api.md does not list {missing}"
 
 
-@pytest.mark.docs
-def test_docs_build_without_warnings(tmp_path):
+@pytest.fixture(scope="module")
+def built_docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The HTML documentation, built once for this module (warnings are errors)."""
     for module in ("sphinx", "myst_nb", "sphinx_book_theme", "numpydoc"):
         pytest.importorskip(module)
+    out = tmp_path_factory.mktemp("docs")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "-d", str(tmp_path / "doctrees"),
-         str(DOCS), str(tmp_path / "html")],
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "-d", str(out / "doctrees"),
+         str(DOCS), str(out / "html")],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-5000:]
-    assert (tmp_path / "html" / "generated" / "scvi_trvae.TRVAE.html").exists()
-    assert (tmp_path / "html" / "tutorials" / "kang_out_of_sample.html").exists()
+    return out / "html"
+
+
+def _page_text(path: Path) -> str:
+    """The visible text of an HTML page: tags dropped, entities decoded, whitespace collapsed."""
+    text = html.unescape(re.sub(r"<[^>]+>", " ", path.read_text()))
+    return " ".join(text.split())
+
+
+def _plain_docstring_texts(obj: object) -> list[str]:
+    """The summary and each parameter description of ``obj``'s docstring that carry no reST markup or quotes."""
+    from numpydoc.docscrape import NumpyDocString
+
+    doc = NumpyDocString(inspect.getdoc(obj))
+    texts = [" ".join(doc["Summary"])] + [" ".join(p.desc) for p in doc["Parameters"]]
+    markup = ("`", "*", "\\", '"', "'", "--", "...")  # rendered differently (roles, smart quotes, dashes)
+    return [text for text in texts if text and not any(m in text for m in markup)]
+
+
+@pytest.mark.docs
+def test_docs_build_without_warnings(built_docs):
+    assert (built_docs / "generated" / "scvi_trvae.TRVAE.html").exists()
+    assert (built_docs / "tutorials" / "kang_out_of_sample.html").exists()
+
+
+@pytest.mark.docs
+@pytest.mark.parametrize("name", ["TRVAE", "model_selection.fit_recommended", "pl.reg_mean_plot"])
+def test_api_pages_render_docstrings(built_docs, name):
+    """An API page shows its object's docstring (summary and parameters), not the raw autosummary stub."""
+    obj = scvi_trvae
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    text = _page_text(built_docs / "generated" / f"scvi_trvae.{name}.html")
+    assert ".. auto" not in text and ".. currentmodule::" not in text
+    expected = _plain_docstring_texts(obj)
+    assert expected, f"{name}'s docstring has no plain-text summary or parameter to look for"
+    missing = [t for t in expected if t not in text]
+    assert not missing, f"the page of {name} lacks {missing}"
 
 
 @pytest.mark.parametrize("page", ["README.md", "docs/quickstart.md"])

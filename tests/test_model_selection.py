@@ -189,7 +189,7 @@ BAD_TASKS = [
                  "needs at least 2 cell types with at least 3 cells in both 'control' and 'stimulated' (each is held "
                  "out in turn, predicted from its 'control' cells and scored on its 'stimulated' cells); adata has 1: "
                  "'type_B'. Cells per cell type (control / stimulated): type_A 20 / 0, type_B 20 / 20. Seen in one of "
-                 "the two conditions only: 'type_A'.", id="one-sided cell type"),
+                 "the two only (no inner fold): 'type_A'.", id="one-sided cell type"),
 ]  # fmt: skip
 
 

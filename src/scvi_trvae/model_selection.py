@@ -173,7 +173,7 @@ def _too_few_folds(adata: AnnData, keys: tuple[str, str, str, str], folds: list[
         )
     per_type = ", ".join(f"{t} {counts.loc[t, source]} / {counts.loc[t, target]}" for t in counts.index)
     one_sided = [t for t in counts.index if (counts.loc[t, source] > 0) != (counts.loc[t, target] > 0)]
-    only = "" if not one_sided else f" Seen in one of the two conditions only: {listed(one_sided)}."
+    only = "" if not one_sided else f" Seen in one of the two only (no inner fold): {listed(one_sided)}."
     return (
         f"Inner validation needs at least 2 cell types with at least {MIN_FOLD_CELLS} cells in both {source!r} and "
         f"{target!r} (each is held out in turn, predicted from its {source!r} cells and scored on its {target!r} "

@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import anndata as ad
+import matplotlib.image as mpimg
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -98,6 +99,43 @@ def test_reg_plots_save_and_ax(data, plot, tmp_path):
     assert plot(pred, tgt, ctrl, n_degs=10, ax=axs[0], return_fig=True) is fig
     assert plot(pred, tgt, ctrl, n_degs=10, ax=axs[0]) is None  # show=None with a given ax: nothing closed
     assert plt.fignum_exists(fig.number)
+
+
+def _draw_reg_mean(data, **kwargs):
+    ctrl, tgt, pred = data
+    return pl.reg_mean_plot(pred, tgt, ctrl, n_degs=10, **kwargs)
+
+
+def _draw_reg_var(data, **kwargs):
+    ctrl, tgt, pred = data
+    return pl.reg_var_plot(pred, tgt, ctrl, n_degs=10, **kwargs)
+
+
+def _draw_violins(data, **kwargs):
+    ctrl, _, pred = data
+    return pl.gene_distribution_plot({"control": ctrl, "predicted": pred}, ["gene1", "gene2"], **kwargs)
+
+
+def _draw_representations(data, **kwargs):
+    ctrl, tgt, _ = data
+    adata = ad.concat([ctrl, tgt], label="condition", keys=["control", "stimulated"], index_unique="-")
+    return pl.representation_plot({"trVAE": FakeModel(adata, 1)}, adata, color="condition", n_neighbors=10, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [_draw_reg_mean, _draw_reg_var, _draw_violins, pytest.param(_draw_representations, marks=pytest.mark.slow)],
+)
+def test_show_false_leaves_the_figure_for_plt_savefig(data, draw, tmp_path):
+    """``show=False`` returns the axes and keeps their figure current: ``plt.savefig`` writes the drawing."""
+    axes = draw(data, show=False)
+    first = np.ravel(axes)[0]
+    assert isinstance(first, Axes) and plt.gcf() is first.figure
+    path = tmp_path / "figure.png"
+    plt.savefig(path)
+    pixels = mpimg.imread(path)[..., :3]
+    assert pixels.std() > 0.05  # a blank (all white) image has none
+    assert (pixels < 0.5).mean() > 0.001  # some dark marks: points, text, lines
 
 
 def test_reg_plot_does_not_mutate(data):

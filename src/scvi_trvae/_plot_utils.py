@@ -119,9 +119,12 @@ def draw_representations(
 
 _show_save = """\
 show
-    Show the figure (None: only when the function created it); when False return the axes.
+    None (default): show the figure when the function created it, and then close it (as scanpy does),
+    so a later ``plt.savefig`` finds no figure: pass ``save`` or ``show=False`` to keep it. True: show it
+    (a figure created here is then closed). False: neither show nor close it, and return the axes; the
+    figure stays current, so ``plt.savefig(path)`` afterwards writes it.
 save
-    Path to write the figure to (format from the suffix)."""
+    Path to write the figure to before it is shown (format from the suffix, e.g. ``.png`` or ``.pdf``)."""
 
 #: Parameters shared by the functions of :mod:`scvi_trvae.pl` (``%(param_show_save)s`` and the
 #: regression plots' ``%(param_reg_plot)s``), for docstrings decorated with ``@plot_dsp.dedent``.

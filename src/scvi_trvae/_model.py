@@ -36,6 +36,7 @@ from ._prediction import (
 )
 from ._presets import paper_preset
 from ._query import QueryAnnDataMixin
+from ._quiet import quiet, with_progress_bar
 from ._training_plan import TRVAETrainingPlan
 from ._validation import (
     check_datamodule_registry,
@@ -352,13 +353,14 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
         if max_epochs is None and n_obs is not None:
             epochs = epochs_for_steps(n_obs, getattr(datamodule, "batch_size", batch_size), DEFAULT_TRAINING_STEPS)
             max_epochs = min(max(epochs, 20), 400)
-        return super().train(
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            early_stopping=early_stopping,
-            plan_kwargs=plan_kwargs,
-            **kwargs,
-        )
+        with quiet():  # scvi-tools' and Lightning's details only at scvi_trvae.utils.settings.verbosity <= INFO
+            return super().train(
+                max_epochs=max_epochs,
+                batch_size=batch_size,
+                early_stopping=early_stopping,
+                plan_kwargs=plan_kwargs,
+                **with_progress_bar(kwargs),
+            )
 
     def _training_plan_kwargs(self, kl_weight: float, mmd_weight: float, plan_kwargs: dict | None) -> dict:
         """Build the training plan's arguments, with the loss weights checked and set from one place each."""
@@ -437,7 +439,8 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
             target_code=self._condition_code(target, "target"),
             seed=seed if seed is not None else (settings.seed or 0),
         )  # fmt: skip
-        adata, positions = self._query_anndata(adata, indices, [self.conditions[source_code]])
+        with quiet():
+            adata, positions = self._query_anndata(adata, indices, [self.conditions[source_code]])
         self.module.eval()
         minibatches = prediction_minibatches(self, adata, positions, batch_size)
         predicted = predict_expression(self.module, request, minibatches, len(positions))
@@ -469,11 +472,16 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
         Array of shape ``(n_cells, n_mmd)``, ``n_mmd`` the width of the MMD layer.
         """
         self._check_if_trained(warn=True)
-        adata, positions = self._query_anndata(adata, indices)
+        with quiet():
+            adata, positions = self._query_anndata(adata, indices)
         override = None if condition is None else self._condition_code(condition, "requested")
         self.module.eval()
         minibatches = prediction_minibatches(self, adata, positions, batch_size)
         return np.concatenate([mmd_layer(self.module, tensors, override).cpu().numpy() for tensors in minibatches])
+
+    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
+        with quiet():  # "Input AnnData not setup with scvi-tools..." only at verbosity <= INFO
+            return super()._validate_anndata(adata, copy_if_view=copy_if_view)
 
     # ------------------------------------------------------------------ reference mapping
     @classmethod

@@ -1,4 +1,4 @@
-"""Small helpers shared by the model, the metrics, the baselines, the data sets and the benchmarks."""
+"""Small helpers shared by the model, the metrics, the baselines, the data sets and the benchmarks; the settings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["TARGET_LIBRARY_SIZE", "as_dense", "is_anndata"]
+from ._quiet import Settings, settings
+
+__all__ = ["TARGET_LIBRARY_SIZE", "Settings", "as_dense", "is_anndata", "settings"]
 
 #: Counts per cell of log-normalised data (``scanpy.pp.normalize_total(target_sum=1e4)``) and of
 #: count-model predictions unless told otherwise.

@@ -1,0 +1,147 @@
+"""Keep scvi-tools' and Lightning's chatter out of the package's own calls, unless asked for (``settings.verbosity``).
+
+Nothing is changed at import: :func:`quiet` raises the chatty loggers' levels and ignores the known noisy
+warnings only while a training or query call runs, then restores the loggers and the warning filters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from lightning.pytorch.callbacks import ProgressBar
+
+__all__ = [
+    "CHATTY_LOGGERS", "NOISY_WARNINGS", "Settings", "StderrProgressBar", "quiet", "settings", "with_progress_bar",
+]  # fmt: skip
+
+#: Loggers whose INFO lines are details: devices found, Lightning's tips, "fit stopped", AnnData setup transferred.
+CHATTY_LOGGERS = ("scvi", "lightning.pytorch", "lightning.fabric")
+#: Regular expressions of warnings that give users of this package nothing to act on.
+NOISY_WARNINGS = (
+    r".*isinstance\(treespec, LeafSpec\)",  # a torch deprecation raised inside Lightning
+    r"The number of training batches .* is smaller than the logging interval",
+    r"Sparse CSR tensor support is in beta",
+    r"Sparse invariant checks",
+    r".*does not have many workers",
+    r"Found \d+ module\(s\) in eval mode",  # query models keep their frozen layers in eval mode on purpose
+)
+
+
+class Settings:
+    """Settings of scvi-trvae: ``scvi_trvae.utils.settings``.
+
+    ``verbosity`` (a :mod:`logging` level or its name, ``logging.WARNING`` by default) decides what
+    training and prediction print besides their progress bar: at ``WARNING`` or above, scvi-tools' and
+    Lightning's INFO lines (devices found, tips, AnnData setup transferred) and the warnings in
+    :data:`NOISY_WARNINGS` are held back during the package's calls; at ``INFO`` or below they all show.
+    """
+
+    def __init__(self) -> None:
+        self._verbosity = logging.WARNING
+
+    @property
+    def verbosity(self) -> int:
+        """Logging level below which scvi-tools' and Lightning's messages are held back during the package's calls."""
+        return self._verbosity
+
+    @verbosity.setter
+    def verbosity(self, level: int | str) -> None:
+        value = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"verbosity must be a logging level or its name (e.g. 'INFO'), not {level!r}.")
+        self._verbosity = value
+
+    def __repr__(self) -> str:
+        return f"Settings(verbosity={logging.getLevelName(self._verbosity)!r})"
+
+
+#: The package's settings (``scvi_trvae.utils.settings``).
+settings = Settings()
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Hold back the chatty loggers' messages and the noisy warnings below ``settings.verbosity``, then restore.
+
+    Only this block is affected: the loggers' levels and the warning filters are as before on exit.
+    """
+    if settings.verbosity <= logging.INFO:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in CHATTY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(max(level, settings.verbosity))
+    try:
+        with warnings.catch_warnings():
+            for message in NOISY_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+class StderrProgressBar(ProgressBar):
+    """One bar over a fit's epochs, with the training loss, on stderr (scvi-tools' own bar writes to stdout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._enabled = True
+        self._bar: Any = None
+
+    @property
+    def is_enabled(self) -> bool:
+        """Whether the bar is drawn."""
+        return self._enabled
+
+    def disable(self) -> None:
+        """Stop drawing the bar (Lightning calls this on processes other than the first)."""
+        self._enabled = False
+
+    def enable(self) -> None:
+        """Draw the bar."""
+        self._enabled = True
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        """Open the bar at the epoch training starts from (later than 0 when resumed)."""
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(
+            total=trainer.max_epochs, initial=trainer.current_epoch, desc="Training", file=sys.stderr,
+            disable=not self._enabled, dynamic_ncols=True,
+        )  # fmt: skip
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Advance by one epoch and show the logged losses."""
+        if self._bar is not None:
+            metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if k != "v_num"}
+            self._bar.set_postfix(metrics, refresh=False)
+            self._bar.update(1)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        """Close the bar."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def with_progress_bar(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Trainer arguments with the per-epoch bar drawn on stderr by :class:`StderrProgressBar`.
+
+    Unchanged when the bar is off (``enable_progress_bar=False``), when Lightning's per-step bar is asked
+    for (``simple_progress_bar=False``) or when ``callbacks`` already holds a progress bar.
+    """
+    callbacks = list(trainer_kwargs.get("callbacks") or [])
+    if (
+        not trainer_kwargs.get("enable_progress_bar", True)
+        or not trainer_kwargs.get("simple_progress_bar", True)
+        or any(isinstance(callback, ProgressBar) for callback in callbacks)
+    ):
+        return trainer_kwargs
+    return {**trainer_kwargs, "simple_progress_bar": False, "callbacks": [*callbacks, StderrProgressBar()]}

@@ -73,22 +73,26 @@ def run_split(split, epochs: int | str = AUTO_EPOCHS) -> list[dict[str, Any]]:
     start = time.perf_counter()
     members = ensembles.default_members(split, epochs)
     chosen = ensembles.selection(split, epochs)
-    tuned, w_best = ensembles.tuned_members(split, epochs)
-    w_default = chosen["default_shift_weight"]
+    tuned, best_weights = ensembles.tuned_members(split, epochs)
+    default_weights = (chosen["default_shift_weight"], chosen["default_deviation_weight"])
     preds = {f"trVAE seed {k}": members[k] for k in range(len(members))}
     preds["trVAE ensemble"] = members.mean(0)
-    preds["trVAE ensemble + shrink"] = ensembles.blend(split, members.mean(0), w_default)
+    preds["trVAE ensemble + shrink"] = ensembles.blend(split, members.mean(0), *default_weights)
     preds["trVAE ensemble + shrink w=0.5 (fixed)"] = ensembles.blend(split, members.mean(0), 0.5)
-    preds["trVAE self-tuned"] = ensembles.blend(split, tuned[0], w_best)
-    preds["trVAE self-tuned ensemble"] = ensembles.blend(split, tuned.mean(0), w_best)
+    preds["trVAE self-tuned"] = ensembles.blend(split, tuned[0], *best_weights)
+    preds["trVAE self-tuned ensemble"] = ensembles.blend(split, tuned.mean(0), *best_weights)
     rho = save_uncertainty(split, members, epochs)
-    weights = {"trVAE ensemble + shrink": w_default, "trVAE self-tuned": w_best, "trVAE self-tuned ensemble": w_best}
+    weights = {
+        "trVAE ensemble + shrink": default_weights, "trVAE self-tuned": best_weights,
+        "trVAE self-tuned ensemble": best_weights,
+    }  # fmt: skip
     rows = []
     for name, pred in preds.items():
         scores = metrics.evaluate_prediction(pred, split.real_target, split.control, degs=split.degs, seed=0)
         rows.append({
             "dataset": split.dataset, "cell_type": split.cell_type, "target": split.target, "method": name,
-            **{k: float(scores[k]) for k in metrics.METRIC_KEYS}, "shift_weight": weights.get(name),
+            **{k: float(scores[k]) for k in metrics.METRIC_KEYS}, "shift_weight": weights.get(name, (None,))[0],
+            "deviation_weight": weights.get(name, (None, None))[1],
             "tuned_config": chosen["best_config"] if "self-tuned" in name else None,
             "uncertainty_spearman": rho if name == "trVAE ensemble" else None,
         })  # fmt: skip

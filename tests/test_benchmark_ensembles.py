@@ -34,7 +34,9 @@ def test_methods_registered_and_consistent(split):
     assert members.shape[0] == 3
     np.testing.assert_allclose(preds["trVAE ensemble"], members.mean(0), rtol=1e-6)
     chosen = ensembles.selection(split, 2)
-    expected = ensembles.blend(split, members.mean(0), chosen["default_shift_weight"])
+    expected = ensembles.blend(
+        split, members.mean(0), chosen["default_shift_weight"], chosen["default_deviation_weight"]
+    )
     np.testing.assert_allclose(preds["trVAE ensemble + shrink"], expected, rtol=1e-6)
     # the selection saw only the training cells: the held-out type is not one of its inner folds
     assert "type_A" not in chosen["inner_cell_types"]

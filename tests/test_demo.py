@@ -7,7 +7,7 @@ import pytest
 import scvi
 from scipy.stats import ConstantInputWarning
 
-from scvi_trvae import demo
+from scvi_trvae import demo, model_selection
 
 
 def test_demo_runs_the_recommended_pipeline_end_to_end(tmp_path, capsys):
@@ -20,8 +20,8 @@ def test_demo_runs_the_recommended_pipeline_end_to_end(tmp_path, capsys):
     assert set(scores) == expected
     assert all(f"| {name} |" in out for name in expected)
     assert "Chose w = " in out and "by inner leave-one-cell-type-out on the training cells" in out
-    weight = float(recommended.removeprefix("trVAE ensemble + shrink (w=").removesuffix(")"))
-    assert 0.0 <= weight <= 1.0
+    weight, deviation = recommended.removeprefix("trVAE ensemble + shrink (w=").removesuffix(")").split(", lambda=")
+    assert 0.0 <= float(weight) <= 1.0 and float(deviation) in model_selection.DEFAULT_DEVIATION_WEIGHTS
     assert (tmp_path / "reg_mean_plot.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "scores.json").read_text())
     assert set(saved) == expected

@@ -52,22 +52,48 @@ def test_prediction_is_mean_of_members_with_spread(trained):
 
 def test_shift_weight_blends_toward_pooled_shift(trained):
     ensemble, train, control = trained
+    predict = {"source": "control", "target": "stimulated", "cell_type_key": "cell_type"}
     trvae = ensemble.predict_perturbation(control, source="control", target="stimulated")
-    zero = ensemble.predict_perturbation(control, source="control", target="stimulated", shift_weight=0.0,
-                                         cell_type_key="cell_type")  # fmt: skip
-    half = ensemble.predict_perturbation(control, source="control", target="stimulated", shift_weight=0.5,
-                                         cell_type_key="cell_type")  # fmt: skip
     shift = pooled_shift(train, cell_type_key="cell_type", condition_key="condition", exclude=["type_A"],
                          source="control", target="stimulated")  # fmt: skip
     observed = np.asarray(control.X.toarray() if hasattr(control.X, "toarray") else control.X)
+    # w = lambda = 0: the pooled shift alone; w = lambda: the older blend that shrank each cell with the mean
+    zero = ensemble.predict_perturbation(control, shift_weight=0.0, deviation_weight=0.0, **predict)
     np.testing.assert_allclose(zero.X, np.clip(observed + shift, 0, None), rtol=1e-5, atol=1e-6)
+    half = ensemble.predict_perturbation(control, shift_weight=0.5, deviation_weight=0.5, **predict)
     expected_half = np.clip(observed + 0.5 * (trvae.X - observed) + 0.5 * shift, 0, None)
     np.testing.assert_allclose(half.X, expected_half, rtol=1e-5, atol=1e-6)
     assert half.uns["trvae_prediction"]["shift_weight"] == 0.5
+    assert half.uns["trvae_prediction"]["deviation_weight"] == 0.5
+    # by default each cell keeps its whole deviation from the members' mean response
+    pooled_mean = ensemble.predict_perturbation(control, shift_weight=0.0, **predict)
+    response = trvae.X - observed
+    expected = np.clip(observed + shift + (response - response.mean(0)), 0, None)
+    np.testing.assert_allclose(pooled_mean.X, expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="cell_type_key"):
         ensemble.predict_perturbation(control, source="control", target="stimulated", shift_weight=0.5)
+    with pytest.raises(ValueError, match="cell_type_key"):
+        ensemble.predict_perturbation(control, source="control", target="stimulated", deviation_weight=0.5)
     with pytest.raises(ValueError, match="between 0 and 1"):
         ensemble.predict_perturbation(control, source="control", target="stimulated", shift_weight=1.5)
+    with pytest.raises(ValueError, match="deviation_weight must be finite and >= 0"):
+        ensemble.predict_perturbation(control, deviation_weight=-1.0, **predict)
+
+
+def test_an_ensemble_saved_before_deviation_weight_keeps_its_blend(trained, tmp_path):
+    ensemble, train, _ = trained
+    ensemble.shift_weight = 0.25
+    try:
+        ensemble.save(tmp_path / "ens")
+    finally:
+        ensemble.shift_weight = 1.0
+    manifest_path = tmp_path / "ens" / "ensemble.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["deviation_weight"] == 1.0
+    del manifest["deviation_weight"]  # as written by version 0.1
+    manifest_path.write_text(json.dumps(manifest))
+    loaded = TRVAEEnsemble.load(tmp_path / "ens", adata=train)
+    assert (loaded.shift_weight, loaded.deviation_weight) == (0.25, 0.25)
 
 
 def test_save_load_round_trip(trained, tmp_path):

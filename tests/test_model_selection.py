@@ -70,6 +70,7 @@ def test_selection_never_sees_outer_holdout(outer_split, recorded_fits):
     for obs in final:
         assert set(obs.index) == set(train.obs_names)
     assert ensemble.shift_weight == selection.best_shift_weight
+    assert ensemble.deviation_weight == selection.best_deviation_weight
     assert ensemble.model_kwargs["n_layers"] == selection.best_config["n_layers"]
 
 
@@ -77,12 +78,15 @@ def test_results_table_and_choice(outer_split):
     train, _ = outer_split
     result = _select(train)
     table, summary = result.table, result.summary
-    assert len(table) == 2 * 2 * 3  # configs x folds x shift weights
-    assert {"n_layers", "mmd_weight", "inner_cell_type", "shift_weight", "edist_scaled", "score"} <= set(table.columns)
+    n_deviation = len(model_selection.DEFAULT_DEVIATION_WEIGHTS)
+    assert len(table) == 2 * 2 * 3 * n_deviation  # configs x folds x shift weights x deviation weights
+    columns = {"n_layers", "mmd_weight", "inner_cell_type", "shift_weight", "deviation_weight", "edist_scaled", "score"}
+    assert columns <= set(table.columns)
     np.testing.assert_allclose(table["score"], table["pearson_delta_deg"] - table["edist_scaled"])
-    assert len(summary) == 2 * 3 and summary["score"].is_monotonic_decreasing
+    assert len(summary) == 2 * 3 * n_deviation and summary["score"].is_monotonic_decreasing
     best = summary.iloc[0]
     assert result.best_shift_weight == best["shift_weight"]
+    assert result.best_deviation_weight == best["deviation_weight"]
     assert result.best_config == model_selection.candidate_configs(2, SPACE, 0)[int(best["config"])]
     # the default configuration is always the first candidate
     assert table.loc[table["config"] == 0, "n_layers"].eq(2).all()
@@ -123,6 +127,7 @@ def test_fit_recommended_is_the_default_configuration_with_chosen_weight(outer_s
     assert all(train_args["max_epochs"] == 2 for kind, _, train_args in recorded_fits if kind == "final")
     assert selection.best_config == {"training_steps": steps}  # the models keep every default but the length
     assert ensemble.n_members == 2 and ensemble.shift_weight == selection.best_shift_weight
+    assert ensemble.deviation_weight == selection.best_deviation_weight
     assert selection.best_shift_weight in model_selection.DEFAULT_SHIFT_WEIGHTS
 
 

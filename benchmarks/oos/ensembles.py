@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from scvi_trvae import model_selection
+from scvi_trvae._blend import blend_prediction
 from scvi_trvae.baselines import pooled_shift
 
 from .expression import dense
@@ -111,7 +112,9 @@ def selection(split: Split, epochs: int | str, n_configs: int = N_CONFIGS) -> di
     out = {
         "best_config": result.best_config,
         "best_shift_weight": result.best_shift_weight,
+        "best_deviation_weight": result.best_deviation_weight,
         "default_shift_weight": float(default_rows.iloc[0]["shift_weight"]),
+        "default_deviation_weight": float(default_rows.iloc[0]["deviation_weight"]),
         "inner_cell_types": result.inner_cell_types,
         "seconds": result.seconds,
         "summary": result.summary.to_dict(orient="records"),
@@ -121,14 +124,16 @@ def selection(split: Split, epochs: int | str, n_configs: int = N_CONFIGS) -> di
     return out
 
 
-def blend(split: Split, pred: np.ndarray, weight: float) -> np.ndarray:
-    """``x + w * (pred - x) + (1 - w) * pooled shift of the other types``, clipped at zero."""
-    observed = dense(split.control.X)
+def blend(split: Split, pred: np.ndarray, weight: float, deviation: float | None = None) -> np.ndarray:
+    """The package's blend (``_blend.blend_prediction``) with the pooled shift of the other types.
+
+    ``deviation`` None: ``lambda = w``, the blend used before the two weights were chosen apart.
+    """
     shift = pooled_shift(
         split.train, cell_type_key=split.cell_type_key, condition_key=split.condition_key, exclude=[split.cell_type],
         source=split.source, target=split.target,
     )  # fmt: skip
-    return np.clip(observed + weight * (pred - observed) + (1 - weight) * shift, 0.0, None)
+    return blend_prediction(dense(split.control.X), pred, shift, weight, weight if deviation is None else deviation)
 
 
 def default_members(split: Split, epochs: int | str) -> np.ndarray:
@@ -136,35 +141,37 @@ def default_members(split: Split, epochs: int | str) -> np.ndarray:
     return member_predictions(split, epochs, default_config(split, epochs), "members_default")
 
 
-def tuned_members(split: Split, epochs: int | str) -> tuple[np.ndarray, float]:
-    """Predictions of the chosen configuration (three seeds) and the chosen shift weight."""
+def tuned_members(split: Split, epochs: int | str) -> tuple[np.ndarray, tuple[float, float]]:
+    """Predictions of the chosen configuration (three seeds) and the chosen shift and deviation weights."""
     chosen = selection(split, epochs)
-    best = chosen["best_config"]
+    best, weights = chosen["best_config"], (chosen["best_shift_weight"], chosen["best_deviation_weight"])
     if best == default_config(split, epochs):
-        return default_members(split, epochs), chosen["best_shift_weight"]
-    return member_predictions(split, epochs, best, "members_tuned"), chosen["best_shift_weight"]
+        return default_members(split, epochs), weights
+    return member_predictions(split, epochs, best, "members_tuned"), weights
 
 
-def default_shift_weight(split: Split, epochs: int | str) -> float:
-    """The shift weight the inner validation chose for the default configuration.
+def default_weights(split: Split, epochs: int | str) -> tuple[float, float]:
+    """The shift and deviation weights the inner validation chose for the default configuration.
 
     Read from the full selection where it was run, else from a selection of the defaults alone.
     """
     if (split_dir(split, epochs) / "selection.json").exists():
-        return selection(split, epochs)["default_shift_weight"]
-    return selection(split, epochs, n_configs=1)["default_shift_weight"]
+        chosen = selection(split, epochs)
+    else:
+        chosen = selection(split, epochs, n_configs=1)
+    return chosen["default_shift_weight"], chosen["default_deviation_weight"]
 
 
 def fit_predict_ensemble(split: Split, seed: int, epochs: int | str, *, shrink: bool = False) -> np.ndarray:
     """Mean of three default members; ``shrink``: blended with the weight the inner validation chose for them."""
     mean = default_members(split, epochs).mean(0)
-    return blend(split, mean, default_shift_weight(split, epochs)) if shrink else mean
+    return blend(split, mean, *default_weights(split, epochs)) if shrink else mean
 
 
 def fit_predict_self_tuned(split: Split, seed: int, epochs: int | str, *, ensemble: bool = False) -> np.ndarray:
     """The chosen configuration and shift weight: seed 0 alone, or the mean of three seeds."""
-    members, weight = tuned_members(split, epochs)
-    return blend(split, members.mean(0) if ensemble else members[0], weight)
+    members, weights = tuned_members(split, epochs)
+    return blend(split, members.mean(0) if ensemble else members[0], *weights)
 
 
 _SEEDS_NOTE = "seeds 0-2 inside"

@@ -27,6 +27,7 @@ from anndata import AnnData
 from scvi.data import _constants
 
 from ._atomic_write import replace_directory
+from ._blend import blend_prediction, check_blend_weight
 from ._model import TRVAE
 from ._persistence import ModelFileError
 from .baselines import pooled_shift
@@ -116,8 +117,11 @@ class TRVAEEnsemble:
         after ``scvi.settings.seed = seeds[k]``; the caller's ``scvi.settings.seed`` and random states
         are restored after each member.
     shift_weight
-        Default weight ``w`` of the members' mean shift in :meth:`predict_perturbation`; ``1`` keeps the
-        trVAE shift alone, below 1 it is shrunk toward the pooled shift of the other cell types.
+        Default weight ``w`` of the members' mean response in :meth:`predict_perturbation`; ``1`` keeps the
+        trVAE mean response alone, below 1 it is shrunk toward the pooled shift of the other cell types.
+    deviation_weight
+        Default weight ``lambda`` of each cell's deviation from the members' mean response in
+        :meth:`predict_perturbation` (``1``: kept whole; ``docs/accuracy.md``).
     **model_kwargs
         Passed to :class:`~scvi_trvae.TRVAE` for every member (``n_layers``, ``mmd_on``...).
 
@@ -135,6 +139,7 @@ class TRVAEEnsemble:
         n_members: int = 3,
         seeds: Sequence[int] | None = None,
         shift_weight: float = 1.0,
+        deviation_weight: float = 1.0,
         **model_kwargs: Any,
     ):
         seeds = list(range(n_members)) if seeds is None else [int(s) for s in seeds]
@@ -143,10 +148,10 @@ class TRVAEEnsemble:
         manager = TRVAE._get_most_recent_anndata_manager(adata)
         if manager is None:
             raise ValueError("adata is not registered: call scvi_trvae.TRVAE.setup_anndata(adata, ...) first.")
-        _check_weight(shift_weight)
         self.adata = adata
         self.seeds = seeds
-        self.shift_weight = float(shift_weight)
+        self.shift_weight = check_blend_weight(shift_weight, "shift_weight")
+        self.deviation_weight = check_blend_weight(deviation_weight, "deviation_weight", upper=None)
         self.model_kwargs = dict(model_kwargs)
         self.setup_kwargs = {k: v for k, v in manager.registry["setup_args"].items() if v is not None}
         self.members: list[TRVAE] = []
@@ -225,6 +230,7 @@ class TRVAEEnsemble:
         indices: Sequence[int] | np.ndarray | None = None,
         batch_size: int | None = None,
         shift_weight: float | None = None,
+        deviation_weight: float | None = None,
         cell_type_key: str | None = None,
     ) -> AnnData:
         """Predict ``source`` cells under ``target``: each cell's observation plus the members' mean shift.
@@ -237,13 +243,14 @@ class TRVAEEnsemble:
         ----------
         adata, source, target, indices, batch_size
             As in :meth:`scvi_trvae.TRVAE.predict_perturbation`.
-        shift_weight
-            ``w`` in ``x + w * trVAE shift + (1 - w) * pooled shift`` (default: the ensemble's
-            ``shift_weight``). The pooled shift is that of the training cells of all cell types except
-            those of the predicted cells (``cell_type_key`` needed when ``w < 1``); only for models of
+        shift_weight, deviation_weight
+            ``w`` and ``lambda`` in ``x + w * m + (1 - w) * pooled + lambda * d``, with ``m`` the members' mean
+            response over the predicted cells of a cell type and ``d`` each cell's deviation from it (defaults:
+            the ensemble's). The pooled shift is that of the training cells of all cell types except those of
+            the predicted cells. Anything but ``w = lambda = 1`` needs ``cell_type_key`` and a model of
             log-normalised data (``likelihood='mse'``), where the prediction is on the scale of ``X``.
         cell_type_key
-            ``obs`` column of cell types, needed when ``w < 1``.
+            ``obs`` column of cell types, needed unless ``w = lambda = 1``.
 
         Returns
         -------
@@ -253,11 +260,12 @@ class TRVAEEnsemble:
         ``var['trvae_shift_sd']`` per gene (sd over members of the cell-averaged shift: large values
         mark genes whose predicted response the members disagree on), and
         ``varm['trvae_member_means']`` each member's cell-averaged prediction (genes x members).
-        ``uns['trvae_prediction']`` records ``n_members``, ``seeds`` and ``shift_weight``.
+        ``uns['trvae_prediction']`` records ``n_members``, ``seeds``, ``shift_weight`` and ``deviation_weight``.
         """
         self._check_trained()
-        weight = self.shift_weight if shift_weight is None else float(shift_weight)
-        _check_weight(weight)
+        weight = check_blend_weight(self.shift_weight if shift_weight is None else shift_weight, "shift_weight")
+        deviation = self.deviation_weight if deviation_weight is None else deviation_weight
+        deviation = check_blend_weight(deviation, "deviation_weight", upper=None)
         preds = [
             member.predict_perturbation(
                 adata, source=source, target=target, indices=indices, batch_size=batch_size, mode="counterfactual"
@@ -272,31 +280,33 @@ class TRVAEEnsemble:
         member_means = stacked.mean(1)
         out.var[SHIFT_SD_VAR] = member_means.std(0, ddof=ddof).astype(np.float32)
         out.varm[MEMBER_MEANS_VARM] = member_means.T.astype(np.float32)
-        if weight < 1.0:
-            out.X = self._shrink(out, adata, source, target, weight, cell_type_key)
+        if (weight, deviation) != (1.0, 1.0):
+            out.X = self._blend(out, adata, source, target, (weight, deviation), cell_type_key)
         info = out.uns["trvae_prediction"]
-        info.update(n_members=self.n_members, seeds=list(self.seeds), shift_weight=weight)
+        info.update(n_members=self.n_members, seeds=list(self.seeds), shift_weight=weight, deviation_weight=deviation)
         return out
 
-    def _shrink(
-        self, pred: AnnData, adata: AnnData | None, source: str, target: str, weight: float, cell_type_key: str | None
-    ) -> np.ndarray:
-        """``x + w * (ensemble - x) + (1 - w) * pooled shift``, clipped at zero."""
+    def _blend(
+        self, pred: AnnData, adata: AnnData | None, source: str, target: str, weights: tuple[float, float],
+        cell_type_key: str | None,
+    ) -> np.ndarray:  # fmt: skip
+        """:func:`~scvi_trvae._blend.blend_prediction` of the ensemble's prediction, per cell type."""
         if self.members[0].module.is_count_model:
-            raise ValueError("shift_weight < 1 needs a model of log-normalised data (likelihood='mse').")
+            raise ValueError(
+                "shift_weight < 1 or deviation_weight != 1 needs a model of log-normalised data (likelihood='mse')."
+            )
         if cell_type_key is None or cell_type_key not in pred.obs:
             raise ValueError(
-                f"shift_weight < 1 needs cell_type_key, an obs column of the cells (got {cell_type_key!r})."
+                "shift_weight < 1 or deviation_weight != 1 needs cell_type_key, an obs column of the cells "
+                f"(got {cell_type_key!r})."
             )
         reference = self.adata if adata is None else adata
-        observed = _dense(reference[pred.obs_names].X)
-        exclude = pred.obs[cell_type_key].astype(str).unique()
+        types = pred.obs[cell_type_key].astype(str).to_numpy()
         shift = pooled_shift(
-            self.adata, cell_type_key=cell_type_key, condition_key=self.members[0].condition_key, exclude=exclude,
-            source=source, target=target,
+            self.adata, cell_type_key=cell_type_key, condition_key=self.members[0].condition_key,
+            exclude=np.unique(types), source=source, target=target,
         )  # fmt: skip
-        blended = observed + weight * (_dense(pred.X) - observed) + (1.0 - weight) * shift
-        return np.clip(blended, 0.0, None).astype(np.float32)
+        return blend_prediction(_dense(reference[pred.obs_names].X), _dense(pred.X), shift, *weights, groups=types)
 
     # ------------------------------------------------------------------ persistence
     def save(self, dir_path: str | Path, overwrite: bool = False, save_anndata: bool = False) -> None:
@@ -321,7 +331,10 @@ class TRVAEEnsemble:
             raise ValueError(f"{target} is a file; pass a directory to save the ensemble to.")
         if target.exists() and any(target.iterdir()) and not overwrite:
             raise ValueError(f"{target} exists and is not empty; pass overwrite=True to replace it.")
-        manifest = {"seeds": self.seeds, "shift_weight": self.shift_weight, "model_kwargs": self.model_kwargs}
+        manifest = {
+            "seeds": self.seeds, "shift_weight": self.shift_weight, "deviation_weight": self.deviation_weight,
+            "model_kwargs": self.model_kwargs,
+        }  # fmt: skip
 
         def write(staging: Path) -> None:
             for k, member in enumerate(self.members):
@@ -359,6 +372,8 @@ class TRVAEEnsemble:
         ensemble.adata = first.adata
         ensemble.seeds = [int(s) for s in manifest["seeds"]]
         ensemble.shift_weight = float(manifest["shift_weight"])
+        # saved before deviation_weight existed: the blend then shrank the deviations with the mean
+        ensemble.deviation_weight = float(manifest.get("deviation_weight", manifest["shift_weight"]))
         ensemble.model_kwargs = dict(manifest["model_kwargs"])
         ensemble.setup_kwargs = {k: v for k, v in first.registry_["setup_args"].items() if v is not None}
         ensemble.members = members
@@ -415,6 +430,9 @@ def _manifest_problems(manifest: Any) -> list[str]:
         problems.append(f"'seeds' must be distinct, got {seeds!r}")
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0.0 <= weight <= 1.0:
         problems.append(f"'shift_weight' must be a number between 0 and 1, got {weight!r}")
+    deviation = manifest.get("deviation_weight", 1.0)
+    if isinstance(deviation, bool) or not isinstance(deviation, int | float) or not 0.0 <= deviation < float("inf"):
+        problems.append(f"'deviation_weight' must be a number >= 0, got {deviation!r}")
     if not isinstance(manifest.get("model_kwargs", {}), dict):
         problems.append(f"'model_kwargs' must be a mapping, got {manifest['model_kwargs']!r}")
     return problems
@@ -426,8 +444,3 @@ def _load_member(directory: Path, k: int, adata: AnnData | None) -> TRVAE:
         return TRVAE.load(str(directory / f"member_{k}"), adata=adata)
     except ModelFileError as error:
         raise type(error)(f"Member {k} of the ensemble in {directory} cannot be loaded: {error}") from error
-
-
-def _check_weight(weight: float) -> None:
-    if not 0.0 <= float(weight) <= 1.0:
-        raise ValueError(f"shift_weight must be between 0 and 1, got {weight}.")

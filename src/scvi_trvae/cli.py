@@ -193,7 +193,9 @@ def train(
         holdout_settings = {"key": holdout_key, "value": holdout, "condition": holdout_condition}
         record = _training_record(data, adata, held_out, holdout_settings, model, condition_key, layer, counts, seed)
         (out / TRAINING_RECORD).write_text(json.dumps(record, indent=1))
-        what = "the model" if isinstance(model, TRVAE) else f"{members} members (w = {model.shift_weight:g})"
+        what = "the model"
+        if isinstance(model, TRVAEEnsemble):
+            what = f"{members} members (w = {model.shift_weight:g}, lambda = {model.deviation_weight:g})"
         typer.echo(f"Trained {record['epochs']} epochs; saved {what} to {out}.")
 
 
@@ -213,6 +215,7 @@ def _training_record(data, adata, held_out, holdout_settings, model, condition_k
         "seed": seed,
         "members": None if ensemble is None else ensemble.n_members,
         "shift_weight": None if ensemble is None else ensemble.shift_weight,
+        "deviation_weight": None if ensemble is None else ensemble.deviation_weight,
         "version": __version__,
     }
 
@@ -318,9 +321,10 @@ def _check_ensemble_options(ensemble: TRVAEEnsemble, cells_key: str | None, n_sa
     """Refuse what an ensemble's prediction does not do."""
     if n_samples != 0 or mode is not Mode.counterfactual:
         raise CliError("an ensemble predicts in counterfactual mode without draws; drop --n-samples and --mode")
-    if ensemble.shift_weight < 1 and cells_key is None:
+    if (ensemble.shift_weight < 1 or ensemble.deviation_weight != 1) and cells_key is None:
         raise CliError(
-            f"this ensemble blends its shift with the other cell types' (w = {ensemble.shift_weight:g}): "
+            f"this ensemble blends its shift with the other cell types' (w = {ensemble.shift_weight:g}, "
+            f"lambda = {ensemble.deviation_weight:g}): "
             "give --cells-key (the cell types it was trained with) and --cells"
         )
 

@@ -101,21 +101,21 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         train, n_members=args.members, inner_folds=args.inner_folds, max_epochs=args.epochs, seed=args.seed,
         progress_bar=False, **keys, **task,
     )  # fmt: skip
-    weight = selection.best_shift_weight
+    weight, deviation = selection.best_shift_weight, selection.best_deviation_weight
     print(
-        f"Chose w = {weight:g} by inner leave-one-cell-type-out on the training cells "
+        f"Chose w = {weight:g}, lambda = {deviation:g} by inner leave-one-cell-type-out on the training cells "
         f"({', '.join(selection.inner_cell_types)}); trained {ensemble.n_members} member(s) "
         f"in {time.perf_counter() - start:.0f} s in all."
     )
 
-    recommended = f"trVAE ensemble + shrink (w={weight:g})"
+    recommended = f"trVAE ensemble + shrink (w={weight:g}, lambda={deviation:g})"
     predict = {"cell_type_key": args.cell_type_key, **task}
     predictions = {
         f"trVAE (seed {args.seed})": ensemble.members[0].predict_perturbation(real_control, **task),
         f"trVAE ensemble ({ensemble.n_members} seeds)": ensemble.predict_perturbation(
-            real_control, shift_weight=1.0, **predict
+            real_control, shift_weight=1.0, deviation_weight=1.0, **predict
         ),
-        recommended: ensemble.predict_perturbation(real_control, shift_weight=weight, **predict),
+        recommended: ensemble.predict_perturbation(real_control, **predict),
         "control + mean shift": baselines.mean_shift(train, cell_type=args.holdout, **keys, **task),
         "no response": baselines.no_response(train, cell_type=args.holdout, **keys, **task),
     }

@@ -5,8 +5,10 @@ cell types observed in both conditions. :func:`select_hyperparameters` holds eac
 (an *inner* fold: its ``target`` cells are removed from the training cells), fits every candidate
 configuration on the rest, predicts the held-out type from its ``source`` cells and scores the prediction
 with :mod:`scvi_trvae.metrics`. The configuration with the best mean inner score wins, together with the
-shift weight ``w`` of ``x + w * trVAE shift + (1 - w) * pooled shift of the other types`` (``w = 1``: trVAE
-alone). :func:`fit_self_tuned` then trains the chosen configuration on all the training cells.
+weights ``w`` and ``lambda`` of ``x + w * m + (1 - w) * pooled shift of the other types + lambda * d``, where
+``m`` is trVAE's mean response and ``d`` each cell's deviation from it (``w = lambda = 1``: trVAE alone;
+``docs/accuracy.md`` says why the two are chosen apart). :func:`fit_self_tuned` then trains the chosen
+configuration on all the training cells.
 
 Only the AnnData passed in is ever seen: pass the training cells only (without the cells to predict), and
 the selection cannot look at them.
@@ -27,6 +29,7 @@ from anndata import AnnData
 from tqdm.auto import tqdm
 
 from . import metrics
+from ._blend import blend_prediction
 from ._data import epochs_for_steps
 from ._ensemble import TRVAEEnsemble, fresh_copy, seeded
 from ._model import TRVAE
@@ -48,6 +51,7 @@ DEFAULT_SEARCH_SPACE: dict[str, Sequence[Any]] = {
     "training_steps": (750, 1500, 3000),
 }
 DEFAULT_SHIFT_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+DEFAULT_DEVIATION_WEIGHTS: tuple[float, ...] = (0.0, 0.5, 1.0)
 _MODEL_ARGS = ("n_layers", "n_hidden", "n_latent", "dropout_rate", "mmd_on")
 _TRAIN_ARGS = ("mmd_weight", "kl_weight")
 BATCH_SIZE = 128
@@ -64,16 +68,19 @@ class SelectionResult:
     Attributes
     ----------
     table
-        One row per (configuration, inner fold, shift weight): the configuration, the inner held-out cell
-        type, ``shift_weight``, the metrics of :func:`scvi_trvae.metrics.evaluate_prediction` and
-        ``score`` (``pearson_delta_deg - edist_scaled``; higher is better).
+        One row per (configuration, inner fold, shift weight, deviation weight): the configuration, the
+        inner held-out cell type, ``shift_weight``, ``deviation_weight``, the metrics of
+        :func:`scvi_trvae.metrics.evaluate_prediction` and ``score`` (``pearson_delta_deg - edist_scaled``;
+        higher is better).
     summary
-        One row per (configuration, shift weight): the mean of each metric over the inner folds, sorted
-        best first.
+        One row per (configuration, shift weight, deviation weight): the mean of each metric over the inner
+        folds, sorted best first.
     best_config
         The winning configuration (model and training arguments).
     best_shift_weight
         The winning ``w``.
+    best_deviation_weight
+        The winning ``lambda``.
     inner_cell_types
         The cell types held out in turn.
     stopped_early
@@ -87,6 +94,7 @@ class SelectionResult:
     inner_cell_types: list[str]
     stopped_early: bool = False
     seconds: float = 0.0
+    best_deviation_weight: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -195,11 +203,11 @@ def _fold_rows(
     config: dict,
     seed: int,
     keys: tuple[str, str, str, str],
-    weights,
+    weights: tuple[Sequence[float], Sequence[float]],
     setup_kwargs,
     train_kwargs,
 ) -> list[dict[str, Any]]:
-    """Fit ``config`` without ``(held_out, target)``, predict it and score every shift weight."""
+    """Fit ``config`` without ``(held_out, target)``, predict it and score every (shift, deviation) weight pair."""
     cell_type_key, condition_key, source, target = keys
     types = adata.obs[cell_type_key].astype(str).to_numpy()
     conditions = adata.obs[condition_key].astype(str).to_numpy()
@@ -216,10 +224,14 @@ def _fold_rows(
     )  # fmt: skip
     degs = metrics.top_degs(real, control)
     rows = []
-    for weight in weights:
-        blended = np.clip(observed + weight * (pred - observed) + (1 - weight) * shift, 0.0, None)
-        rows.append({**config, "inner_cell_type": held_out, "shift_weight": float(weight),
-                     **_score_fold(blended, real, control, degs)})  # fmt: skip
+    for weight in weights[0]:
+        for deviation in weights[1]:
+            blended = blend_prediction(observed, pred, shift, weight, deviation)
+            scores = _score_fold(blended, real, control, degs)
+            rows.append(
+                {**config, "inner_cell_type": held_out, "shift_weight": float(weight),
+                 "deviation_weight": float(deviation), **scores}
+            )  # fmt: skip
     return rows
 
 
@@ -233,6 +245,7 @@ def select_hyperparameters(
     n_configs: int = DEFAULT_N_CONFIGS,
     search_space: Mapping[str, Sequence[Any]] | None = None,
     shift_weights: Sequence[float] = DEFAULT_SHIFT_WEIGHTS,
+    deviation_weights: Sequence[float] = DEFAULT_DEVIATION_WEIGHTS,
     max_inner_folds: int | None = DEFAULT_MAX_INNER_FOLDS,
     time_budget: float | None = None,
     seed: int = 0,
@@ -259,8 +272,11 @@ def select_hyperparameters(
         steps of 128 cells) and optionally ``n_hidden``, ``n_latent``, ``dropout_rate``, ``mmd_on``
         (default :data:`DEFAULT_SEARCH_SPACE`).
     shift_weights
-        Values of ``w`` to try (scored on the same fits, at no extra training cost); include 1 to allow
-        trVAE alone.
+        Values of ``w`` (the weight of trVAE's mean response) to try, scored on the same fits at no extra
+        training cost; include 1 to allow trVAE alone.
+    deviation_weights
+        Values of ``lambda`` (the weight of each cell's deviation from trVAE's mean response) to try with
+        every ``w``.
     max_inner_folds
         Hold out at most this many cell types (drawn with ``seed``; ``None``: all of them).
     time_budget
@@ -298,20 +314,21 @@ def select_hyperparameters(
                 stopped = True
                 break
             for held_out in folds:
-                fold = _fold_rows(adata, held_out, config, seed, keys, shift_weights, setup_kwargs, train_kwargs)
+                weights = (shift_weights, deviation_weights)
+                fold = _fold_rows(adata, held_out, config, seed, keys, weights, setup_kwargs, train_kwargs)
                 rows += [{"config": index, **row} for row in fold]
                 bar.update(1)
                 if fit_done is not None:
                     fit_done()
     table = pd.DataFrame(rows)
-    group = ["config", *configs[0].keys(), "shift_weight"]
+    group = ["config", *configs[0].keys(), "shift_weight", "deviation_weight"]
     summary = table.groupby(group, sort=False)[[*metrics.METRIC_KEYS, "score"]].mean().reset_index()
     summary = summary.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
     best = summary.iloc[0]
     return SelectionResult(
         table=table, summary=summary, best_config=dict(configs[int(best["config"])]),
         best_shift_weight=float(best["shift_weight"]), inner_cell_types=list(folds), stopped_early=stopped,
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, best_deviation_weight=float(best["deviation_weight"]),
     )  # fmt: skip
 
 
@@ -378,12 +395,20 @@ def _train_ensemble(
     TRVAE.setup_anndata(adata, condition_key=condition_key, **(selection_kwargs.get("setup_kwargs") or {}))
     ensemble = TRVAEEnsemble(
         adata, seeds=range(seed, seed + n_members), shift_weight=selection.best_shift_weight,
-        **{k: v for k, v in config.items() if k in _MODEL_ARGS},
+        deviation_weight=selection.best_deviation_weight, **{k: v for k, v in config.items() if k in _MODEL_ARGS},
     )  # fmt: skip
     return ensemble.train(member_done=lambda k: advance(), **_fit_arguments(adata.n_obs, config, train_kwargs))
 
 
-_SELECTION_ONLY = ("n_configs", "search_space", "shift_weights", "max_inner_folds", "time_budget", "setup_kwargs")
+_SELECTION_ONLY = (
+    "n_configs",
+    "search_space",
+    "shift_weights",
+    "deviation_weights",
+    "max_inner_folds",
+    "time_budget",
+    "setup_kwargs",
+)
 
 
 def fit_recommended(

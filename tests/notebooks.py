@@ -4,10 +4,15 @@ The cell tagged ``parameters`` holds the defaults; the overrides go into a new c
 tagged ``injected-parameters``. Run as a script to refresh a notebook's stored outputs in place::
 
     SCVI_TRVAE_DATA_DIR=../shared/data python tests/notebooks.py tutorials/kang_out_of_sample.ipynb
+
+Stored outputs go into the documentation, so the script scrubs them of the machine they ran on
+(:func:`scrub_outputs`): warnings name their file from the package's folder on (``scanpy/...``), not
+by its absolute path, and the kernel's complaint about missing ipywidgets is dropped.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,30 @@ def inject_parameters(notebook: nbformat.NotebookNode, parameters: dict[str, Any
     notebook.cells.insert(tagged[0] + 1, cell)
 
 
+#: An absolute path up to the folder holding an installed package, or up to a checkout's ``src/``.
+ABSOLUTE_PREFIX = re.compile(r"(?:[A-Za-z]:)?[\\/][^\s:'\"]*?(?:site-packages|dist-packages|src)[\\/]")
+#: stderr outputs about the executing Jupyter, not the tutorial (tqdm without ipywidgets).
+ENVIRONMENT_NOISE = ("IProgress not found",)
+
+
+def scrub_outputs(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop stderr outputs about the executing Jupyter and shorten absolute file paths in text outputs."""
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for output in cell.outputs:
+            if output.output_type == "stream" and output.name == "stderr":
+                if any(noise in output.text for noise in ENVIRONMENT_NOISE):
+                    continue
+                output.text = ABSOLUTE_PREFIX.sub("", output.text)
+            elif output.output_type == "error":
+                output.traceback = [ABSOLUTE_PREFIX.sub("", line) for line in output.traceback]
+            kept.append(output)
+        cell.outputs = kept
+    return notebook
+
+
 def execute(path: Path, parameters: dict[str, Any] | None = None, timeout: int = 1200) -> nbformat.NotebookNode:
     """Run every cell of the notebook at ``path`` (in its own folder) and return it with its outputs."""
     notebook = nbformat.read(path, as_version=4)
@@ -42,5 +71,5 @@ def execute(path: Path, parameters: dict[str, Any] | None = None, timeout: int =
 if __name__ == "__main__":
     for name in sys.argv[1:]:
         notebook_path = Path(name)
-        nbformat.write(execute(notebook_path), notebook_path)
+        nbformat.write(scrub_outputs(execute(notebook_path)), notebook_path)
         print(f"executed {notebook_path}")

@@ -83,6 +83,19 @@ def test_docs_build_without_warnings(built_docs):
 
 
 @pytest.mark.docs
+def test_built_docs_hold_no_paths_or_library_noise(built_docs):
+    """No page shows the building machine's paths (warnings in stored notebook outputs) or Lightning's tips."""
+    needles = ("/work/", "/home/", "/root/", "/Users/", "site-packages", "Tip: For seamless", "GPU available")
+    found = {
+        (str(page.relative_to(built_docs)), needle)
+        for page in built_docs.rglob("*.html")
+        for needle in needles
+        if needle in page.read_text()
+    }
+    assert not found, sorted(found)
+
+
+@pytest.mark.docs
 @pytest.mark.parametrize("name", ["TRVAE", "model_selection.fit_recommended", "pl.reg_mean_plot"])
 def test_api_pages_render_docstrings(built_docs, name):
     """An API page shows its object's docstring (summary and parameters), not the raw autosummary stub."""

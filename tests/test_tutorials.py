@@ -10,10 +10,13 @@ from conftest import SHARED_DATA
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 import nbformat  # noqa: E402
-from notebooks import execute, inject_parameters  # noqa: E402
+from notebooks import execute, inject_parameters, scrub_outputs  # noqa: E402
 
 TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 QUICK = {"MAX_EPOCHS": 2, "MAX_CELLS": 60, "SEED": 0}
+#: Text that must not reach the stored outputs: the machine's paths, and what the quiet library no longer prints.
+MACHINE_PATHS = ("/work/", "/home/", "/root/", "/Users/", "site-packages", ".venv")
+LIBRARY_NOISE = ("Tip: For seamless", "GPU available", "TPU available", "LeafSpec", "not setup with scvi-tools")
 
 CASES = {
     "kang_out_of_sample": ("kang2018_pbmc_ifnb_lognorm.h5ad", {"N_GENES": 300, "PLOT_UMAPS": False}),
@@ -29,6 +32,39 @@ def test_every_tutorial_is_tested_and_listed():
     assert notebooks == set(CASES)
     index = (TUTORIALS / "index.md").read_text()
     assert all(name in index for name in notebooks)
+
+
+def _output_texts(notebook: nbformat.NotebookNode) -> list[str]:
+    """Every text of every output: streams, tracebacks and the text forms of rich outputs (not images)."""
+    texts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            texts += [output.get("text", ""), *output.get("traceback", [])]
+            texts += [str(v) for k, v in output.get("data", {}).items() if k.startswith("text/")]
+    return texts
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_stored_outputs_hold_no_paths_or_library_noise(name):
+    texts = _output_texts(nbformat.read(TUTORIALS / f"{name}.ipynb", as_version=4))
+    found = {needle for text in texts for needle in MACHINE_PATHS + LIBRARY_NOISE if needle in text}
+    assert not found, f"{name}.ipynb's stored outputs contain {sorted(found)}"
+
+
+def test_scrub_outputs_shortens_paths_and_drops_environment_noise():
+    cell = nbformat.v4.new_code_cell("pass")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text="/opt/venv/lib/python3.11/site-packages/tqdm/auto.py:21: "
+                               "TqdmWarning: IProgress not found. Please update jupyter and ipywidgets.\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="/work/x/src/scvi_trvae/metrics.py:273: Warning: w\n"),
+        nbformat.v4.new_output("error", ename="E", evalue="", traceback=['File "/home/u/site-packages/a.py", line 1']),
+    ]  # fmt: skip
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    scrub_outputs(notebook)
+    assert [o.get("text") or o.traceback for o in cell.outputs] == [
+        "scvi_trvae/metrics.py:273: Warning: w\n",
+        ['File "a.py", line 1'],
+    ]
 
 
 def test_injected_parameters_replace_earlier_ones():
@@ -54,6 +90,8 @@ def test_tutorial_runs(name, monkeypatch):
     notebook = execute(TUTORIALS / f"{name}.ipynb", {**QUICK, **parameters}, timeout=300)
     errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    noise = {needle for text in _output_texts(notebook) for needle in LIBRARY_NOISE if needle in text}
+    assert not noise, f"the library printed {sorted(noise)}"
     texts = "".join(
         o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
         for cell in notebook.cells

@@ -44,6 +44,15 @@ def test_api_page_lists_every_public_name():
     assert not missing, f"docs/api.md does not list {missing}"
 
 
+@pytest.mark.parametrize("page", ["README.md", "docs/installation.md"])
+def test_install_commands_do_not_ask_pypi_for_the_package(page):
+    """The package is not on PyPI: every ``pip install`` of it names the repository, a folder or a wheel."""
+    commands = re.findall(r"pip install ([^`\n#]+)", (ROOT / page).read_text())
+    assert any("git+https://github.com/scverse/scvi-trvae" in c for c in commands)
+    by_name = [c for c in commands if re.search(r"scvi[-_]trvae", c) and not re.search(r"git\+|\.whl|^\.", c)]
+    assert not by_name, f"{page} installs the package from PyPI: {by_name}"
+
+
 @pytest.fixture(scope="module")
 def built_docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The HTML documentation, built once for this module (warnings are errors)."""

@@ -34,7 +34,8 @@ import scvi
 import torch
 from scipy.stats import ConstantInputWarning
 
-from scvi_trvae import TRVAE, baselines, metrics
+from scvi_trvae import TRVAE, baselines, metrics, model_selection
+from scvi_trvae._blend import blend_prediction
 from scvi_trvae.datasets import holdout_split, synthetic_counterfactual, synthetic_perturbation
 from scvi_trvae.utils import as_dense
 
@@ -55,6 +56,7 @@ class Variant:
     train: dict = field(default_factory=dict)
     mode: str = "counterfactual"
     epochs_factor: float = 1.0
+    pipeline: bool = False
 
     @property
     def fit_key(self) -> str:
@@ -73,6 +75,7 @@ VARIANTS: dict[str, Variant] = {
     "trVAE, latent 10": Variant(model={"n_latent": 10}),
     "trVAE, KL weight 0.01": Variant(train={"kl_weight": 0.01}),
     "trVAE, 3x training": Variant(epochs_factor=3.0),
+    "recommended pipeline": Variant(pipeline=True),
 }
 BASELINES = ("control + mean shift", "control + balanced mean shift", "control + true mean response", "no response")
 #: Predictions derived from the default trVAE's: ``(w, lambda)`` in ``x + w * m + (1 - w) * pooled + lambda * d_i``
@@ -103,6 +106,26 @@ def fit(split, variant: Variant, seed: int, epochs: int) -> TRVAE:
     return model
 
 
+def pipeline_predictions(split, seed: int, max_epochs: int | None, path: Path) -> dict[str, np.ndarray]:
+    """:func:`~scvi_trvae.model_selection.fit_recommended` on the training cells: its prediction and its members' mean.
+
+    Cached in ``path`` (the recommended prediction) and ``path`` with ``members`` (w = lambda = 1).
+    """
+    members_path = path.with_name(path.stem + "_members.npy")
+    if not (path.exists() and members_path.exists()):
+        ensemble, _ = model_selection.fit_recommended(
+            split.train, **KEYS, seed=seed, max_epochs=max_epochs, progress_bar=False, accelerator="cpu"
+        )
+        predict = {"source": "control", "target": "stimulated", "cell_type_key": KEYS["cell_type_key"]}
+        np.save(path, ensemble.predict_perturbation(split.control, **predict).X)
+        plain = ensemble.predict_perturbation(split.control, shift_weight=1.0, deviation_weight=1.0, **predict)
+        np.save(members_path, plain.X)
+        path.with_suffix(".json").write_text(
+            json.dumps({"shift_weight": ensemble.shift_weight, "deviation_weight": ensemble.deviation_weight})
+        )
+    return {"recommended pipeline": np.load(path), "trVAE ensemble (the pipeline's 3 members)": np.load(members_path)}
+
+
 def baseline_prediction(name: str, split, truth_response: np.ndarray) -> np.ndarray:
     """One of ``BASELINES`` for the held-out type's control cells."""
     control = as_dense(split.control.X)
@@ -111,14 +134,6 @@ def baseline_prediction(name: str, split, truth_response: np.ndarray) -> np.ndar
     if name == "control + true mean response":  # knows the held-out type's true mean response: no method can
         return np.clip(control + truth_response.mean(0), 0.0, None)
     return control
-
-
-def decoupled(pred: np.ndarray, control: np.ndarray, pooled: np.ndarray, weight: float, spread: float | None):
-    """``x + w * m + (1 - w) * pooled + spread * d_i`` (``DERIVED``), clipped at zero."""
-    response = pred - control
-    mean = response.mean(0)
-    spread = weight if spread is None else spread
-    return np.clip(control + weight * mean + (1.0 - weight) * pooled + spread * (response - mean), 0.0, None)
 
 
 def diagnostics(pred: np.ndarray, control: np.ndarray, truth_response: np.ndarray, genes: np.ndarray) -> dict:
@@ -151,6 +166,9 @@ def run_case(state_dependence: float, seed: int, variants: dict[str, Variant], q
     predictions, models = {}, {}
     for name, variant in variants.items():
         path = cache / f"s{state_dependence:g}_seed{seed}_{name}.npy"
+        if variant.pipeline:
+            predictions.update(pipeline_predictions(split, seed, 2 if quick else None, path))
+            continue
         if not path.exists():
             if variant.fit_key not in models:
                 epochs = max(1, round(base_epochs * variant.epochs_factor))
@@ -165,7 +183,8 @@ def run_case(state_dependence: float, seed: int, variants: dict[str, Variant], q
     if "trVAE (defaults)" in predictions:
         pooled = baselines.pooled_shift(split.train, exclude=[HELD_OUT], **KEYS)
         for name, (weight, spread) in DERIVED.items():
-            predictions[name] = decoupled(predictions["trVAE (defaults)"], control, pooled, weight, spread)
+            deviation = weight if spread is None else spread
+            predictions[name] = blend_prediction(control, predictions["trVAE (defaults)"], pooled, weight, deviation)
     degs = metrics.top_degs(split.real_target, split.control)
     scores = {}
     with warnings.catch_warnings():
@@ -196,12 +215,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="tiny data, 2 epochs, one case, two variants")
+    parser.add_argument("--quick", action="store_true", help="tiny data, 2 epochs, one case, three variants")
     parser.add_argument("--out-dir", type=Path, default=None, help="results and cache here (default: the repo's)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.quick:
-        args.state_dependence, args.seeds, args.variants = [1.0], [0], ["trVAE (defaults)", "trVAE, mode='mean'"]
+        args.state_dependence, args.seeds = [1.0], [0]
+        args.variants = ["trVAE (defaults)", "trVAE, mode='mean'", "recommended pipeline"]
     results_path = (args.out_dir / RESULTS.name) if args.out_dir else RESULTS
     cache = (args.out_dir / "cache") if args.out_dir else CACHE
     cache.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,29 @@ def test_stored_outputs_hold_no_paths_or_library_noise(name):
     texts = _output_texts(nbformat.read(TUTORIALS / f"{name}.ipynb", as_version=4))
     found = {needle for text in texts for needle in MACHINE_PATHS + LIBRARY_NOISE if needle in text}
     assert not found, f"{name}.ipynb's stored outputs contain {sorted(found)}"
+
+
+def _numbers(text: str) -> set[str]:
+    return {n.replace(",", "") for n in re.findall(r"\d[\d,]*(?:\.\d+)?", text)}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_table_is_followed_by_a_comment_quoting_it(name):
+    """After each stored table (a DataFrame or Series result), a markdown cell that quotes its numbers."""
+    cells = nbformat.read(TUTORIALS / f"{name}.ipynb", as_version=4).cells
+    tables = [
+        (i, str(output["data"]["text/plain"]))
+        for i, cell in enumerate(cells)
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "execute_result"
+        and ("<table" in str(output["data"].get("text/html", "")) or "dtype:" in str(output["data"]["text/plain"]))
+    ]
+    assert tables
+    for i, table in tables:
+        comment = cells[i + 1] if i + 1 < len(cells) else None
+        assert comment is not None and comment.cell_type == "markdown", f"cell {i} of {name} has no comment"
+        quoted = _numbers(comment.source) & _numbers(table)
+        assert len(quoted) >= 2, f"the comment after cell {i} of {name} quotes none of its numbers"
 
 
 def test_scrub_outputs_shortens_paths_and_drops_environment_noise():

@@ -1,0 +1,118 @@
+"""Collect the peers' cached results into ``benchmarks/results/peers.json`` and print them as a markdown table.
+
+The peers run through the benchmark (``benchmarks/out_of_sample.py --methods CPA scPRAM ...``), which caches each
+result under ``benchmarks/cache/full/`` and each runner's ``meta.json`` (fit time, peak memory, settings, versions)
+under ``benchmarks/cache/peers/``. This script joins them and adds, for the same splits (same genes and training
+cells), the reference rows of ``benchmarks/results/out_of_sample.json`` (trVAE, the benchmark's scGen, the baselines).
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/peers/report.py                  # write the JSON, print the table
+    .venv/bin/python benchmarks/peers/report.py --cache-dir benchmarks/cache/quick/cache --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmark package ``oos``
+
+from oos import paths
+from oos.cache import json_safe, slug
+from oos.peers import META_DIR, PEER_METHODS
+
+#: Reference methods of the benchmark shown beside the peers.
+REFERENCES = ["trVAE", "scGen", "control + mean shift", "no response"]
+#: Metrics in the table (keys of the benchmark's rows), with their column titles.
+COLUMNS = {
+    "r2_mean_all": "r² mean (all)", "r2_mean_deg": "r² mean (DEG)", "r2_var_all": "r² var (all)",
+    "pearson_delta_all": "Δ-Pearson (all)", "pearson_delta_deg": "Δ-Pearson (DEG)", "edist_scaled": "E-dist (scaled)",
+}  # fmt: skip
+SPLIT = ("dataset", "cell_type", "target")
+
+
+def peer_rows(cache_dir: Path) -> list[dict[str, Any]]:
+    """Every cached peer result (status ok or failed), with the runner's meta.json where kept."""
+    rows = []
+    for name, peer, _ in PEER_METHODS:
+        for path in sorted(cache_dir.glob(f"*/*__{slug(name)}__seed*.json")):
+            row = {k: v for k, v in json.loads(path.read_text()).items() if k != "key"}
+            meta_name = (
+                f"{slug(row['cell_type'])}__{slug(row['target'])}__{row['n_genes']}g__{peer}__seed{row['seed']}"
+                f"__e{row.get('epochs')}.json"
+            )
+            meta_path = META_DIR / row["dataset"] / meta_name
+            row["runner"] = json.loads(meta_path.read_text()) if meta_path.exists() else None
+            rows.append(row)
+    return rows
+
+
+def reference_rows(results: Path, splits: set[tuple[str, str, str, int, int]]) -> list[dict[str, Any]]:
+    """Seed-0 rows of the reference methods on the same splits (same genes and training cells)."""
+    payload = json.loads(results.read_text())
+    return [
+        row for row in payload["rows"]
+        if row["method"] in REFERENCES and row["seed"] == 0
+        and (*(row[k] for k in SPLIT), row["n_genes"], row["n_train"]) in splits
+    ]  # fmt: skip
+
+
+def _cell(value: Any) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """One table per split: method, metrics, seconds (the benchmark's around the whole runner call, and the runner's
+    own around fit and predict), the runner's peak resident memory."""
+    lines = []
+    for split in dict.fromkeys(tuple(r[k] for k in SPLIT) for r in rows):
+        mine = [r for r in rows if tuple(r[k] for k in SPLIT) == split]
+        first = mine[0]
+        lines += [
+            f"**{split[0]}: {split[1]} {first['source']} → {split[2]}** ({first['n_genes']} genes, "
+            f"{first['n_train']} training cells, {first['n_control']} control → {first['n_target']} target)",
+            "",
+            "| method | " + " | ".join(COLUMNS.values()) + " | fit s | runner fit s | peak MiB |",
+            "|---|" + "---|" * (len(COLUMNS) + 3),
+        ]
+        for row in mine:
+            if row["status"] != "ok":
+                lines.append(f"| {row['method']} | {row['status']}: {row.get('reason', '')} |")
+                continue
+            runner = row.get("runner") or {}
+            peak, inner = runner.get("peak_rss_mb"), runner.get("fit_predict_seconds")
+            metrics = " | ".join(_cell(row.get(k)) for k in COLUMNS)
+            fit = row.get("fit_seconds")
+            lines.append(
+                f"| {row['method']} | {metrics} | {'—' if fit is None else f'{fit:.0f}'} | "
+                f"{'—' if inner is None else f'{inner:.0f}'} | {'—' if peak is None else f'{peak:.0f}'} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    """Collect, write (unless ``--no-write``) and return the markdown."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache-dir", type=Path, default=paths.CACHE_DIR / "full")
+    parser.add_argument("--results", type=Path, default=paths.RESULTS_DIR / "out_of_sample.json")
+    parser.add_argument("--output", type=Path, default=paths.RESULTS_DIR / "peers.json")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    peers = peer_rows(args.cache_dir)
+    splits = {(*(r[k] for k in SPLIT), r["n_genes"], r["n_train"]) for r in peers}
+    references = reference_rows(args.results, splits) if args.results.exists() else []
+    rows = sorted(peers + references, key=lambda r: tuple(r[k] for k in SPLIT))
+    if not args.no_write:
+        args.output.write_text(json.dumps(json_safe({"rows": rows}), indent=1) + "\n")
+    text = markdown(rows)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

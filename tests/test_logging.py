@@ -6,8 +6,9 @@ import logging
 import warnings
 
 import pytest
+import scipy.sparse as sp
 
-from scvi_trvae import TRVAE
+from scvi_trvae import TRVAE, _prediction
 from scvi_trvae.utils import settings
 
 #: What scvi-tools and Lightning print around a fit and a prediction when left alone.
@@ -46,7 +47,11 @@ def verbosity():
     settings.verbosity = before
 
 
-def test_fit_and_predict_are_quiet_by_default(small_adata, capsys, caplog):
+@pytest.mark.parametrize("sparse", [False, True])
+def test_fit_and_predict_are_quiet_by_default(small_adata, sparse, capsys, caplog, monkeypatch):
+    if sparse:  # sparse CSR minibatches: torch's beta notes (printed once per process, so first run alone)
+        small_adata.X = sp.csr_matrix(small_adata.X)
+        monkeypatch.setattr(_prediction, "use_sparse_input", lambda density, batch_size: True)
     caplog.set_level(logging.DEBUG)
     filters = list(warnings.filters)
     levels = {name: logging.getLogger(name).level for name in LOGGERS}

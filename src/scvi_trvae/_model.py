@@ -439,11 +439,11 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
             target_code=self._condition_code(target, "target"),
             seed=seed if seed is not None else (settings.seed or 0),
         )  # fmt: skip
-        with quiet():
+        with quiet():  # scvi-tools' setup transfer and torch's sparse-CSR notes only at verbosity <= INFO
             adata, positions = self._query_anndata(adata, indices, [self.conditions[source_code]])
-        self.module.eval()
-        minibatches = prediction_minibatches(self, adata, positions, batch_size)
-        predicted = predict_expression(self.module, request, minibatches, len(positions))
+            self.module.eval()
+            minibatches = prediction_minibatches(self, adata, positions, batch_size)
+            predicted = predict_expression(self.module, request, minibatches, len(positions))
         return prediction_anndata(predicted, adata.obs.iloc[positions], adata.var, request, self)
 
     @torch.inference_mode()
@@ -472,12 +472,12 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
         Array of shape ``(n_cells, n_mmd)``, ``n_mmd`` the width of the MMD layer.
         """
         self._check_if_trained(warn=True)
+        override = None if condition is None else self._condition_code(condition, "requested")
         with quiet():
             adata, positions = self._query_anndata(adata, indices)
-        override = None if condition is None else self._condition_code(condition, "requested")
-        self.module.eval()
-        minibatches = prediction_minibatches(self, adata, positions, batch_size)
-        return np.concatenate([mmd_layer(self.module, tensors, override).cpu().numpy() for tensors in minibatches])
+            self.module.eval()
+            minibatches = prediction_minibatches(self, adata, positions, batch_size)
+            return np.concatenate([mmd_layer(self.module, tensors, override).cpu().numpy() for tensors in minibatches])
 
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
         with quiet():  # "Input AnnData not setup with scvi-tools..." only at verbosity <= INFO

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import anndata
 import numpy as np
@@ -10,8 +13,10 @@ from scipy.stats import ConstantInputWarning
 from typer.testing import CliRunner
 
 from scvi_trvae import TRVAE, TRVAEEnsemble, __version__, model_selection
+from scvi_trvae._cli_support import OutputExistsError, staged_output
 from scvi_trvae.cli import TRAINING_RECORD, app
 from scvi_trvae.datasets import synthetic_perturbation
+from scvi_trvae.demo import verdict
 
 runner = CliRunner()
 
@@ -34,14 +39,14 @@ def model_dir(data_file):
     out = data_file.parent / "model"
     out.mkdir()  # an existing empty folder is fine
     result = invoke(
-        "train", data_file, "--condition-key", "condition", "--holdout-key", "cell_type", "--holdout", "type_A",
-        "--holdout-condition", "stimulated", "--max-epochs", "1", "--accelerator", "cpu", "--out", out,
+        "train", data_file, "--condition-key", "condition", "--cell-type-key", "cell_type", "--cell-type", "type_A",
+        "--target", "stimulated", "--max-epochs", "1", "--accelerator", "cpu", "--out", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     return out
 
 
-HOLD_OUT_A = ["--holdout-key", "cell_type", "--holdout", "type_A", "--holdout-condition", "stimulated"]
+HOLD_OUT_A = ["--cell-type-key", "cell_type", "--cell-type", "type_A", "--target", "stimulated"]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +54,7 @@ def ensemble_dir(data_file):
     """The recommended pipeline from the command line: 2 members, w chosen by inner held-out cell types."""
     out = data_file.parent / "ensemble"
     result = invoke(
-        "train", data_file, "--condition-key", "condition", *HOLD_OUT_A, "--members", "2", "--shift-source", "control",
+        "train", data_file, "--condition-key", "condition", *HOLD_OUT_A, "--members", "2", "--source", "control",
         "--max-epochs", "1", "--accelerator", "cpu", "--out", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -75,7 +80,7 @@ def test_predict_then_evaluate(data_file, model_dir, tmp_path, recwarn):
     pred_path = tmp_path / "pred.h5ad"
     result = invoke(
         "predict", model_dir, data_file, "--source", "control", "--target", "stimulated",
-        "--cells-key", "cell_type", "--cells", "type_A", "--n-samples", "2", "--out", pred_path,
+        "--cell-type-key", "cell_type", "--cell-type", "type_A", "--n-samples", "2", "--out", pred_path,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     pred = anndata.read_h5ad(pred_path)
@@ -85,8 +90,9 @@ def test_predict_then_evaluate(data_file, model_dir, tmp_path, recwarn):
 
     out_dir = tmp_path / "evaluation"
     result = invoke(
-        "evaluate", pred_path, data_file, "--condition-key", "condition", "--cells-key", "cell_type",
-        "--cells", "type_A", "--control", "control", "--target", "stimulated", "--out-dir", out_dir, "--n-degs", "10",
+        "evaluate", pred_path, data_file, "--condition-key", "condition", "--cell-type-key", "cell_type",
+        "--cell-type", "type_A", "--source", "control", "--target", "stimulated", "--out-dir", out_dir,
+        "--n-degs", "10",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "| trVAE |" in result.output
@@ -112,7 +118,7 @@ def test_recommended_pipeline_trains_and_predicts_like_the_python_api(data_file,
     pred_path = tmp_path / "pred.h5ad"
     result = invoke(
         "predict", ensemble_dir, data_file, "--source", "control", "--target", "stimulated",
-        "--cells-key", "cell_type", "--cells", "type_A", "--out", pred_path,
+        "--cell-type-key", "cell_type", "--cell-type", "type_A", "--out", pred_path,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     pred = anndata.read_h5ad(pred_path)
@@ -151,7 +157,7 @@ def test_blending_ensemble_needs_the_cell_types(data_file, ensemble_dir, tmp_pat
     (blending / "ensemble.json").write_text(json.dumps({**manifest, "shift_weight": 0.5}))
     result = invoke("predict", blending, data_file, "--source", "control", "--target", "stimulated", "--out", "p.h5ad")
     assert result.exit_code == 1
-    assert "w = 0.5" in result.stderr and "--cells-key" in result.stderr
+    assert "w = 0.5" in result.stderr and "--cell-type-key" in result.stderr
 
 
 def test_version():
@@ -163,7 +169,7 @@ def test_version():
 def test_demo_passes_its_arguments_through():
     result = invoke("demo", "--help")
     assert result.exit_code == 0
-    assert "--holdout" in result.output
+    assert "--cell-type" in result.output and "--holdout" not in result.output
 
 
 @pytest.mark.parametrize(
@@ -172,11 +178,12 @@ def test_demo_passes_its_arguments_through():
         (["train", "{missing}", "--condition-key", "condition", "--out", "{tmp}/m"], "no such file"),
         (["train", "{data}", "--condition-key", "treatment", "--out", "{tmp}/m"], "'treatment' is not an obs column"),
         (
-            ["train", "{data}", "--condition-key", "condition", "--holdout-key", "cell_type", "--holdout", "NK",
-             "--holdout-condition", "stimulated", "--out", "{tmp}/m"],
+            ["train", "{data}", "--condition-key", "condition", "--cell-type-key", "cell_type", "--cell-type", "NK",
+             "--target", "stimulated", "--out", "{tmp}/m"],
             "unknown cell_type value(s) ['NK']",
         ),
-        (["train", "{data}", "--condition-key", "condition", "--holdout", "type_A", "--out", "{tmp}/m"], "go together"),
+        (["train", "{data}", "--condition-key", "condition", "--cell-type", "type_A", "--out", "{tmp}/m"],
+         "go together"),
         (["train", "{data}", "--condition-key", "condition", "--layer", "raw", "--out", "{tmp}/m"], "no layer 'raw'"),
         (["predict", "{tmp}", "{data}", "--source", "control", "--target", "stimulated", "--out", "{tmp}/p.h5ad"],
          "does not hold a saved scvi-trvae model"),
@@ -188,20 +195,20 @@ def test_demo_passes_its_arguments_through():
          "unknown condition value(s) ['ctrl']"),
         (["predict", "{model}", "{missing}", "--source", "control", "--target", "stimulated", "--out", "{tmp}/p.h5ad"],
          "no such file"),
-        (["train", "{data}", "--condition-key", "condition", "--shift-source", "control", "--out", "{tmp}/m"],
-         "--shift-source needs --holdout-key"),
-        (["train", "{data}", "--condition-key", "condition", *HOLD_OUT_A, "--shift-source", "ctrl", "--out", "{tmp}/m"],
+        (["train", "{data}", "--condition-key", "condition", "--source", "control", "--out", "{tmp}/m"],
+         "--source needs --cell-type-key"),
+        (["train", "{data}", "--condition-key", "condition", *HOLD_OUT_A, "--source", "ctrl", "--out", "{tmp}/m"],
          "unknown condition value(s) ['ctrl']"),
-        (["train", "{data}", "--condition-key", "condition", *HOLD_OUT_A, "--shift-source", "control", "--counts",
+        (["train", "{data}", "--condition-key", "condition", *HOLD_OUT_A, "--source", "control", "--counts",
           "--out", "{tmp}/m"], "cannot be used with counts"),
-        (["train", "{data}", "--condition-key", "condition", *HOLD_OUT_A, "--shift-source", "control",
+        (["train", "{data}", "--condition-key", "condition", *HOLD_OUT_A, "--source", "control",
           "--batch-size", "64", "--out", "{tmp}/m"], "drop --batch-size"),
         (["predict", "{ensemble}", "{data}", "--source", "control", "--target", "stimulated", "--n-samples", "2",
           "--out", "{tmp}/p.h5ad"], "drop --n-samples and --mode"),
-        (["evaluate", "{data}", "{data}", "--condition-key", "condition", "--cells-key", "cell_type", "--cells", "NK",
-          "--control", "control", "--target", "stimulated"], "unknown cell_type value(s) ['NK']"),
-        (["evaluate", "{notanh5ad}", "{data}", "--condition-key", "condition", "--cells-key", "cell_type", "--cells",
-          "type_A", "--control", "control", "--target", "stimulated"], "not a readable .h5ad file"),
+        (["evaluate", "{data}", "{data}", "--condition-key", "condition", "--cell-type-key", "cell_type",
+          "--cell-type", "NK", "--source", "control", "--target", "stimulated"], "unknown cell_type value(s) ['NK']"),
+        (["evaluate", "{notanh5ad}", "{data}", "--condition-key", "condition", "--cell-type-key", "cell_type",
+          "--cell-type", "type_A", "--source", "control", "--target", "stimulated"], "not a readable .h5ad file"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_without_traceback(args, message, data_file, model_dir, ensemble_dir, tmp_path):
@@ -229,3 +236,191 @@ def test_train_refuses_to_overwrite_a_model(data_file, model_dir):
     result = invoke("train", data_file, "--condition-key", "condition", "--out", model_dir)
     assert result.exit_code == 1
     assert "--overwrite" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------- start-up and vocabulary
+def test_the_command_line_starts_without_the_heavy_stack():
+    code = "import scvi_trvae.cli, sys; print('torch' in sys.modules, 'scvi' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]
+    code = "import scvi_trvae, sys; scvi_trvae.__version__; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_the_package_imports_its_public_names_on_first_access():
+    import scvi_trvae
+
+    assert set(scvi_trvae.__all__) <= set(dir(scvi_trvae))
+    assert scvi_trvae.TRVAE is TRVAE and scvi_trvae.metrics.__name__ == "scvi_trvae.metrics"
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        scvi_trvae.nothing  # noqa: B018
+
+
+@pytest.mark.parametrize("command", ["train", "predict", "evaluate", "demo"])
+def test_help_shows_one_vocabulary(command):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "--cell-type-key" in result.output
+    for old in ("--holdout-key", "--holdout ", "--holdout-condition", "--shift-source", "--cells", "--control"):
+        assert old not in result.output
+
+
+def test_earlier_option_names_still_work(data_file, model_dir, tmp_path):
+    new = tmp_path / "new.h5ad"
+    old = tmp_path / "old.h5ad"
+    common = ["predict", model_dir, data_file, "--source", "control", "--target", "stimulated", "--n-samples", "1"]
+    assert invoke(*common, "--cell-type-key", "cell_type", "--cell-type", "type_A", "--out", new).exit_code == 0
+    result = invoke(*common, "--cells-key", "cell_type", "--cells=type_A", "--out", old)
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(anndata.read_h5ad(new).X, anndata.read_h5ad(old).X)
+
+    scores = {}
+    for name, names in {
+        "new": ("--cell-type-key", "--cell-type", "--source"),
+        "old": ("--cells-key", "--cells", "--control"),
+    }.items():
+        result = invoke(
+            "evaluate", new, data_file, "--condition-key", "condition", names[0], "cell_type", names[1], "type_A",
+            names[2], "control", "--target", "stimulated", "--n-degs", "10", "--out-dir", tmp_path / name,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        scores[name] = json.loads((tmp_path / name / "scores.json").read_text())
+    assert scores["new"] == scores["old"]
+
+
+def test_earlier_option_names_train_the_same_model(data_file, model_dir, tmp_path):
+    out = tmp_path / "old_names"
+    result = invoke(
+        "train", data_file, "--condition-key", "condition", "--holdout-key", "cell_type", "--holdout", "type_A",
+        "--holdout-condition", "stimulated", "--max-epochs", "1", "--accelerator", "cpu", "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    old, new = (json.loads((d / TRAINING_RECORD).read_text()) for d in (out, model_dir))
+    assert old["holdout"] == new["holdout"] and old["n_training_cells"] == new["n_training_cells"]
+    old_weights, new_weights = (TRVAE.load(str(d), adata=False).module.state_dict() for d in (out, model_dir))
+    for name, value in new_weights.items():
+        np.testing.assert_allclose(old_weights[name].numpy(), value.numpy(), atol=1e-5, err_msg=name)
+
+
+# ----------------------------------------------------------------------------------------------------------- genes
+def test_predict_names_the_missing_genes_in_command_line_terms(data_file, model_dir, tmp_path):
+    adata = anndata.read_h5ad(data_file)
+    fewer = tmp_path / "fewer.h5ad"
+    adata[:, 5:].copy().write_h5ad(fewer)
+    result = invoke("predict", model_dir, fewer, "--source", "control", "--target", "stimulated", "--out", "p.h5ad")
+    assert result.exit_code == 1
+    message = result.stderr.strip()
+    assert f"lacks 5 of the model's {adata.n_vars} genes" in message
+    assert ", ".join(adata.var_names[:3]) in message
+    assert "DATA must hold every gene the model was trained on" in message and str(data_file.resolve()) in message
+    assert "adata[" not in message and "var_names" not in message
+
+
+def test_predict_takes_the_model_genes_from_a_file_with_more_genes_in_another_order(data_file, model_dir, tmp_path):
+    adata = anndata.read_h5ad(data_file)
+    shuffled = adata[:, ::-1].copy()
+    shuffled.var_names = shuffled.var_names.astype(str)
+    extra = anndata.AnnData(np.ones((adata.n_obs, 2), dtype=np.float32), obs=adata.obs)
+    extra.var_names = ["extra_1", "extra_2"]
+    wider = anndata.concat([shuffled, extra], axis=1, merge="first")
+    wider.write_h5ad(tmp_path / "wider.h5ad")
+    args = ["--source", "control", "--target", "stimulated"]
+    assert invoke("predict", model_dir, data_file, *args, "--out", tmp_path / "a.h5ad").exit_code == 0
+    result = invoke("predict", model_dir, tmp_path / "wider.h5ad", *args, "--out", tmp_path / "b.h5ad")
+    assert result.exit_code == 0, result.output
+    a, b = anndata.read_h5ad(tmp_path / "a.h5ad"), anndata.read_h5ad(tmp_path / "b.h5ad")
+    assert list(b.var_names) == list(a.var_names)
+    np.testing.assert_allclose(b.X, a.X, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------- outputs
+def _tree(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_existing_outputs_are_kept_without_overwrite(data_file, model_dir, tmp_path):
+    pred = tmp_path / "p.h5ad"
+    pred.write_text("earlier prediction")
+    args = ["predict", model_dir, data_file, "--source", "control", "--target", "stimulated", "--out", pred]
+    result = invoke(*args)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"Error: {pred} already exists; pass --overwrite to replace it"
+    assert pred.read_text() == "earlier prediction"
+    assert invoke(*args, "--overwrite").exit_code == 0
+    assert anndata.read_h5ad(pred).n_obs == 90
+
+    evaluation = tmp_path / "evaluation"
+    evaluation.mkdir()
+    (evaluation / "notes.txt").write_text("mine")
+    result = invoke(
+        "evaluate", pred, data_file, "--condition-key", "condition", "--cell-type-key", "cell_type", "--cell-type",
+        "type_A", "--source", "control", "--target", "stimulated", "--out-dir", evaluation,
+    )  # fmt: skip
+    assert result.exit_code == 1 and f"{evaluation} already exists" in result.stderr and "--overwrite" in result.stderr
+    assert _tree(evaluation) == {Path("notes.txt"): b"mine"}
+    assert not list(tmp_path.glob(".*writing-*"))
+
+
+@pytest.mark.parametrize("where", ["training", "saving"])
+def test_an_interrupted_train_leaves_no_half_written_model(data_file, model_dir, tmp_path, monkeypatch, where):
+    def interrupted_train(self, *args, **kwargs):
+        raise RuntimeError("interrupted")
+
+    def interrupted_save(self, dir_path, **kwargs):
+        Path(dir_path, "model.pt").write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(TRVAE, "train" if where == "training" else "save", interrupted_train
+                        if where == "training" else interrupted_save)  # fmt: skip
+    fresh = tmp_path / "fresh"
+    train = ["train", data_file, "--condition-key", "condition", "--max-epochs", "1", "--accelerator", "cpu"]
+    result = invoke(*train, "--out", fresh)
+    assert result.exit_code != 0
+    assert not fresh.exists()
+    kept = tmp_path / "kept"
+    shutil.copytree(model_dir, kept)
+    before = _tree(kept)
+    result = invoke(*train, "--out", kept, "--overwrite")
+    assert result.exit_code != 0
+    assert _tree(kept) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]  # no temporary folder left behind
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_two_writers_of_one_output_never_mix_their_files(tmp_path, overwrite):
+    out = tmp_path / "model"
+    writers = [staged_output(out, overwrite=overwrite, directory=True) for _ in range(2)]
+    first, second = (writer.__enter__() for writer in writers)  # both start while out is free
+    (first / "a.txt").write_text("first")
+    (second / "b.txt").write_text("second")
+    writers[0].__exit__(None, None, None)
+    if overwrite:  # the last writer wins, whole
+        writers[1].__exit__(None, None, None)
+        assert _tree(out) == {Path("b.txt"): b"second"}
+    else:  # the later writer fails without touching the earlier output
+        with pytest.raises(OutputExistsError, match="another run"):
+            writers[1].__exit__(None, None, None)
+        assert _tree(out) == {Path("a.txt"): b"first"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_an_overwriting_writer_replaces_the_output_whole(tmp_path):
+    out = tmp_path / "evaluation"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with staged_output(out, overwrite=True, directory=True) as staging:
+        (staging / "new.txt").write_text("new")
+    assert _tree(out) == {Path("new.txt"): b"new"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evaluation"]
+
+
+def test_evaluate_says_who_won(data_file, model_dir, tmp_path):
+    pred = tmp_path / "p.h5ad"
+    args = ["--source", "control", "--target", "stimulated"]
+    assert invoke("predict", model_dir, data_file, *args, "--cell-type-key", "cell_type", "--cell-type", "type_A",
+                  "--out", pred).exit_code == 0  # fmt: skip
+    result = invoke("evaluate", pred, data_file, "--condition-key", "condition", "--cell-type-key", "cell_type",
+                    "--cell-type", "type_A", *args, "--n-degs", "10", "--out-dir", tmp_path / "e")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "e" / "scores.json").read_text())
+    assert verdict(scores, "trVAE") in result.output

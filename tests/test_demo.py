@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 import pytest
 import scvi
@@ -9,19 +10,27 @@ from scipy.stats import ConstantInputWarning
 
 from scvi_trvae import demo, model_selection
 
+FAST = {"epochs": 2, "members": 2, "inner_folds": 1}
+
 
 def test_demo_runs_the_recommended_pipeline_end_to_end(tmp_path, capsys):
-    fast = ["--epochs", "2", "--members", "2", "--inner-folds", "1"]
-    args = [*fast, "--holdout", "type_B", "--output-dir", str(tmp_path)]
-    scores = demo.run(demo._parser().parse_args(args))
+    scores = demo.run(**FAST, cell_type="type_B", output_dir=tmp_path)
     out = capsys.readouterr().out
     recommended = next(name for name in scores if name.startswith("trVAE ensemble + shrink (w="))
     expected = {"trVAE (seed 0)", "trVAE ensemble (2 seeds)", recommended, "control + mean shift", "no response"}
     assert set(scores) == expected
     assert all(f"| {name} |" in out for name in expected)
-    assert "Chose w = " in out and "by inner leave-one-cell-type-out on the training cells" in out
+    # what it will do comes first, before any training
+    plan = out.index("Data: synthetic")
+    assert "Holding out the 150 type_B stimulated cells" in out and "3 model fits" in out
+    assert plan < out.index("Chose w = ")
+    assert "by inner leave-one-cell-type-out on the training cells" in out
     weight, deviation = recommended.removeprefix("trVAE ensemble + shrink (w=").removesuffix(")").split(", lambda=")
     assert 0.0 <= float(weight) <= 1.0 and float(deviation) in model_selection.DEFAULT_DEVIATION_WEIGHTS
+    # after the table: who won, from these scores
+    assert demo.verdict(scores, recommended, name="the recommended pipeline") in out
+    assert "the recommended pipeline beats" in out or "beats the recommended pipeline" in out
+    assert out.index("| no response |") < out.index("In plain words:")
     assert (tmp_path / "reg_mean_plot.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "scores.json").read_text())
     assert set(saved) == expected
@@ -30,12 +39,14 @@ def test_demo_runs_the_recommended_pipeline_end_to_end(tmp_path, capsys):
 
 
 def test_demo_data_has_state_dependent_responses_by_default():
-    assert demo._parser().parse_args([]).state_dependence == demo.DEMO_STATE_DEPENDENCE > 0
+    import inspect
+
+    assert inspect.signature(demo.run).parameters["state_dependence"].default == demo.DEMO_STATE_DEPENDENCE > 0
 
 
 def test_demo_names_a_hold_out_that_does_not_exist(tmp_path):
     with pytest.raises(SystemExit, match="'type_Z'"):
-        demo.run(demo._parser().parse_args(["--epochs", "1", "--output-dir", str(tmp_path), "--holdout", "type_Z"]))
+        demo.run(epochs=1, output_dir=tmp_path, cell_type="type_Z")
     assert not (tmp_path / "scores.json").exists()
 
 
@@ -49,12 +60,59 @@ def test_demo_command_prints_its_table_without_library_info_or_warnings(tmp_path
     for logger in loggers:
         logger.addHandler(handler)
     try:
-        demo.main(["--epochs", "2", "--members", "2", "--inner-folds", "1", "--output-dir", str(tmp_path)])
+        # the earlier option name --holdout still works
+        argv = ["--epochs", "2", "--members", "2", "--inner-folds", "1", "--holdout", "type_B", "--output-dir"]
+        with pytest.raises(SystemExit) as exited:
+            demo.main([*argv, str(tmp_path)])
+        assert exited.value.code == 0
     finally:
         for logger in loggers:
             logger.removeHandler(handler)
-    assert "| control + mean shift |" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "| control + mean shift |" in captured.out and "type_B: control -> stimulated" in captured.out
+    assert "trVAE fits" in captured.err  # the pipeline's progress bar is not silenced
     assert not [r for r in records if r.levelno < logging.WARNING], [r.getMessage() for r in records]
     assert not [w for w in recwarn if issubclass(w.category, ConstantInputWarning) or "lightning" in w.filename]
     assert scvi.settings.verbosity == verbosity
     assert [logger.level for logger in loggers] == levels
+
+
+def _scores(ours: tuple[float, float, float], theirs: tuple[float, float, float]) -> dict[str, dict[str, float]]:
+    keys = ("r2_mean_deg", "pearson_delta_deg", "edist_scaled")
+    return {"trVAE": dict(zip(keys, ours, strict=True)), demo.MEAN_SHIFT: dict(zip(keys, theirs, strict=True))}
+
+
+def test_verdict_when_the_mean_shift_wins_everywhere():
+    said = demo.verdict(_scores((0.80, 0.885, 0.436), (0.90, 0.917, 0.418)), "trVAE")
+    assert said.startswith(
+        "control + mean shift beats trVAE on r² mean (DEG) 0.900 vs 0.800 and on Δ-Pearson (DEG) 0.917 vs 0.885 "
+        "and on E-distance 0.418 vs 0.436"
+    )
+    assert "trVAE beats" not in said and "a constant shift" in said
+    assert demo.verdict(_scores((0.80, 0.885, 0.436), (0.90, 0.917, 0.418)), "trVAE", name="the model").startswith(
+        "control + mean shift beats the model on"
+    )
+
+
+def test_verdict_when_the_model_wins_everywhere():
+    said = demo.verdict(_scores((0.95, 0.93, 0.20), (0.90, 0.91, 0.30)), "trVAE")
+    assert said.startswith("trVAE beats control + mean shift on r² mean (DEG) 0.950 vs 0.900")
+    assert "E-distance 0.200 vs 0.300" in said and "control + mean shift beats" not in said
+    assert "captures a response" in said
+
+
+def test_verdict_when_each_wins_somewhere():
+    said = demo.verdict(_scores((0.95, 0.93, 0.30), (0.90, 0.91, 0.20)), "trVAE")
+    assert (
+        "trVAE beats control + mean shift on r² mean (DEG) 0.950 vs 0.900 and on Δ-Pearson (DEG) 0.930 vs 0.910" in said
+    )
+    assert "control + mean shift beats trVAE on E-distance 0.200 vs 0.300" in said
+    assert "neither is better on every metric: trVAE gets the mean expression of the top DEGs and the direction" in said
+    assert "control + mean shift the spread of the cells as a whole." in said
+
+
+def test_verdict_treats_an_undefined_score_as_a_loss():
+    said = demo.verdict(_scores((0.95, math.nan, 0.20), (0.90, 0.91, 0.30)), "trVAE")
+    assert "control + mean shift beats trVAE on Δ-Pearson (DEG) 0.910 vs n/a" in said
+    said = demo.verdict(_scores((0.95, 0.91, 0.20), (math.nan, math.nan, 0.30)), "trVAE")
+    assert said.startswith("trVAE beats control + mean shift on r² mean (DEG) 0.950 vs n/a and on Δ-Pearson (DEG)")

@@ -3,63 +3,61 @@ r"""Demo: hold out one (cell type, condition) pair, train trVAE without it, pred
 The demo runs the recommended pipeline (``docs/ensembles.md``): a 3-seed :class:`~scvi_trvae.TRVAEEnsemble`
 whose shift is blended with the pooled shift of the other cell types, the weight ``w`` chosen by inner
 leave-one-cell-type-out on the training cells only (:func:`scvi_trvae.model_selection.fit_self_tuned`).
-It prints that pipeline's scores beside one seed alone, the plain ensemble and the baselines.
+It prints that pipeline's scores beside one seed alone, the plain ensemble and the baselines, then says in
+words which method won on which metric.
 
-Run ``python -m scvi_trvae.demo`` (the package's synthetic data set, with cell-type- and state-dependent
-responses) or point it at an ``.h5ad``::
+Run ``python -m scvi_trvae.demo`` or ``scvi-trvae demo`` (the package's synthetic data set, with cell-type-
+and state-dependent responses) or point it at an ``.h5ad``::
 
-    python -m scvi_trvae.demo --data kang.h5ad --condition-key condition --cell-type-key cell_type \
-        --source control --target stimulated --holdout NK
+    scvi-trvae demo --data kang.h5ad --condition-key condition --cell-type-key cell_type \
+        --source control --target stimulated --cell-type NK
+
+:func:`run` is both the Python entry point and the one definition of the options of ``scvi-trvae demo``
+and ``scvi-trvae-demo``. Heavy libraries (torch, scvi-tools) are imported when it runs, not at import.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
+import math
 import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
-import anndata as ad
-import numpy as np
-import scvi
-from scipy.stats import ConstantInputWarning
+import typer
 
-from . import baselines, metrics, model_selection, pl
-from .datasets import holdout_split, synthetic_perturbation
+from ._cli_support import Command
+
+if TYPE_CHECKING:
+    import anndata as ad
 
 #: ``state_dependence`` of the demo's synthetic data: responses partly shared, partly cell-type specific and
 #: scaled by each cell's state, as IFN-beta responses are (``datasets.synthetic_perturbation``).
 DEMO_STATE_DEPENDENCE = 1.0
 
+#: The baseline the verdicts compare against: the other cell types' mean response added to the control cells.
+MEAN_SHIFT = "control + mean shift"
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, help="log-normalised .h5ad (default: the synthetic data set)")
-    parser.add_argument("--condition-key", default="condition")
-    parser.add_argument("--cell-type-key", default="cell_type")
-    parser.add_argument("--source", default="control", help="condition to predict from")
-    parser.add_argument("--target", default="stimulated", help="condition to predict")
-    parser.add_argument("--holdout", default="type_A", help="cell type whose target cells are held out")
-    parser.add_argument("--members", type=int, default=3, help="seeds in the ensemble (1: a single model)")
-    parser.add_argument("--inner-folds", type=int, default=2, help="inner held-out cell types that choose w")
-    parser.add_argument("--epochs", type=int, default=None, help="default: the pipeline's own training length")
-    parser.add_argument(
-        "--state-dependence", type=float, default=DEMO_STATE_DEPENDENCE,
-        help="synthetic data only: how much responses depend on cell type and state (0: one shared response)",
-    )  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", type=Path, default=Path("demo_output"))
-    return parser
+#: The scores the verdicts speak of: their names in words, whether a higher score is better, and what they measure.
+VERDICT_METRICS: dict[str, tuple[str, bool, str]] = {
+    "r2_mean_deg": ("r² mean (DEG)", True, "the mean expression of the top DEGs"),
+    "pearson_delta_deg": ("Δ-Pearson (DEG)", True, "the direction of the DEGs' response"),
+    "edist_scaled": ("E-distance", False, "the spread of the cells as a whole"),
+}
 
 
 def score_methods(
     predictions: dict[str, ad.AnnData], real_target: ad.AnnData, real_control: ad.AnnData, *, degs, seed: int
 ) -> dict[str, dict[str, float]]:
     """Score each method's prediction with :func:`~scvi_trvae.metrics.evaluate_prediction` on the same DEGs."""
+    from scipy.stats import ConstantInputWarning
+
+    from . import metrics
+
     with warnings.catch_warnings():  # "no response" has no Δ-Pearson: NaN, shown as n/a, not a warning
         warnings.simplefilter("ignore", ConstantInputWarning)
         return {
@@ -70,6 +68,10 @@ def score_methods(
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """Format metrics as a markdown table, one row per method."""
+    import numpy as np
+
+    from . import metrics
+
     # Δ-Pearson of "no response" is undefined (a zero response): shown as n/a
     cells = [
         [name, *("n/a" if np.isnan(scores[k]) else f"{scores[k]:.3f}" for k in metrics.METRIC_KEYS)]
@@ -78,61 +80,174 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
     return metrics.markdown_table(["method", *metrics.METRIC_KEYS], cells)
 
 
-def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Train, predict and score; write the reg-mean plot and the scores to ``args.output_dir``."""
-    scvi.settings.seed = args.seed
-    if args.data is None:
-        adata = synthetic_perturbation(seed=args.seed, state_dependence=args.state_dependence)
+def verdict(
+    scores: dict[str, dict[str, float]], method: str, baseline: str = MEAN_SHIFT, *, name: str | None = None
+) -> str:
+    """Say in words whether ``method`` or ``baseline`` won on each of :data:`VERDICT_METRICS`, and what it means.
+
+    Parameters
+    ----------
+    scores
+        Scores of each method, as :func:`score_methods` returns them.
+    method
+        The method under test (a model's prediction).
+    baseline
+        The method it is compared with.
+    name
+        How the sentences call ``method`` (default: ``method`` itself).
+
+    Returns
+    -------
+    Two sentences: the metrics each method won with both scores, then what that says about this data. An
+    undefined score (NaN) loses to a defined one; a tie goes to ``baseline``.
+    """
+    name = method if name is None else name
+    wins: dict[str, list[str]] = {method: [], baseline: []}
+    measured: dict[str, list[str]] = {method: [], baseline: []}
+    for key, (label, higher_is_better, what) in VERDICT_METRICS.items():
+        ours, theirs = scores[method][key], scores[baseline][key]
+        if math.isnan(ours) and math.isnan(theirs):
+            continue
+        if math.isnan(ours) or math.isnan(theirs):  # an undefined score (no response has no Δ-Pearson) loses
+            method_wins = math.isnan(theirs)
+        else:
+            method_wins = ours > theirs if higher_is_better else ours < theirs
+        winner, loser = (method, baseline) if method_wins else (baseline, method)
+        wins[winner].append(f"{label} {_number(scores[winner][key])} vs {_number(scores[loser][key])}")
+        measured[winner].append(what)
+    called = {method: name, baseline: baseline}
+    said = [
+        f"{called[winner]} beats {called[loser]} on {' and on '.join(wins[winner])}"
+        for winner, loser in ((method, baseline), (baseline, method))
+        if wins[winner]
+    ]
+    lower = [label for label, higher, _ in VERDICT_METRICS.values() if not higher]
+    if not wins[method]:
+        meaning = (
+            f"on this data a constant shift (the other cell types' mean response) predicts the held-out cells at "
+            f"least as well as {name}, which adds nothing beyond the average response here."
+        )
+    elif not wins[baseline]:
+        meaning = (
+            f"on this data {name} captures a response of the held-out cells that the other cell types' "
+            "average shift misses."
+        )
     else:
-        adata = ad.read_h5ad(args.data)
-    keys = {"cell_type_key": args.cell_type_key, "condition_key": args.condition_key}
-    task = {"source": args.source, "target": args.target}
+        meaning = (
+            f"neither is better on every metric: {name} gets {' and '.join(measured[method])} closer, "
+            f"{baseline} {' and '.join(measured[baseline])}."
+        )
+    return f"{'; '.join(said)} (lower is better for {', '.join(lower)}). In plain words: {meaning}"
+
+
+def _number(score: float) -> str:
+    return "n/a" if math.isnan(score) else f"{score:.3f}"
+
+
+def run(
+    data: Annotated[Path | None, typer.Option(help="log-normalised .h5ad (default: the synthetic data set).")] = None,
+    condition_key: Annotated[str, typer.Option(help="obs column with each cell's condition.")] = "condition",
+    cell_type_key: Annotated[str, typer.Option(help="obs column with each cell's type.")] = "cell_type",
+    source: Annotated[str, typer.Option(help="Condition to predict from.")] = "control",
+    target: Annotated[str, typer.Option(help="Condition to predict.")] = "stimulated",
+    cell_type: Annotated[str, typer.Option(help="Cell type whose --target cells are held out.")] = "type_A",
+    members: Annotated[int, typer.Option(min=1, help="Seeds in the ensemble (1: a single model).")] = 3,
+    inner_folds: Annotated[int, typer.Option(min=1, help="Inner held-out cell types that choose w.")] = 2,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Default: the pipeline's own training length.")] = None,
+    state_dependence: Annotated[
+        float,
+        typer.Option(help="Synthetic data only: how much responses depend on cell type and state (0: shared)."),
+    ] = DEMO_STATE_DEPENDENCE,
+    seed: Annotated[int, typer.Option(help="Seed of the data, the training and the scores.")] = 0,
+    output_dir: Annotated[Path, typer.Option(help="Folder for reg_mean_plot.png and scores.json.")] = Path(
+        "demo_output"
+    ),
+) -> dict[str, dict[str, float]]:
+    """Hold out one (cell type, condition), train the recommended pipeline without it, predict it and score it."""
+    with _libraries_quiet():
+        adata, split = _load(data, condition_key, cell_type_key, source, target, cell_type, state_dependence, seed)
+        n_fits = inner_folds + members  # the recommended pipeline: one configuration per inner fold, then members
+        print(
+            f"Data: {'synthetic' if data is None else data}, {adata.n_obs} cells x {adata.n_vars} genes. "
+            f"Holding out the {split.real_target.n_obs} {cell_type} {target} cells, then training the recommended "
+            f"pipeline on the other {split.train.n_obs} cells ({n_fits} model fits: {inner_folds} inner fold(s) that "
+            f"choose w and lambda, then {members} member(s)), predicting the held-out cells from their "
+            f"{split.control.n_obs} {source} cells and scoring them beside two baselines.",
+            flush=True,
+        )
+        predictions, recommended = _fit_and_predict(split, cell_type_key, condition_key, source, target, cell_type,
+                                                     members, inner_folds, epochs, seed)  # fmt: skip
+        return _report(predictions, recommended, split, cell_type, source, target, seed, output_dir)
+
+
+def _load(data, condition_key, cell_type_key, source, target, cell_type, state_dependence, seed):
+    """Read or generate the data and split off the held-out cells (a one-line exit naming a bad hold-out)."""
+    import anndata as ad
+    import scvi
+
+    from .datasets import holdout_split, synthetic_perturbation
+
+    scvi.settings.seed = seed
+    adata = synthetic_perturbation(seed=seed, state_dependence=state_dependence) if data is None else ad.read_h5ad(data)
+    keys = {"cell_type_key": cell_type_key, "condition_key": condition_key, "source": source, "target": target}
     try:
-        split = holdout_split(adata, cell_type=args.holdout, **keys, **task)
+        return adata, holdout_split(adata, cell_type=cell_type, **keys)
     except (KeyError, ValueError) as error:
-        raise SystemExit(f"Cannot hold out {args.holdout!r} in {args.target!r}: {error}") from error
-    train, real_control, real_target = split.train, split.control, split.real_target
-    print(
-        f"Data: {adata.n_obs} cells x {adata.n_vars} genes; "
-        f"holding out {real_target.n_obs} {args.holdout} {args.target} cells."
-    )
+        raise SystemExit(f"Cannot hold out {cell_type!r} in {target!r}: {error}") from error
+
+
+def _fit_and_predict(split, cell_type_key, condition_key, source, target, cell_type, members, inner_folds, epochs,
+                     seed) -> tuple[dict[str, ad.AnnData], str]:  # fmt: skip
+    """Fit the recommended pipeline on ``split.train``; predict the held-out cells with it and the baselines."""
+    from . import baselines, model_selection
+
+    keys = {"cell_type_key": cell_type_key, "condition_key": condition_key}
+    task = {"source": source, "target": target}
     start = time.perf_counter()
     ensemble, selection = model_selection.fit_recommended(
-        train, n_members=args.members, inner_folds=args.inner_folds, max_epochs=args.epochs, seed=args.seed,
-        progress_bar=False, **keys, **task,
-    )  # fmt: skip
+        split.train, n_members=members, inner_folds=inner_folds, max_epochs=epochs, seed=seed, **keys, **task
+    )
     weight, deviation = selection.best_shift_weight, selection.best_deviation_weight
     print(
         f"Chose w = {weight:g}, lambda = {deviation:g} by inner leave-one-cell-type-out on the training cells "
         f"({', '.join(selection.inner_cell_types)}); trained {ensemble.n_members} member(s) "
         f"in {time.perf_counter() - start:.0f} s in all."
     )
-
     recommended = f"trVAE ensemble + shrink (w={weight:g}, lambda={deviation:g})"
-    predict = {"cell_type_key": args.cell_type_key, **task}
+    predict = {"cell_type_key": cell_type_key, **task}
+    control = split.control
     predictions = {
-        f"trVAE (seed {args.seed})": ensemble.members[0].predict_perturbation(real_control, **task),
+        f"trVAE (seed {seed})": ensemble.members[0].predict_perturbation(control, **task),
         f"trVAE ensemble ({ensemble.n_members} seeds)": ensemble.predict_perturbation(
-            real_control, shift_weight=1.0, deviation_weight=1.0, **predict
+            control, shift_weight=1.0, deviation_weight=1.0, **predict
         ),
-        recommended: ensemble.predict_perturbation(real_control, **predict),
-        "control + mean shift": baselines.mean_shift(train, cell_type=args.holdout, **keys, **task),
-        "no response": baselines.no_response(train, cell_type=args.holdout, **keys, **task),
+        recommended: ensemble.predict_perturbation(control, **predict),
+        MEAN_SHIFT: baselines.mean_shift(split.train, cell_type=cell_type, **keys, **task),
+        "no response": baselines.no_response(split.train, cell_type=cell_type, **keys, **task),
     }
-    degs = metrics.top_degs(real_target, real_control)
-    scores = score_methods(predictions, real_target, real_control, degs=degs, seed=args.seed)
-    print()
-    print(f"{args.holdout}: {args.source} -> {args.target}, predicted vs {real_target.n_obs} real held-out cells")
-    print(format_table(scores))
+    return predictions, recommended
 
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    plot_path = args.output_dir / "reg_mean_plot.png"
+
+def _report(predictions, recommended, split, cell_type, source, target, seed, output_dir) -> dict[str, dict]:
+    """Score, print the table and the verdict, write the reg-mean plot and the scores to ``output_dir``."""
+    from . import metrics, pl
+
+    real_target, real_control = split.real_target, split.control
+    degs = metrics.top_degs(real_target, real_control)
+    scores = score_methods(predictions, real_target, real_control, degs=degs, seed=seed)
+    print()
+    print(f"{cell_type}: {source} -> {target}, predicted vs {real_target.n_obs} real held-out cells")
+    print(format_table(scores))
+    print()
+    print(verdict(scores, recommended, name="the recommended pipeline"))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    plot_path = output_dir / "reg_mean_plot.png"
     pl.reg_mean_plot(
         predictions[recommended], real_target, real_control, degs=degs, show=False, save=plot_path,
-        title=f"{recommended}: {args.holdout} {args.target} (held out)",
+        title=f"{recommended}: {cell_type} {target} (held out)",
     )  # fmt: skip
-    (args.output_dir / "scores.json").write_text(json.dumps(scores, indent=1))
-    print(f"\nWrote {plot_path} and {args.output_dir / 'scores.json'}.")
+    (output_dir / "scores.json").write_text(json.dumps(scores, indent=1))
+    print(f"\nWrote {plot_path} and {output_dir / 'scores.json'}.")
     return scores
 
 
@@ -142,7 +257,12 @@ _CHATTY_LOGGERS = ("scvi", "lightning.pytorch", "lightning.fabric")
 
 @contextlib.contextmanager
 def _libraries_quiet() -> Iterator[None]:
-    """Keep scvi-tools' and Lightning's INFO lines and Lightning's warnings out of the demo's output, then restore."""
+    """Keep scvi-tools' and Lightning's INFO lines and Lightning's warnings out of the demo's output, then restore.
+
+    Only these libraries' log levels and warnings: stderr stays open, so the pipeline's progress bar shows.
+    """
+    import scvi
+
     loggers = [logging.getLogger(name) for name in _CHATTY_LOGGERS]
     levels = [logger.level for logger in loggers]
     verbosity = scvi.settings.verbosity
@@ -159,11 +279,13 @@ def _libraries_quiet() -> Iterator[None]:
             logger.setLevel(level)
 
 
+_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+_app.command(cls=Command)(run)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command-line entry point."""
-    args = _parser().parse_args(argv)
-    with _libraries_quiet():
-        run(args)
+    """Console-script entry point of ``scvi-trvae-demo``: the options of :func:`run`."""
+    _app(args=None if argv is None else list(argv), prog_name="scvi-trvae-demo")
 
 
 if __name__ == "__main__":

@@ -35,8 +35,9 @@ from ._prediction import (
     prediction_minibatches,
 )
 from ._presets import paper_preset
+from ._progress_bar import with_progress_bar
 from ._query import QueryAnnDataMixin
-from ._quiet import quiet, with_progress_bar
+from ._quiet import quiet
 from ._training_plan import TRVAETrainingPlan
 from ._validation import (
     check_datamodule_registry,

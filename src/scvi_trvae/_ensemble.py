@@ -30,6 +30,7 @@ from ._atomic_write import replace_directory
 from ._blend import blend_prediction, check_blend_weight
 from ._model import TRVAE
 from ._persistence import ModelFileError
+from ._quiet import quiet
 from .baselines import pooled_shift
 from .utils import as_dense
 
@@ -65,11 +66,13 @@ def seeded(seed: int) -> Iterator[None]:
     previous = scvi.settings.seed
     states = random.getstate(), np.random.get_state(), torch.get_rng_state()
     cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-    scvi.settings.seed = seed
+    with quiet():  # Lightning's "Seed set to" line
+        scvi.settings.seed = seed
     try:
         yield
     finally:
-        scvi.settings.seed = previous  # re-seeds everything, so the states are put back afterwards
+        with quiet():
+            scvi.settings.seed = previous  # re-seeds everything, so the states are put back afterwards
         random.setstate(states[0])
         np.random.set_state(states[1])
         torch.set_rng_state(states[2])

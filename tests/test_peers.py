@@ -93,6 +93,14 @@ def test_fake_peer_tutorial_epochs_pass_no_epochs(fake_peer, toy_split):
     assert peers.read_meta(toy_split, "fake", 0, AUTO_EPOCHS)["settings"]["epochs"] is None
 
 
+def test_a_peer_too_slow_at_tutorial_scale_runs_only_with_given_epochs(fake_peer, toy_split):
+    slow = peers.Peer("fake", fake_peer.python_override, fake_peer.runner_override, not_at_tutorial_scale="months")
+    with pytest.raises(NotApplicable, match="months"):
+        peers.run_peer(slow, toy_split, seed=0, epochs=AUTO_EPOCHS)
+    assert peers.run_peer(slow, toy_split, seed=0, epochs=1).shape == toy_split.control.shape
+    assert "500,000 iterations" in peers.PEERS["cellflow"].not_at_tutorial_scale
+
+
 def test_a_failing_runner_names_its_error(tmp_path, toy_split, monkeypatch):
     runner = tmp_path / "run_broken.py"
     runner.write_text("raise ImportError('cannot import name multipletests')\n")

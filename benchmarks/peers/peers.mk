@@ -5,6 +5,8 @@
 # CPA and scPRAM pin torch < 2 (their own metadata), so they get Python 3.10 and torch from PyPI.
 PEERS := scgen cpa biolord cellflow scpram
 PEER_TORCH := torch==2.13.0
+# where the environments go (PEER_VENV_PREFIX=/tmp/x/.venv-peer- checks a recipe without touching the ones in use)
+PEER_VENV_PREFIX ?= .venv-peer-
 
 # Python version, then the packages (pip requirement strings) of each peer
 PEER_PY_scgen := 3.11
@@ -40,9 +42,18 @@ peers-venv:
 # a fresh .venv-peer-NAME; .installed is written only when the peer's import check passes
 $(addprefix peer-,$(PEERS)): peer-%:
 	@py=$$(.ci/find_python $(PEER_PY_$*)); \
-	if [ -z "$$py" ]; then echo "Python $(PEER_PY_$*) not found: cannot make .venv-peer-$*" >&2; exit 1; fi; \
-	venv=.venv-peer-$*; rm -rf $$venv && $$py -m venv $$venv && \
+	if [ -z "$$py" ]; then echo "Python $(PEER_PY_$*) not found: cannot make $(PEER_VENV_PREFIX)$*" >&2; exit 1; fi; \
+	venv=$(PEER_VENV_PREFIX)$*; rm -rf $$venv && $$py -m venv $$venv && \
 	$$venv/bin/python -m pip install --quiet --upgrade pip && \
 	if [ "$(PEER_PY_$*)" = "3.11" ]; then $$venv/bin/python -m pip install --quiet "$(PEER_TORCH)" || exit 1; fi && \
 	$$venv/bin/python -m pip install --quiet $(PEER_PKGS_$*) $(PEER_EXTRA_$*) && \
 	$$venv/bin/python benchmarks/peers/check_import.py $* && touch $$venv/.installed
+
+# cell-eval (Arc Institute's scorer of the Virtual Cell Challenge) in its own environment, for the scoring notes of
+# docs/peers.md; not a peer (it predicts nothing)
+.PHONY: celleval-venv
+celleval-venv:
+	@py=$$(.ci/find_python 3.11); rm -rf .venv-celleval && $$py -m venv .venv-celleval && \
+	.venv-celleval/bin/python -m pip install --quiet --upgrade pip && \
+	.venv-celleval/bin/python -m pip install --quiet "cell-eval==0.8.2" && \
+	.venv-celleval/bin/python -c "import cell_eval; print('cell-eval', cell_eval.__name__)" && touch .venv-celleval/.installed

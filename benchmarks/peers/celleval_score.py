@@ -1,0 +1,102 @@
+"""Score kept predictions with ``cell-eval`` (0.8.2, its own environment: ``make celleval-venv``).
+
+The benchmark keeps the seed-0 prediction of each figure split (Kang NK, Haber Tuft) as ``.npy`` beside the cached
+result. For one split this script builds, per method, cell-eval's two AnnData (``obs['target']``: the control
+condition for the held-out type's control cells, the target condition for the real or the predicted cells), runs
+``MetricsEvaluator(...).compute(profile="full")`` in ``.venv-celleval`` and its noise ceiling
+(``compute_ceiling``) once, and writes the aggregated metrics to ``benchmarks/results/peers_celleval.json``.
+With one perturbation per split, cell-eval's discrimination score ranks a prediction among one perturbation only
+and is uninformative; the DE metrics (overlap, direction, Spearman of log-fold changes) and ``pearson_delta`` are.
+
+Usage::
+
+    .venv/bin/python benchmarks/peers/celleval_score.py --dataset kang --cell-type NK
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SCORE_FLAG = "--score-dir"
+
+
+def score(directory: Path) -> None:
+    """In the cell-eval environment: score every ``pred_*.h5ad`` against ``real.h5ad`` and the ceiling."""
+    import anndata as ad
+    from cell_eval import MetricsEvaluator
+
+    options = json.loads((directory / "options.json").read_text())
+    real = ad.read_h5ad(directory / "real.h5ad")
+    out: dict[str, dict] = {}
+    kwargs = {"control_pert": options["control"], "pert_col": "target", "num_threads": 1}
+    for path in sorted(directory.glob("pred_*.h5ad")):
+        evaluator = MetricsEvaluator(ad.read_h5ad(path), real, outdir=str(directory / path.stem), **kwargs)
+        _, agg = evaluator.compute(profile="full", write_csv=False)
+        out[path.stem.removeprefix("pred_")] = agg.to_pandas().to_dict(orient="list")
+    ceiling = MetricsEvaluator(None, real, outdir=str(directory / "ceiling"), **kwargs)
+    _, agg = ceiling.compute_ceiling(profile="full", write_csv=False)
+    out["noise ceiling"] = agg.to_pandas().to_dict(orient="list")
+    (directory / "scores.json").write_text(json.dumps(out, default=str))
+
+
+def _write_inputs(split, predictions: dict[str, Path], directory: Path) -> None:
+    """``real.h5ad`` and one ``pred_METHOD.h5ad`` per kept prediction (the control cells in both)."""
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+    from oos.cache import slug
+    from oos.expression import dense
+
+    def pair(x_target: np.ndarray) -> ad.AnnData:
+        x = np.vstack([dense(split.control.X), x_target]).astype(np.float32)
+        labels = [split.source] * split.control.n_obs + [split.target] * len(x_target)
+        return ad.AnnData(X=x, obs=pd.DataFrame({"target": labels}, index=[str(i) for i in range(len(x))]),
+                          var=pd.DataFrame(index=split.train.var_names))  # fmt: skip
+
+    pair(dense(split.real_target.X)).write_h5ad(directory / "real.h5ad")
+    for method, path in predictions.items():
+        pair(np.load(path)).write_h5ad(directory / f"pred_{slug(method)}.h5ad")
+    (directory / "options.json").write_text(json.dumps({"control": split.source}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build the inputs of one split (main environment), score them in the cell-eval environment, write JSON."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from oos import paths
+    from oos.cache import cache_path
+    from oos.datasets import DATASETS, load_dataset
+    from oos.methods import METHODS
+    from oos.splits import make_split
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="kang")
+    parser.add_argument("--cell-type", default="NK")
+    parser.add_argument("--cache-dir", type=Path, default=paths.CACHE_DIR / "full")
+    parser.add_argument("--python", type=Path, default=paths.REPO / ".venv-celleval" / "bin" / "python")
+    parser.add_argument("--output", type=Path, default=paths.RESULTS_DIR / "peers_celleval.json")
+    args = parser.parse_args(argv)
+    spec = DATASETS[args.dataset]
+    split = make_split(load_dataset(spec, paths.DATA_DIR), args.dataset, spec, args.cell_type, spec.perturbed[0],
+                       spec.n_top_genes)  # fmt: skip
+    predictions = {m: cache_path(args.cache_dir, split, m, 0).with_suffix(".npy") for m in METHODS}
+    predictions = {m: p for m, p in predictions.items() if p.exists()}
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_inputs(split, predictions, Path(tmp))
+        subprocess.run([str(args.python), __file__, SCORE_FLAG, tmp], check=True, cwd=tmp)
+        scores = json.loads((Path(tmp) / "scores.json").read_text())
+    payload = json.loads(args.output.read_text()) if args.output.exists() else {}
+    payload[f"{args.dataset}/{args.cell_type}/{split.target}"] = {"n_genes": split.train.n_vars, "scores": scores}
+    args.output.write_text(json.dumps(payload, indent=1) + "\n")
+    print(json.dumps(scores, indent=1)[:4000])
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == SCORE_FLAG:
+        score(Path(sys.argv[2]))
+    else:
+        main()

@@ -6,7 +6,8 @@ condition for the held-out type's control cells, the target condition for the re
 ``MetricsEvaluator(...).compute(profile="full")`` in ``.venv-celleval`` and its noise ceiling
 (``compute_ceiling``) once, and writes the aggregated metrics to ``benchmarks/results/peers_celleval.json``.
 With one perturbation per split, cell-eval's discrimination score ranks a prediction among one perturbation only
-and is uninformative; the DE metrics (overlap, direction, Spearman of log-fold changes) and ``pearson_delta`` are.
+and is uninformative; predictions are clipped at 0 (cell-eval refuses negative values, which Gaussian decoders
+give); the DE metrics (overlap, direction, Spearman of log-fold changes) and ``pearson_delta`` are.
 
 Usage::
 
@@ -60,7 +61,8 @@ def _write_inputs(split, predictions: dict[str, Path], directory: Path) -> None:
 
     pair(dense(split.real_target.X)).write_h5ad(directory / "real.h5ad")
     for method, path in predictions.items():
-        pair(np.load(path)).write_h5ad(directory / f"pred_{slug(method)}.h5ad")
+        # cell-eval refuses negative values ("Invalid scale"); decoder means of Gaussian models dip below 0
+        pair(np.clip(np.load(path), 0.0, None)).write_h5ad(directory / f"pred_{slug(method)}.h5ad")
     (directory / "options.json").write_text(json.dumps({"control": split.source}))
 
 

@@ -107,8 +107,9 @@ def run_peer(peer: Peer, split: Split, seed: int, epochs: int | str, *, threads:
     The runner's meta.json is copied to :func:`meta_path`.
     """
     peer.check_environment()
-    if epochs == AUTO_EPOCHS and peer.not_at_tutorial_scale:
-        raise NotApplicable(peer.not_at_tutorial_scale)
+    if peer.not_at_tutorial_scale and (epochs == AUTO_EPOCHS or not os.environ.get(f"PEER_{peer.name.upper()}_CPU")):
+        # even a few iterations take many minutes (the ODE solve of prediction through the full network)
+        raise NotApplicable(f"{peer.not_at_tutorial_scale}; set PEER_{peer.name.upper()}_CPU=1 to run that")
     with tempfile.TemporaryDirectory() as tmp:
         data_path, out_dir = Path(tmp) / "cells.h5ad", Path(tmp) / "out"
         runner_input(split).write_h5ad(data_path)

@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from scvi_trvae import TRVAE, _prediction
+from scvi_trvae._quiet import CHATTY_LOGGERS
 from scvi_trvae.utils import settings
 
 #: What scvi-tools and Lightning print around a fit and a prediction when left alone.
@@ -76,6 +77,9 @@ def test_no_progress_bar_prints_nothing(small_adata, capsys):
 def test_verbosity_info_brings_the_details_back(small_adata, capsys, caplog, verbosity):
     verbosity.verbosity = "INFO"
     caplog.set_level(logging.DEBUG)
+    # loggers at their defaults, whatever earlier tests left (the benchmarks' scripts set Lightning's to ERROR)
+    for name in ("lightning", *CHATTY_LOGGERS):
+        caplog.set_level(logging.NOTSET, logger=name)
     messages = _fit_and_predict(small_adata, enable_progress_bar=False)
     out, err = capsys.readouterr()
     printed = "\n".join([out, err, caplog.text, *messages])

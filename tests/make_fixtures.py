@@ -26,6 +26,11 @@ from scvi_trvae.datasets import synthetic_perturbation
 FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures" / "saved_model"
 MODEL_DIR = FIXTURE_DIR / "model"
 PREDICTION_FILE = FIXTURE_DIR / "expected_prediction.npy"
+#: Outputs of every decoding path of the fixture model (:func:`decode_outputs`), stored exactly: written
+#: with the code of commit cb9e7a5, before the counterfactual decode moved into ``TRVAEModule``
+#: (issue 20), by ``python tests/make_fixtures.py --decode-only``. ``tests/test_prediction.py`` checks
+#: that the refactored code still gives these arrays bit for bit.
+DECODE_FILE = FIXTURE_DIR / "expected_decode.npz"
 INFO_FILE = FIXTURE_DIR / "info.json"
 #: Arguments of the stored prediction, all explicit so that later default changes do not matter.
 PREDICTION_KWARGS = {"source": "control", "target": "stimulated", "mode": "counterfactual", "n_samples": 0}
@@ -50,8 +55,28 @@ def train_tiny_model(adata: anndata.AnnData, max_epochs: int = 1, **train_kwargs
     return model
 
 
+def decode_outputs(model: TRVAE) -> dict[str, np.ndarray]:
+    """Predictions and MMD layers of ``model`` through each decoding path (modes, draws, condition override)."""
+    pair = {"source": "control", "target": "stimulated"}
+    return {
+        "counterfactual": model.predict_perturbation(**pair, mode="counterfactual", n_samples=0).X,
+        "mean": model.predict_perturbation(**pair, mode="mean", n_samples=0).X,
+        "counterfactual_draws": model.predict_perturbation(**pair, mode="counterfactual", n_samples=2, seed=7).X,
+        "mmd_layer_stimulated": model.get_mmd_representation(condition="stimulated"),
+        "mmd_layer_own": model.get_mmd_representation(),
+    }
+
+
+def write_decode_outputs() -> None:
+    """Store :func:`decode_outputs` of the committed fixture model in :data:`DECODE_FILE`."""
+    np.savez_compressed(DECODE_FILE, **decode_outputs(TRVAE.load(MODEL_DIR, accelerator="cpu")))
+
+
 def main() -> None:
     """Write the fixture (replacing an existing one)."""
+    if "--decode-only" in sys.argv[1:]:
+        write_decode_outputs()
+        return
     if FIXTURE_DIR.exists():
         shutil.rmtree(FIXTURE_DIR)
     FIXTURE_DIR.mkdir(parents=True)
@@ -70,6 +95,7 @@ def main() -> None:
         "prediction_kwargs": PREDICTION_KWARGS,
     }
     INFO_FILE.write_text(json.dumps(info, indent=2) + "\n")
+    write_decode_outputs()
     total = sum(path.stat().st_size for path in FIXTURE_DIR.rglob("*") if path.is_file())
     print(f"wrote {FIXTURE_DIR} ({total / 1024:.0f} KiB)")
 

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 import scvi
 import torch
-from make_fixtures import tiny_adata
+from make_fixtures import DECODE_FILE, MODEL_DIR, decode_outputs, tiny_adata
 
 from scvi_trvae import TRVAE, _prediction
 from scvi_trvae._module import TRVAEModule
@@ -91,3 +91,13 @@ def test_prediction_under_bfloat16_autocast_is_float32_and_close(trained):
     assert fast.dtype == np.float32 and fast.shape == full.shape
     np.testing.assert_allclose(fast, full, atol=0.05 * float(np.abs(full).max()))
     assert not np.array_equal(fast, full)  # the autocast really ran in bfloat16
+
+
+@pytest.mark.parametrize(
+    "output", ["counterfactual", "mean", "counterfactual_draws", "mmd_layer_stimulated", "mmd_layer_own"]
+)
+def test_decoding_of_the_committed_fixture_is_unchanged(output):
+    """Each decoding path gives, bit for bit, what the code before the module's ``counterfactual`` stored."""
+    expected = np.load(DECODE_FILE)
+    model = TRVAE.load(MODEL_DIR, accelerator="cpu")
+    np.testing.assert_array_equal(decode_outputs(model)[output], expected[output])

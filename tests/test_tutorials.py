@@ -52,6 +52,18 @@ def test_stored_outputs_hold_no_paths_or_library_noise(name):
     assert not found, f"{name}.ipynb's stored outputs contain {sorted(found)}"
 
 
+#: What a tutorial would need only if the library were noisy: it is quiet by default, and a tutorial shows that.
+SILENCING = ("settings.verbosity", "filterwarnings", "simplefilter", "setLevel(", "logging.disable")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_tutorials_do_not_silence_the_library(name):
+    notebook = nbformat.read(TUTORIALS / f"{name}.ipynb", as_version=4)
+    sources = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    found = {needle for source in sources for needle in SILENCING if needle in source}
+    assert not found, f"{name}.ipynb silences logs or warnings itself: {sorted(found)}"
+
+
 def _numbers(text: str) -> set[str]:
     return {n.replace(",", "") for n in re.findall(r"\d[\d,]*(?:\.\d+)?", text)}
 

@@ -19,7 +19,8 @@ from _nets import mlp, seed_everything
 from oos.expression import dense
 from torch import nn
 
-from scvi_trvae import ConditionBalancedSampler, condition_mmd
+from scvi_trvae.data import ConditionBalancedSampler
+from scvi_trvae.model import condition_mmd
 
 
 class ConditionalAutoencoder(nn.Module):

@@ -28,7 +28,7 @@ from oos.paths import DATA_DIR, RESULTS_DIR
 
 from scvi_trvae import TRVAE
 from scvi_trvae.datasets import synthetic_perturbation
-from scvi_trvae.mmd import LEGACY_BANDWIDTHS, condition_mmd, pairwise_squared_distances, resolve_bandwidths
+from scvi_trvae.model import LEGACY_BANDWIDTHS, condition_mmd, pairwise_squared_distances, resolve_bandwidths
 
 DEFAULT_DATA = DATA_DIR / "kang2018_pbmc_ifnb_lognorm.h5ad"
 

@@ -8,7 +8,8 @@ import torch
 from helpers import quick_train
 from scvi import REGISTRY_KEYS
 
-from scvi_trvae import TRVAE, TRVAEModule
+from scvi_trvae import TRVAE
+from scvi_trvae.model import TRVAEModule
 
 
 def _linear_shapes(stack) -> list[tuple[int, int]]:

@@ -5,7 +5,7 @@ import pytest
 from helpers import quick_train
 from PIL import Image
 
-from scvi_trvae import TRVAE, datasets
+from scvi_trvae import ImageTRVAE, datasets
 
 ATTRIBUTES = ["Male", "Smiling", "Young"]
 
@@ -58,7 +58,7 @@ def test_celeba_selection_and_errors(tmp_path):
 def test_celeba_trains_an_image_model(tmp_path):
     adata = datasets.celeba(_write_celeba(tmp_path, n_images=12), image_size=8)
     adata.obs["smiling"] = adata.obs["Smiling"].map({True: "smiling", False: "neutral"})
-    TRVAE.setup_anndata(adata, condition_key="smiling")
-    model = quick_train(TRVAE(adata, image_shape=adata.uns["image_shape"], n_hidden=8, n_latent=2), batch_size=6)
+    ImageTRVAE.setup_anndata(adata, condition_key="smiling")
+    model = quick_train(ImageTRVAE(adata, image_shape=adata.uns["image_shape"], n_hidden=8, n_latent=2), batch_size=6)
     predicted = model.predict_perturbation(adata, source="neutral", target="smiling", mode="mean")
     assert predicted.shape == (9, 192)  # images 4-12 are not smiling

@@ -3,8 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scvi_trvae import TRVAE, DistributedConditionBalancedSampler
-from scvi_trvae._data import ConditionBalancedDataSplitter, ConditionBalancedSampler
+from scvi_trvae import TRVAE
+from scvi_trvae.data import DistributedConditionBalancedSampler
+from scvi_trvae.data._splitter import ConditionBalancedDataSplitter, ConditionBalancedSampler
 
 
 def test_balanced_batches_on_imbalanced_conditions():

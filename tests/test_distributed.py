@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch.distributed as dist
 
-from scvi_trvae import DistributedConditionBalancedSampler
+from scvi_trvae.data import DistributedConditionBalancedSampler
 
 TESTS = Path(__file__).parent
 #: Seconds a two-process run may take before it is killed (it takes ~10 s alone on 2 cores).

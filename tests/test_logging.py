@@ -8,7 +8,8 @@ import warnings
 import pytest
 import scipy.sparse as sp
 
-from scvi_trvae import TRVAE, _prediction
+from scvi_trvae import TRVAE
+from scvi_trvae.model import _prediction
 from scvi_trvae._quiet import CHATTY_LOGGERS
 from scvi_trvae.utils import settings
 

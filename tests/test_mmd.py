@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from scvi_trvae._mmd import (
+from scvi_trvae.model._mmd import (
     ADAPTIVE_BANDWIDTH_MULTIPLIERS,
     LEGACY_BANDWIDTHS,
     condition_mmd,

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from scvi_trvae._mmd import condition_mmd, pairwise_squared_distances, rbf_mixture_kernel, resolve_bandwidths
+from scvi_trvae.model._mmd import condition_mmd, pairwise_squared_distances, rbf_mixture_kernel, resolve_bandwidths
 
 BANDWIDTHS = st.one_of(
     st.just("adaptive"),

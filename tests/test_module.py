@@ -4,7 +4,7 @@ import pytest
 import torch
 from scvi import REGISTRY_KEYS
 
-from scvi_trvae import TRVAEModule
+from scvi_trvae.model import TRVAEModule
 
 
 def _tensors(n=12, genes=20, n_conditions=3, counts=False, covariates=False):
@@ -47,7 +47,7 @@ def test_mmd_on_selects_layer():
     for mmd_on, key in (("y", "mmd_layer"), ("z", "z")):
         module = TRVAEModule(n_input=20, n_conditions=3, n_hidden=16, n_latent=4, mmd_on=mmd_on)
         inference, generative = module(tensors, compute_loss=False)
-        from scvi_trvae._mmd import condition_mmd
+        from scvi_trvae.model._mmd import condition_mmd
 
         values = generative[key] if key == "mmd_layer" else inference[key]
         direct = condition_mmd(values, tensors[REGISTRY_KEYS.BATCH_KEY], 3)

@@ -15,7 +15,7 @@ from make_fixtures import MODEL_DIR, PREDICTION_FILE, PREDICTION_KWARGS, tiny_ad
 from typer.testing import CliRunner
 
 from scvi_trvae import TRVAE, ModelFileError, UnsafeModelFileError, cli
-from scvi_trvae import _persistence as persistence
+from scvi_trvae.io import _persistence as persistence
 
 SYSTEM = f"{os.system.__module__}.system"  # posix.system on Linux
 

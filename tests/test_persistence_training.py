@@ -12,7 +12,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from make_fixtures import tiny_adata
 
-from scvi_trvae import TRVAE, TrainingCheckpoint, UnsafeModelFileError
+from scvi_trvae import TRVAE, UnsafeModelFileError
+from scvi_trvae.io import TrainingCheckpoint
 
 EPOCHS = 6
 TRAIN = {"batch_size": 16, "enable_progress_bar": False, "accelerator": "cpu"}

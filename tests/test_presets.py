@@ -7,8 +7,8 @@ import pytest
 from helpers import quick_train
 
 from scvi_trvae import TRVAE
-from scvi_trvae._mmd import LEGACY_BANDWIDTHS
-from scvi_trvae._presets import paper_loss_weights
+from scvi_trvae.model._mmd import LEGACY_BANDWIDTHS
+from scvi_trvae.model._presets import paper_loss_weights
 
 
 def test_kang_preset_is_the_paper_network():

@@ -19,8 +19,9 @@ import scvi
 import torch
 from make_fixtures import INFO_FILE, MODEL_DIR, PREDICTION_FILE, PREDICTION_KWARGS, tiny_adata, train_tiny_model
 
-from scvi_trvae import TRVAE, TRVAEModule
-from scvi_trvae._training_plan import NonFiniteLossError
+from scvi_trvae import TRVAE
+from scvi_trvae.model import TRVAEModule
+from scvi_trvae.model._training_plan import NonFiniteLossError
 from scvi_trvae.datasets import synthetic_perturbation
 
 PREDICT = {"source": "control", "target": "stimulated"}

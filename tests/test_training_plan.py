@@ -9,8 +9,9 @@ import torch
 from make_fixtures import tiny_adata
 from scvi.train import TrainingPlan
 
-from scvi_trvae import TRVAE, TRVAEModule
-from scvi_trvae._training_plan import NonFiniteLossError, TRVAETrainingPlan
+from scvi_trvae import TRVAE
+from scvi_trvae.model import TRVAEModule
+from scvi_trvae.model._training_plan import NonFiniteLossError, TRVAETrainingPlan
 
 FAST = {"max_epochs": 1, "batch_size": 16, "enable_progress_bar": False, "accelerator": "cpu"}
 

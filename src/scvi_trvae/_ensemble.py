@@ -26,12 +26,12 @@ import torch
 from anndata import AnnData
 from scvi.data import _constants
 
-from ._atomic_write import replace_directory
 from ._blend import blend_prediction, check_blend_weight
-from ._model import TRVAE
-from ._persistence import ModelFileError
 from ._quiet import quiet
 from .baselines import pooled_shift
+from .io._atomic_write import replace_directory
+from .io._persistence import ModelFileError
+from .model._model import TRVAE
 from .utils import as_dense
 
 #: ``layers`` key of the per-(cell, gene) sd over members of the predicted shift.

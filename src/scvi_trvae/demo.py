@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ._cli_support import Command
+from .cli._support import Command
 
 if TYPE_CHECKING:
     import anndata as ad

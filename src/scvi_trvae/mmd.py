@@ -1,17 +1,27 @@
-"""The MMD penalty's kernel, public for analysis: bandwidth lists, distances and the penalty itself.
+"""Deprecated: the MMD penalty's kernel is public in :mod:`scvi_trvae.model`.
 
-See :mod:`scvi_trvae._mmd` for the definition; ``benchmarks/mmd_bandwidths.py`` uses these to measure
-how informative each bandwidth is at the real scale of a trained model's MMD layer.
+``from scvi_trvae.model import condition_mmd, resolve_bandwidths, ...`` (the definition is in
+``scvi_trvae/model/_mmd.py``). This module re-exports those names with a ``FutureWarning`` and will be
+removed in a future release.
 """
 
 from __future__ import annotations
 
-from ._mmd import (
+import warnings
+
+from .model._mmd import (
     ADAPTIVE_BANDWIDTH_MULTIPLIERS,
     LEGACY_BANDWIDTHS,
     condition_mmd,
     pairwise_squared_distances,
     resolve_bandwidths,
+)
+
+warnings.warn(
+    "scvi_trvae.mmd is deprecated: import condition_mmd, resolve_bandwidths, pairwise_squared_distances, "
+    "LEGACY_BANDWIDTHS and ADAPTIVE_BANDWIDTH_MULTIPLIERS from scvi_trvae.model.",
+    FutureWarning,
+    stacklevel=2,
 )
 
 __all__ = [

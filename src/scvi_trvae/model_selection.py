@@ -30,11 +30,11 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from ._blend import blend_prediction
-from ._data import epochs_for_steps
 from ._ensemble import TRVAEEnsemble, fresh_copy, seeded
-from ._model import TRVAE
 from ._validation import check_task, listed
 from .baselines import pooled_shift
+from .data._splitter import epochs_for_steps
+from .model._model import TRVAE
 from .utils import as_dense
 
 logger = logging.getLogger(__name__)

@@ -22,18 +22,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from . import __version__
-from ._cli_predict import check_ensemble_options, load_model, predict_in_chunks, with_model_genes
-from ._cli_support import TRAINING_RECORD, CliError, Command, check_values, obs_values, read_h5ad, staged_output
-from .demo import MEAN_SHIFT, format_table, score_methods, verdict
-from .demo import run as demo_run
+from .. import __version__
+from ..demo import MEAN_SHIFT, format_table, score_methods, verdict
+from ..demo import run as demo_run
+from ._predict import check_ensemble_options, load_model, predict_in_chunks, with_model_genes
+from ._support import TRAINING_RECORD, CliError, Command, check_values, obs_values, read_h5ad, staged_output
 
 if TYPE_CHECKING:
     import anndata as ad
     import numpy as np
 
-    from ._ensemble import TRVAEEnsemble
-    from ._model import TRVAE
+    from .._ensemble import TRVAEEnsemble
+    from ..model._model import TRVAE
 
 app = typer.Typer(
     name="scvi-trvae",
@@ -178,7 +178,7 @@ def _train_model(training, condition_key, cell_type_key, source, target, layer, 
     """Train one model, an ensemble, or the recommended pipeline (``source`` given) on ``training``."""
     import scvi
 
-    from . import model_selection
+    from .. import model_selection
 
     scvi.settings.seed = seed
     fit = {"max_epochs": max_epochs, "accelerator": accelerator, "enable_progress_bar": True, "seed": seed}
@@ -194,7 +194,7 @@ def _train_model(training, condition_key, cell_type_key, source, target, layer, 
 
 
 def _is_single(model: TRVAE | TRVAEEnsemble) -> bool:
-    from ._model import TRVAE
+    from ..model._model import TRVAE
 
     return isinstance(model, TRVAE)
 
@@ -225,7 +225,7 @@ def _check_pipeline(
     batch_size: int,
 ) -> None:  # fmt: skip
     """Refuse options that the recommended pipeline (--source) cannot honour."""
-    from . import model_selection
+    from .. import model_selection
 
     if cell_type_key is None:
         raise CliError("--source needs --cell-type-key (the cell types), --cell-type and --target (the held-out cells)")
@@ -240,8 +240,8 @@ def _fit(
     training, setup_kwargs: dict, members: int, model_kwargs: dict, *, seed: int, **train_kwargs
 ) -> TRVAE | TRVAEEnsemble:
     """Set ``training`` up, then train one model, or an ensemble of ``members`` seeds from ``seed``."""
-    from ._ensemble import TRVAEEnsemble
-    from ._model import TRVAE
+    from .._ensemble import TRVAEEnsemble
+    from ..model._model import TRVAE
 
     TRVAE.setup_anndata(training, **setup_kwargs)
     if members == 1:
@@ -332,7 +332,7 @@ def evaluate(
     Prints the metrics table and who won on each metric, writes scores.json and the reg-mean, reg-var and
     top-gene figures to --out-dir.
     """
-    from . import baselines, datasets, metrics
+    from .. import baselines, datasets, metrics
 
     with _one_line_errors(), staged_output(out_dir, overwrite=overwrite, directory=True) as staging:
         pred, real = read_h5ad(prediction), read_h5ad(data)
@@ -364,7 +364,7 @@ def _write_evaluation(out_dir, scores, pred, real_target, real_control, degs, ti
     """Write ``scores.json`` and the reg-mean, reg-var and top-gene figures."""
     import matplotlib
 
-    from . import pl
+    from .. import pl
 
     matplotlib.use("Agg")
     (out_dir / "scores.json").write_text(json.dumps(scores, indent=1))
@@ -383,7 +383,3 @@ app.command("demo", cls=Command)(demo_run)
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point of ``scvi-trvae``."""
     app(args=None if argv is None else list(argv), prog_name="scvi-trvae")
-
-
-if __name__ == "__main__":
-    main()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import click
 from typer.core import TyperCommand
 
-from ._atomic_write import _swap_directories
+from ..io._atomic_write import _swap_directories
 
 if TYPE_CHECKING:
     import anndata as ad

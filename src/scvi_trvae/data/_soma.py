@@ -24,9 +24,9 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from torch.utils.data import Dataset
 
-from ._data import ConditionBalancedDataSplitter
-from ._model import TRVAE
-from ._validation import check_value_chunks
+from .._validation import check_value_chunks
+from ..model._model import TRVAE
+from ._splitter import ConditionBalancedDataSplitter
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

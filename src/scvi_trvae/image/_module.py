@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -17,13 +16,13 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Normal, kl_divergence
 
-from ._architecture import DEFAULT_N_HIDDEN, LayerWidths, resolve_n_layers
-from ._mmd import BandwidthSpec
-from ._module import DEFAULT_KL_WEIGHT, DEFAULT_MMD_WEIGHT, MMD_LAYER_KEY, PX_MEAN_KEY, PX_SCALE_KEY, TRVAEModule
-from ._validation import _value_chunks, resolve_likelihood
+from .._validation import _value_chunks
+from ..model._architecture import DEFAULT_N_HIDDEN, LayerWidths, resolve_n_layers
+from ..model._mmd import BandwidthSpec
+from ..model._module import DEFAULT_KL_WEIGHT, DEFAULT_MMD_WEIGHT, MMD_LAYER_KEY, PX_MEAN_KEY, PX_SCALE_KEY, TRVAEModule
 
 if TYPE_CHECKING:
-    from ._module import MMDTarget
+    from ..model._module import MMDTarget
 
 ImageLikelihood = Literal["mse", "bernoulli", "continuous_bernoulli"]
 IMAGE_LIKELIHOODS: tuple[str, ...] = ("mse", "bernoulli", "continuous_bernoulli")
@@ -69,23 +68,6 @@ class ConvWidths:
             f"conv encoder {n_input} pixels -> {channels} channels -> {self.n_hidden} -> z {n_latent}; "
             f"decoder z {n_latent} -> y {self.n_mmd} -> {reverse} channels -> {n_input} pixels"
         )
-
-
-def select_module(model, likelihood: str | None, image_shape: Sequence[int] | None, has_data: bool) -> tuple:
-    """Return the module class a :class:`~scvi_trvae.TRVAE` builds and its likelihood, checked against the data.
-
-    ``image_shape=None``: the dense :class:`~scvi_trvae.TRVAEModule`. Otherwise
-    :class:`ConvTRVAEModule`, after checking the registered pixels (when the model has data).
-    """
-    is_count_data = bool(model.registry_["setup_args"]["is_count_data"])
-    if image_shape is None:
-        return model._module_cls, resolve_likelihood(likelihood, is_count_data)
-    likelihood = likelihood or DEFAULT_IMAGE_LIKELIHOOD
-    resolve_image_shape(image_shape, model.summary_stats.n_vars)
-    if has_data:
-        check_pixel_values(model.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY), likelihood, is_count_data)
-    module_cls: Callable[..., ConvTRVAEModule] = partial(ConvTRVAEModule, image_shape=image_shape)
-    return module_cls, likelihood
 
 
 def resolve_image_shape(image_shape: Sequence[int], n_input: int) -> tuple[int, int, int]:

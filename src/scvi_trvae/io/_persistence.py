@@ -35,8 +35,8 @@ from scvi.data import AnnDataManager
 from scvi.model._utils import parse_device_args
 from scvi.model.base import BaseModelClass
 
+from .._validation import check_same_genes
 from ._atomic_write import replace_directory
-from ._validation import check_same_genes
 
 MODEL_FILE = "model.pt"
 ADATA_FILE = "adata.h5ad"
@@ -345,6 +345,9 @@ class SafePersistenceMixin:
     (which unpickle ``model.pt`` with ``weights_only=False``) by readers of :func:`read_saved_model`.
     """
 
+    #: Names of other model classes whose saves this class loads as its own (e.g. from before a rename).
+    _loadable_model_names: tuple[str, ...] = ()
+
     def save(
         self,
         dir_path: str | os.PathLike,
@@ -439,7 +442,8 @@ class SafePersistenceMixin:
             from scvi.data._download import _download
 
             _download(backup_url, str(dir_path), model_path.name)
-        saved = read_saved_model(dir_path, prefix, cls.__name__, allowed_classes_names_list or ())
+        allowed = (*cls._loadable_model_names, *(allowed_classes_names_list or ()))
+        saved = read_saved_model(dir_path, prefix, cls.__name__, allowed)
         if adata is None:
             adata = _read_saved_data(saved, prefix)
         return build_model(cls, saved, adata if adata is not False else None, torch_device)

@@ -3,51 +3,42 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import torch
 from anndata import AnnData
-from scvi import REGISTRY_KEYS, settings
+from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, LayerField
-from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
+from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 from scvi.utils import setup_anndata_dsp
 
-from ._checkpoint import InterruptibleTrainRunner
-from ._conv_module import ImageLikelihood, select_module
-from ._data import ConditionBalancedDataSplitter, epochs_for_steps
-from ._docstrings import trvae_dsp
-from ._module import DEFAULT_KL_WEIGHT, DEFAULT_MMD_WEIGHT, TRVAEModule
-from ._mudata import registered_modality
-from ._mudata import setup_mudata as _setup_mudata
-from ._persistence import SafePersistenceMixin
-from ._prediction import (
-    DEFAULT_PREDICTION_MODE,
-    SOURCE_COLUMN,
-    PredictionMode,
-    PredictionRequest,
-    mmd_layer,
-    predict_expression,
-    prediction_anndata,
-    prediction_minibatches,
-)
-from ._presets import paper_preset
-from ._progress_bar import with_progress_bar
-from ._query import QueryAnnDataMixin
-from ._quiet import quiet
-from ._training_plan import TRVAETrainingPlan
-from ._validation import (
+from .._quiet import quiet
+from .._validation import (
     check_datamodule_registry,
     check_loss_weights,
     check_not_empty,
-    check_same_genes,
     check_setup_columns,
     check_setup_values,
+    resolve_likelihood,
 )
-from .utils import TARGET_LIBRARY_SIZE
+from ..data._mudata import registered_modality
+from ..data._mudata import setup_mudata as _setup_mudata
+from ..data._splitter import ConditionBalancedDataSplitter, epochs_for_steps
+from ..io._checkpoint import InterruptibleTrainRunner
+from ..io._persistence import SafePersistenceMixin
+from ..utils import TARGET_LIBRARY_SIZE
+from ._docstrings import trvae_dsp
+from ._module import DEFAULT_KL_WEIGHT, DEFAULT_MMD_WEIGHT, TRVAEModule
+from ._prediction import DEFAULT_PREDICTION_MODE, SOURCE_COLUMN
+from ._prediction_mixin import PredictionMixin
+from ._presets import paper_preset
+from ._progress_bar import with_progress_bar
+from ._query import QueryAnnDataMixin
+from ._surgery import ReferenceMappingMixin
+from ._training_plan import TRVAETrainingPlan
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -66,7 +57,15 @@ DEFAULT_TRAINING_STEPS = 1500
 
 
 @trvae_dsp.dedent
-class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class TRVAE(
+    SafePersistenceMixin,
+    PredictionMixin,
+    QueryAnnDataMixin,
+    VAEMixin,
+    ReferenceMappingMixin,
+    UnsupervisedTrainingMixin,
+    BaseModelClass,
+):
     """trVAE: conditional VAE with an MMD-regularised decoder layer, for out-of-sample perturbation prediction.
 
     Implements Lotfollahi et al., "Conditional out-of-sample generation for unpaired data using
@@ -82,8 +81,8 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
     %(param_mmd)s
     %(param_widths)s
     image_shape
-        ``(height, width)`` or ``(channels, height, width)`` of images flattened in ``X``, channels
-        first: selects :class:`~scvi_trvae.ConvTRVAEModule` (``docs/images.md``). ``None``: the dense model.
+        Deprecated: use :class:`~scvi_trvae.ImageTRVAE` for images (``docs/images.md``); given here, it
+        still builds the image model, with a ``FutureWarning``.
     registry
         Registry of a saved model (used by :meth:`load` when no AnnData is given) or of a datamodule
         (``TRVAE(registry=datamodule.registry)``, :class:`~scvi_trvae.SOMAConditionBalancedDataModule`).
@@ -119,7 +118,7 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
         dropout_rate: float = 0.1,
         use_batch_norm: bool = True,
         use_layer_norm: bool = False,
-        likelihood: Likelihood | ImageLikelihood | None = None,
+        likelihood: Likelihood | None = None,
         dispersion: Dispersion = "gene",
         mmd_on: MMDTarget = "y",
         mmd_bandwidths: BandwidthSpec = "adaptive",
@@ -130,7 +129,14 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
     ):
         adata = registered_modality(type(self), adata)  # a MuData: its RNA modality (setup_mudata)
         super().__init__(adata, registry=registry)
-        module_cls, likelihood = select_module(self, likelihood, image_shape, adata is not None)
+        if image_shape is not None and type(self)._module_cls is TRVAEModule:
+            warnings.warn(
+                "TRVAE(image_shape=...) is deprecated: use scvi_trvae.ImageTRVAE(adata, image_shape=...) "
+                "(set up with ImageTRVAE.setup_anndata) for images; see docs/images.md.",
+                FutureWarning,
+                stacklevel=2,
+            )
+        module_cls, likelihood = self._module_for(likelihood, image_shape, adata is not None)
         self.var_names_ = np.asarray(adata.var_names if adata is not None else self.get_var_names(), dtype=str)
         self.module = module_cls(
             n_input=self.summary_stats.n_vars,
@@ -150,11 +156,20 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
             n_mmd=n_mmd,
         )
         self._model_summary_string = (
-            f"TRVAE model: {self.summary_stats.n_vars} genes, conditions {list(self.conditions)}, "
+            f"{type(self).__name__} model: {self.summary_stats.n_vars} genes, conditions {list(self.conditions)}, "
             f"likelihood={likelihood!r}, mmd_on={mmd_on!r}, dropout_rate={dropout_rate}; layers: "
             f"{self.module.widths.describe(self.summary_stats.n_vars, n_latent)}"
         )
         self.init_params_ = self._get_init_params(locals())
+
+    def _module_for(self, likelihood: str | None, image_shape: Sequence[int] | None, has_data: bool) -> tuple:
+        """Return the module class to build and its likelihood, checked against the registered data."""
+        if image_shape is not None:  # deprecated: the image model through TRVAE
+            from ..image._model import image_module
+
+            return image_module(self, likelihood, image_shape, has_data)
+        is_count_data = bool(self.registry_["setup_args"]["is_count_data"])
+        return self._module_cls, resolve_likelihood(likelihood, is_count_data)
 
     @staticmethod
     def paper_preset(name: str = "kang") -> dict[str, dict]:
@@ -376,144 +391,6 @@ class TRVAE(SafePersistenceMixin, QueryAnnDataMixin, VAEMixin, ArchesMixin, Unsu
             plan_kwargs.setdefault("weight_decay", 0.0)
         return plan_kwargs
 
-    # ------------------------------------------------------------------ queries
-    @torch.inference_mode()
-    def predict_perturbation(
-        self,
-        adata: AnnData | None = None,
-        *,
-        source: str,
-        target: str,
-        indices: Sequence[int] | np.ndarray | None = None,
-        batch_size: int | None = None,
-        mode: PredictionMode = DEFAULT_PREDICTION_MODE,
-        n_samples: int = 0,
-        library_size: float | Literal["observed"] | None = None,
-        log1p: bool | None = None,
-        seed: int | None = None,
-    ) -> AnnData:
-        """Predict how the cells of condition ``source`` would look under condition ``target``.
-
-        Each source cell is encoded with its own label and decoded with ``target``.
-
-        Parameters
-        ----------
-        adata
-            AnnData with the training genes (default: the model's). Only its cells of condition
-            ``source`` (within ``indices``) are used. It is not modified.
-        source, target
-            Registered conditions (any two distinct ones).
-        indices
-            Positions (or a boolean mask) of ``adata``'s cells to consider.
-        batch_size
-            Minibatch size (default 1024: no gradients are kept, and large minibatches run faster).
-        mode
-            ``"counterfactual"`` (default): decode under ``target`` and add each cell's own
-            residual (observed minus its reconstruction under ``source``), clipped at zero; this
-            keeps the real cell-to-cell variation that a decoder mean smooths away (abduction,
-            action, prediction). ``"mean"``: the decoder mean under ``target``.
-        n_samples
-            ``0`` (default): deterministic, ``z`` is the posterior mean. ``k > 0``: ``k`` draws of
-            ``z`` per cell, returned as ``k`` stacked copies of the cells (obs ``trvae_draw``).
-        library_size
-            Count likelihoods only: expression is returned as ``proportion * library_size``;
-            ``1e4`` by default (as ``scanpy.pp.normalize_total(target_sum=1e4)``), or
-            ``"observed"`` for each source cell's own total count.
-        log1p
-            Count likelihoods only: return ``log1p`` of that (default ``True``, the usual
-            log-normalised scale). For ``"mse"`` the output is on the scale of the training data.
-        seed
-            Seed of the draws when ``n_samples > 0`` (default ``scvi.settings.seed``, or 0 when unset).
-
-        Returns
-        -------
-        A new AnnData: ``X`` the predicted expression (dense float32), ``var`` copied, ``obs``
-        copied from the source cells with the condition column set to ``target`` and
-        ``obs['trvae_source_condition']`` set to ``source``, and ``uns['trvae_prediction']``
-        recording how it was made.
-        """
-        self._check_if_trained(warn=True)
-        source_code = self._condition_code(source, "source")
-        request = PredictionRequest.checked(
-            self.module, mode=mode, n_samples=n_samples, library_size=library_size, log1p=log1p,
-            source=str(source), target=str(target), source_code=source_code,
-            target_code=self._condition_code(target, "target"),
-            seed=seed if seed is not None else (settings.seed or 0),
-        )  # fmt: skip
-        with quiet():  # scvi-tools' setup transfer and torch's sparse-CSR notes only at verbosity <= INFO
-            adata, positions = self._query_anndata(adata, indices, [self.conditions[source_code]])
-            self.module.eval()
-            minibatches = prediction_minibatches(self, adata, positions, batch_size)
-            predicted = predict_expression(self.module, request, minibatches, len(positions))
-        return prediction_anndata(predicted, adata.obs.iloc[positions], adata.var, request, self)
-
-    @torch.inference_mode()
-    def get_mmd_representation(
-        self,
-        adata: AnnData | None = None,
-        indices: Sequence[int] | np.ndarray | None = None,
-        batch_size: int | None = None,
-        condition: str | None = None,
-    ) -> np.ndarray:
-        """Return the MMD layer ``y = g1(z, s)`` of each cell (``z`` at its posterior mean).
-
-        Parameters
-        ----------
-        adata
-            AnnData with the training genes (default: the model's); not modified.
-        indices
-            Positions (or a boolean mask) of cells to use.
-        batch_size
-            Minibatch size.
-        condition
-            Decode every cell under this condition instead of its own.
-
-        Returns
-        -------
-        Array of shape ``(n_cells, n_mmd)``, ``n_mmd`` the width of the MMD layer.
-        """
-        self._check_if_trained(warn=True)
-        override = None if condition is None else self._condition_code(condition, "requested")
-        with quiet():
-            adata, positions = self._query_anndata(adata, indices)
-            self.module.eval()
-            minibatches = prediction_minibatches(self, adata, positions, batch_size)
-            return np.concatenate([mmd_layer(self.module, tensors, override).cpu().numpy() for tensors in minibatches])
-
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
         with quiet():  # "Input AnnData not setup with scvi-tools..." only at verbosity <= INFO
             return super()._validate_anndata(adata, copy_if_view=copy_if_view)
-
-    # ------------------------------------------------------------------ reference mapping
-    @classmethod
-    def load_query_data(cls, adata: AnnData | None = None, reference_model: str | TRVAE | None = None, **kwargs):
-        """Map a query data set (possibly with new conditions) onto a trained reference.
-
-        Wraps :meth:`scvi.model.base.ArchesMixin.load_query_data`: new conditions are appended
-        and only their weights (and the condition-injected layers' one-hot columns) train. With
-        ``dispersion="gene-condition"`` the new conditions' dispersions start at the mean of the
-        reference ones and stay trainable. Train the returned model with :meth:`train` (weight
-        decay is off for query models).
-
-        Parameters
-        ----------
-        adata
-            Query AnnData with the reference genes and the reference ``condition_key`` column.
-        reference_model
-            A trained :class:`TRVAE` or the directory it was saved to.
-        **kwargs
-            Passed to :meth:`scvi.model.base.ArchesMixin.load_query_data` (e.g. ``unfrozen``,
-            ``freeze_dropout``).
-        """
-        if reference_model is None:
-            raise ValueError("reference_model is required (a trained TRVAE or the directory it was saved to).")
-        if not isinstance(reference_model, TRVAE):  # read the saved reference once, not once per use below
-            reference_model = cls.load(reference_model, adata=False)  # read safely (SafePersistenceMixin)
-        if adata is not None and not kwargs.get("inplace_subset_query_vars", False):
-            reference_genes = cls.prepare_query_anndata(adata, reference_model, return_reference_var_names=True)
-            check_same_genes(adata, pd.Index(reference_genes))
-        n_reference = reference_model.module.n_conditions
-        model = super().load_query_data(adata, reference_model, **kwargs)
-        if getattr(model.module, "dispersion", None) == "gene-condition":
-            model.module.start_query_dispersions(n_reference, train_reference=kwargs.get("unfrozen", False))
-        return model

@@ -11,13 +11,11 @@ import pandas as pd
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
-from scvi.module._constants import MODULE_KEYS
 
-from ._data import csr_density
-from ._module import CONDITION_KEY, MMD_LAYER_KEY, PX_MEAN_KEY, PX_SCALE_KEY, TRVAEModule
-from ._sparse import to_dense, use_sparse_input
-from ._training_plan import distribution_validation
-from .utils import TARGET_LIBRARY_SIZE
+from ..data._sparse import use_sparse_input
+from ..data._splitter import csr_density
+from ..utils import TARGET_LIBRARY_SIZE
+from ._module import COUNTERFACTUAL_KEY, DECODED_KEY, TRVAEModule
 
 PredictionMode = Literal["counterfactual", "mean"]
 #: Default of :meth:`TRVAE.predict_perturbation`; measured on the Kang NK split (``docs/defaults.md``).
@@ -99,67 +97,39 @@ def prediction_minibatches(model, adata: AnnData, positions: np.ndarray, batch_s
     )
 
 
-def decode(
-    module: TRVAEModule, tensors: dict, inference_outputs: dict, z: torch.Tensor, condition: int | None = None
-) -> dict:
-    """Run the module's generative pass on ``z``, every cell decoded under ``condition`` (``None``: its own)."""
-    own = module._get_inference_input(tensors)[CONDITION_KEY]
-    codes = own if condition is None else torch.full_like(own, condition)
-    inputs = module._get_generative_input(
-        tensors, {**inference_outputs, MODULE_KEYS.Z_KEY: z}, condition=codes.to(z.device)
-    )
-    return module.generative(**inputs)
-
-
-def mmd_layer(module: TRVAEModule, tensors: dict, condition: int | None) -> torch.Tensor:
-    """Return the MMD layer ``y`` of a minibatch, ``z`` at its posterior mean."""
-    outputs = module.inference(**module._get_inference_input(tensors))
-    return decode(module, tensors, outputs, outputs[MODULE_KEYS.QZ_KEY].loc, condition)[MMD_LAYER_KEY]
-
-
-def _expression(module: TRVAEModule, request: PredictionRequest, generative_outputs: dict, library) -> torch.Tensor:
-    if not module.is_count_model:
-        return generative_outputs[PX_MEAN_KEY]
-    return request.output_scale(generative_outputs[PX_SCALE_KEY], library)
-
-
-def _predict_minibatch(
-    module: TRVAEModule, request: PredictionRequest, tensors: dict, generator: torch.Generator
-) -> Iterable[torch.Tensor]:
-    """Yield the prediction of each draw for one minibatch of source cells."""
-    inference_inputs = module._get_inference_input(tensors)
-    outputs = module.inference(**inference_inputs)
-    qz, library = outputs[MODULE_KEYS.QZ_KEY], outputs[MODULE_KEYS.LIBRARY_KEY]
-    if request.mode == "counterfactual":
-        x = to_dense(inference_inputs[MODULE_KEYS.X_KEY]).to(library.device)
-    for _ in range(request.n_draws):
-        z = qz.loc
-        if request.n_samples > 0:
-            z = qz.loc + qz.scale * torch.randn(qz.loc.shape, generator=generator).to(qz.loc.device)
-        predicted = _expression(module, request, decode(module, tensors, outputs, z, request.target_code), library)
-        if request.mode == "counterfactual":
-            reconstructed = _expression(
-                module, request, decode(module, tensors, outputs, z, request.source_code), library
-            )
-            observed = request.output_scale(x / library.clamp_min(1.0), library) if module.is_count_model else x
-            predicted = (predicted + observed - reconstructed).clamp_min(0.0)
-        yield predicted
+def _minibatch_inputs(tensors: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Expression, condition codes and covariate codes of a minibatch of the model's data loader."""
+    return tensors[REGISTRY_KEYS.X_KEY], tensors[REGISTRY_KEYS.BATCH_KEY], tensors.get(REGISTRY_KEYS.CAT_COVS_KEY)
 
 
 def predict_expression(
     module: TRVAEModule, request: PredictionRequest, minibatches: Iterable[dict], n_cells: int
 ) -> np.ndarray:
-    """Predicted expression of ``n_cells`` source cells: one float32 array, draw after draw, filled in place."""
+    """Predicted expression of ``n_cells`` source cells: one float32 array, draw after draw, filled in place.
+
+    Each minibatch goes through :meth:`TRVAEModule.counterfactual`; ``mode="mean"`` keeps its decoder output.
+    """
     generator = torch.Generator().manual_seed(request.seed)
+    key = COUNTERFACTUAL_KEY if request.mode == "counterfactual" else DECODED_KEY
+    scale = request.output_scale if module.is_count_model else None
     predicted = np.empty((request.n_draws * n_cells, module.n_input), dtype=np.float32)
     start = 0
-    with distribution_validation(False):  # a few percent of prediction time; the values come from the model
-        for tensors in minibatches:
-            for draw, values in enumerate(_predict_minibatch(module, request, tensors, generator)):
-                offset = draw * n_cells + start
-                predicted[offset : offset + values.shape[0]] = values.float().cpu().numpy()
-            start += values.shape[0]
+    for tensors in minibatches:
+        x, source, cat_covs = _minibatch_inputs(tensors)
+        shape = (x.shape[0], module.n_latent)
+        noise = [torch.randn(shape, generator=generator) for _ in range(request.n_samples)]
+        draws = module.counterfactual(x, source, request.target_code, cat_covs, noise=noise, output_scale=scale)
+        for draw, outputs in enumerate(draws):
+            offset = draw * n_cells + start
+            predicted[offset : offset + x.shape[0]] = outputs[key].float().cpu().numpy()
+        start += x.shape[0]
     return predicted
+
+
+def mmd_representation(module: TRVAEModule, minibatches: Iterable[dict], condition: int | None) -> np.ndarray:
+    """The MMD layer ``y`` of every cell of ``minibatches`` (:meth:`TRVAEModule.mmd_representation`)."""
+    layers = [module.mmd_representation(*_minibatch_inputs(tensors), condition) for tensors in minibatches]
+    return np.concatenate([layer.cpu().numpy() for layer in layers])
 
 
 def prediction_anndata(

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ._mudata import modality_with_genes
-from ._validation import check_not_empty, check_same_genes, check_setup_columns, check_setup_values
+from .._quiet import quiet
+from .._validation import check_not_empty, check_same_genes, check_setup_columns, check_setup_values
+from ..data._mudata import modality_with_genes
 
 
 class QueryAnnDataMixin:
@@ -22,9 +23,10 @@ class QueryAnnDataMixin:
 
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
         """scvi-tools' entrance for a user's AnnData, routed through :meth:`_query_anndata`."""
-        if adata is None:
-            return super()._validate_anndata(None, copy_if_view=copy_if_view)
-        return self._query_anndata(adata, copy_if_view=copy_if_view)[0]
+        with quiet():  # "Input AnnData not setup with scvi-tools..." only at verbosity <= INFO
+            if adata is None:
+                return super()._validate_anndata(None, copy_if_view=copy_if_view)
+            return self._query_anndata(adata, copy_if_view=copy_if_view)[0]
 
     def _query_anndata(
         self,

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 from scvi.module.base import LossOutput
 from scvi.train import TrainingPlan
-from torch.distributions import Distribution
+
+from ._module import distribution_validation
 
 #: What to try when a term of the loss goes non-finite.
 _ADVICE = {
@@ -27,17 +26,6 @@ _FUSED_ADAM_DEVICES = ("cpu", "cuda")
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the message says where and which term."""
-
-
-@contextmanager
-def distribution_validation(enabled: bool) -> Iterator[None]:
-    """Switch torch.distributions' argument checks on or off inside the block (restored after it)."""
-    previous = Distribution._validate_args
-    Distribution.set_default_validate_args(enabled)
-    try:
-        yield
-    finally:
-        Distribution.set_default_validate_args(previous)
 
 
 class TRVAETrainingPlan(TrainingPlan):

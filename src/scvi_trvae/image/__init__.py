@@ -1,0 +1,18 @@
+"""trVAE for images: :class:`ImageTRVAE`, its convolutional module and the CelebA reader (``docs/images.md``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+_OBJECTS = {
+    "ImageTRVAE": "._model",
+    "ConvTRVAEModule": "._module",
+}
+__all__ = sorted(_OBJECTS)
+__getattr__, __dir__ = lazy_exports(__name__, _OBJECTS, globals())
+
+if TYPE_CHECKING:
+    from ._model import ImageTRVAE
+    from ._module import ConvTRVAEModule

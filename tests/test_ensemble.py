@@ -26,11 +26,17 @@ def _split(adata):
     return train, control
 
 
+def _trained(adata, **kwargs):
+    ensemble = TRVAEEnsemble(adata, n_members=2, **kwargs)
+    assert ensemble.train(**TRAIN) is None  # as scvi-tools' train
+    return ensemble
+
+
 @pytest.fixture
 def trained(small_adata):
     train, control = _split(small_adata)
     TRVAE.setup_anndata(train, condition_key="condition")
-    return TRVAEEnsemble(train, n_members=2).train(**TRAIN), train, control
+    return _trained(train, labels_key="cell_type"), train, control
 
 
 def test_prediction_is_mean_of_members_with_spread(trained):
@@ -52,7 +58,7 @@ def test_prediction_is_mean_of_members_with_spread(trained):
 
 def test_shift_weight_blends_toward_pooled_shift(trained):
     ensemble, train, control = trained
-    predict = {"source": "control", "target": "stimulated", "cell_type_key": "cell_type"}
+    predict = {"source": "control", "target": "stimulated"}
     trvae = ensemble.predict_perturbation(control, source="control", target="stimulated")
     shift = pooled_shift(train, cell_type_key="cell_type", condition_key="condition", exclude=["type_A"],
                          source="control", target="stimulated")  # fmt: skip
@@ -70,10 +76,16 @@ def test_shift_weight_blends_toward_pooled_shift(trained):
     response = trvae.X - observed
     expected = np.clip(observed + shift + (response - response.mean(0)), 0, None)
     np.testing.assert_allclose(pooled_mean.X, expected, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="cell_type_key"):
+    ensemble.labels_key = None
+    with pytest.raises(ValueError, match="labels_key"):
         ensemble.predict_perturbation(control, source="control", target="stimulated", shift_weight=0.5)
-    with pytest.raises(ValueError, match="cell_type_key"):
+    with pytest.raises(ValueError, match="labels_key"):
         ensemble.predict_perturbation(control, source="control", target="stimulated", deviation_weight=0.5)
+    # the older spelling: the cell types named at prediction time, with a FutureWarning
+    with pytest.warns(FutureWarning, match="labels_key"):
+        old = ensemble.predict_perturbation(control, shift_weight=0.5, deviation_weight=0.5, cell_type_key="cell_type",
+                                            **predict)  # fmt: skip
+    np.testing.assert_array_equal(old.X, half.X)
     with pytest.raises(ValueError, match="between 0 and 1"):
         ensemble.predict_perturbation(control, source="control", target="stimulated", shift_weight=1.5)
     with pytest.raises(ValueError, match="deviation_weight must be finite and >= 0"):
@@ -89,11 +101,24 @@ def test_an_ensemble_saved_before_deviation_weight_keeps_its_blend(trained, tmp_
         ensemble.shift_weight = 1.0
     manifest_path = tmp_path / "ens" / "ensemble.json"
     manifest = json.loads(manifest_path.read_text())
-    assert manifest["deviation_weight"] == 1.0
-    del manifest["deviation_weight"]  # as written by version 0.1
+    assert manifest["deviation_weight"] == 1.0 and manifest["labels_key"] == "cell_type"
+    del manifest["deviation_weight"], manifest["labels_key"]  # as written by version 0.1
     manifest_path.write_text(json.dumps(manifest))
     loaded = TRVAEEnsemble.load(tmp_path / "ens", adata=train)
     assert (loaded.shift_weight, loaded.deviation_weight) == (0.25, 0.25)
+    assert loaded.labels_key is None
+
+
+def test_members_share_the_one_training_anndata(trained):
+    ensemble, train, _ = trained
+    assert all(member.adata is train for member in ensemble.members)  # no copy per member
+    assert ensemble.adata is train
+
+
+def test_labels_key_must_be_a_column(small_adata):
+    TRVAE.setup_anndata(small_adata, condition_key="condition")
+    with pytest.raises(KeyError, match="not_a_column"):
+        TRVAEEnsemble(small_adata, labels_key="not_a_column")
 
 
 def test_save_load_round_trip(trained, tmp_path):
@@ -104,10 +129,12 @@ def test_save_load_round_trip(trained, tmp_path):
         ensemble.save(tmp_path / "ens")
     loaded = TRVAEEnsemble.load(tmp_path / "ens", adata=train)
     assert loaded.seeds == [0, 1] and loaded.shift_weight == 0.75
-    kwargs = {"source": "control", "target": "stimulated", "cell_type_key": "cell_type"}
+    assert loaded.labels_key == "cell_type"
+    kwargs = {"source": "control", "target": "stimulated"}
     np.testing.assert_array_equal(
         loaded.predict_perturbation(control, **kwargs).X, ensemble.predict_perturbation(control, **kwargs).X
     )
+    assert loaded.members[1].adata is loaded.members[0].adata is loaded.adata  # one AnnData for all members
     with pytest.raises(ModelFileError, match=r"ensemble\.json"):
         TRVAEEnsemble.load(tmp_path, adata=train)
 
@@ -128,8 +155,7 @@ def test_bad_input(small_adata):
 def test_user_anndata_unchanged(trained):
     ensemble, _, control = trained
     before = control.copy()
-    ensemble.predict_perturbation(control, source="control", target="stimulated", shift_weight=0.5,
-                                  cell_type_key="cell_type")  # fmt: skip
+    ensemble.predict_perturbation(control, source="control", target="stimulated", shift_weight=0.5)
     np.testing.assert_array_equal(control.X, before.X)
     assert list(control.obs.columns) == list(before.obs.columns)
     assert list(control.layers) == list(before.layers)
@@ -139,8 +165,9 @@ def test_user_anndata_unchanged(trained):
 def test_parallel_members_equal_sequential(small_adata):
     train, control = _split(small_adata)
     TRVAE.setup_anndata(train, condition_key="condition")
-    sequential = TRVAEEnsemble(train, n_members=2).train(threads_per_job=1, **TRAIN)
-    parallel = TRVAEEnsemble(train, n_members=2).train(n_jobs=2, **TRAIN)
+    sequential, parallel = TRVAEEnsemble(train, n_members=2), TRVAEEnsemble(train, n_members=2)
+    sequential.train(threads_per_job=1, **TRAIN)
+    parallel.train(n_jobs=2, **TRAIN)
     kwargs = {"source": "control", "target": "stimulated"}
     np.testing.assert_allclose(
         parallel.predict_perturbation(control, **kwargs).X, sequential.predict_perturbation(control, **kwargs).X,
@@ -153,10 +180,10 @@ def test_members_are_seeded_without_touching_the_callers_seed_or_random_state(sm
     TRVAE.setup_anndata(train, condition_key="condition")
     scvi.settings.seed = 123
     state = torch.get_rng_state()
-    first = TRVAEEnsemble(train, n_members=2).train(**TRAIN)
+    first = _trained(train)
     assert scvi.settings.seed == 123
     assert torch.equal(torch.get_rng_state(), state)
-    second = TRVAEEnsemble(train, n_members=2).train(**TRAIN)
+    second = _trained(train)
     kwargs = {"source": "control", "target": "stimulated"}
     members = [[m.predict_perturbation(control, **kwargs).X for m in e.members] for e in (first, second)]
     np.testing.assert_array_equal(members[0][0], members[1][0])  # same seeds, same members

@@ -1,4 +1,4 @@
-"""Ensemble and recommended-pipeline predictions of log-normalised data equal those of the code before issue 20's rework.
+"""Ensemble and recommended-pipeline predictions of log-normalised data equal those before issue 20's rework.
 
 ``tests/fixtures/ensemble_expected.npz`` was written by this file's ``__main__`` on main cb9e7a5 (before the
 ensemble shared one training AnnData and trained through ``_fitting.train_model``); the arrays below must not move.

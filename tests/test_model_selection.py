@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import scvi
 
-from scvi_trvae import TRVAE, _ensemble, model_selection
+from scvi_trvae import TRVAE, _fitting, model_selection
 from scvi_trvae.datasets import synthetic_perturbation
 
 SPACE = {"n_layers": (1, 2), "mmd_weight": (10.0, 100.0), "kl_weight": (0.1,), "training_steps": (4, 8)}
@@ -32,20 +32,21 @@ def _select(train, **kwargs):
 
 @pytest.fixture
 def recorded_fits(monkeypatch) -> list[tuple[str, pd.DataFrame, dict]]:
-    """Every fit, in order: ("inner", its cells' obs, its configuration) or ("final", obs, the member's train args)."""
+    """Every fit, in order: ("inner" or "final", its cells' obs, its train arguments).
+
+    Every model is trained by ``_fitting.train_model``: inner fits register a copy (``setup_kwargs``), members
+    train on the ensemble's shared AnnData.
+    """
     fits = []
-    original_fit, original_member = model_selection._train_model, _ensemble._train_member
+    original = _fitting.train_model
 
-    def recording_fit(adata, condition_key, config, *args, **kwargs):
-        fits.append(("inner", adata.obs.copy(), dict(config)))
-        return original_fit(adata, condition_key, config, *args, **kwargs)
+    def recording_fit(adata, seed, *, model_kwargs=None, setup_kwargs=None, threads=None, **train_kwargs):
+        kind = "inner" if setup_kwargs is not None else "final"
+        fits.append((kind, adata.obs.copy(), dict(train_kwargs)))
+        return original(adata, seed, model_kwargs=model_kwargs, setup_kwargs=setup_kwargs, threads=threads,
+                        **train_kwargs)  # fmt: skip
 
-    def recording_member(adata, setup_kwargs, model_kwargs, train_kwargs, *args):
-        fits.append(("final", adata.obs.copy(), dict(train_kwargs)))
-        return original_member(adata, setup_kwargs, model_kwargs, train_kwargs, *args)
-
-    monkeypatch.setattr(model_selection, "_train_model", recording_fit)
-    monkeypatch.setattr(_ensemble, "_train_member", recording_member)
+    monkeypatch.setattr(_fitting, "train_model", recording_fit)
     return fits
 
 
@@ -123,7 +124,8 @@ def test_fit_recommended_is_the_default_configuration_with_chosen_weight(outer_s
     )
     steps = 2 * int(np.ceil(train.n_obs / model_selection.BATCH_SIZE))
     assert [kind for kind, _, _ in recorded_fits] == ["inner", "inner", "final", "final"]  # 2 inner folds, 2 members
-    assert all(config["training_steps"] == steps for kind, _, config in recorded_fits if kind == "inner")
+    inner = [(len(obs), args) for kind, obs, args in recorded_fits if kind == "inner"]
+    assert all(args["max_epochs"] == model_selection._config_epochs(n, {"training_steps": steps}) for n, args in inner)
     assert all(train_args["max_epochs"] == 2 for kind, _, train_args in recorded_fits if kind == "final")
     assert selection.best_config == {"training_steps": steps}  # the models keep every default but the length
     assert ensemble.n_members == 2 and ensemble.shift_weight == selection.best_shift_weight

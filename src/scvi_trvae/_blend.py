@@ -15,8 +15,15 @@ follow each cell's state (``docs/accuracy.md``): so the two are weighted separat
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+from anndata import AnnData
+
+from .utils import TARGET_LIBRARY_SIZE, as_dense
+
+if TYPE_CHECKING:
+    from .model._model import TRVAE
 
 
 def check_blend_weight(value: float, name: str, upper: float | None = 1.0) -> float:
@@ -67,3 +74,31 @@ def blend_prediction(
             + deviation_weight * (response[rows] - mean)
         )
     return np.clip(blended, 0.0, None).astype(np.float32)
+
+
+def on_prediction_scale(model: TRVAE, adata: AnnData) -> AnnData:
+    """``adata``'s cells on the scale of ``model``'s predictions, as an AnnData with ``adata.obs``.
+
+    The scale is that of :meth:`scvi_trvae.TRVAE.predict_perturbation` (and of the ``x`` in its
+    counterfactual ``x + shift``): for ``likelihood='mse'`` the registered matrix itself (``adata`` is returned
+    as it is when that is ``X``); for count likelihoods ``log1p`` of the registered counts per
+    :data:`~scvi_trvae.utils.TARGET_LIBRARY_SIZE` (each cell divided by its own total, as the model's
+    counterfactual does), the default output of a count model's prediction. Observed cells, pooled shifts and
+    blends of both kinds of model are all computed on this scale.
+
+    Parameters
+    ----------
+    model
+        A trained model: its likelihood and its registered layer are used.
+    adata
+        Cells with the model's genes (the registered layer present).
+    """
+    layer = model.adata_manager.registry["setup_args"].get("layer")
+    if not model.module.is_count_model and layer is None:
+        return adata
+    matrix = adata.X if layer is None else adata.layers[layer]
+    values = as_dense(matrix, f"layer {layer!r}" if layer else "X")
+    if model.module.is_count_model:
+        totals = np.maximum(values.sum(1, keepdims=True), 1.0)
+        values = np.log1p(values / totals * TARGET_LIBRARY_SIZE)
+    return AnnData(X=values.astype(np.float32), obs=adata.obs)

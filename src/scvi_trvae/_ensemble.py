@@ -10,27 +10,23 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import re
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scvi
-import torch
 from anndata import AnnData
-from scvi.data import _constants
 
-from ._blend import blend_prediction, check_blend_weight
-from ._quiet import quiet
+from . import _fitting
+from ._blend import blend_prediction, check_blend_weight, on_prediction_scale
+from ._ensemble_files import MANIFEST, load_member, member_names, read_manifest
+from ._fitting import fresh_copy, seeded  # noqa: F401  (imported from here before _fitting existed)
 from .baselines import pooled_shift
 from .io._atomic_write import replace_directory
-from .io._persistence import ModelFileError
 from .model._model import TRVAE
 from .utils import as_dense
 
@@ -40,68 +36,15 @@ SHIFT_SD_LAYER = "trvae_shift_sd"
 SHIFT_SD_VAR = "trvae_shift_sd"
 #: ``varm`` key of each member's cell-averaged prediction (genes x members).
 MEMBER_MEANS_VARM = "trvae_member_means"
-_MANIFEST = "ensemble.json"
-_MEMBER_DIR = re.compile(r"member_(\d+)")
 
 
 def _dense(matrix) -> np.ndarray:
     return as_dense(matrix, dtype=np.float32)
 
 
-def fresh_copy(adata: AnnData) -> AnnData:
-    """Copy ``adata`` without scvi-tools' registration marks, so that registering it leaves ``adata`` alone."""
-    copy = adata.copy()
-    for key in (_constants._SCVI_UUID_KEY, _constants._MANAGER_UUID_KEY):
-        copy.uns.pop(key, None)
-    return copy
-
-
-@contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Run the block after ``scvi.settings.seed = seed``, then give the caller back its seed and random states.
-
-    What the block draws (initial weights, minibatches, dropout) depends on ``seed`` alone, and the
-    caller's ``scvi.settings.seed`` and the random states of Python, numpy and torch are as they were.
-    """
-    previous = scvi.settings.seed
-    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-    with quiet():  # Lightning's "Seed set to" line
-        scvi.settings.seed = seed
-    try:
-        yield
-    finally:
-        with quiet():
-            scvi.settings.seed = previous  # re-seeds everything, so the states are put back afterwards
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
-        if cuda_states is not None:
-            torch.cuda.set_rng_state_all(cuda_states)
-
-
-def _train_member(
-    adata: AnnData,
-    setup_kwargs: dict[str, Any],
-    model_kwargs: dict[str, Any],
-    train_kwargs: dict[str, Any],
-    seed: int,
-    threads: int | None,
-) -> TRVAE:
-    """Build and train one member on a registered copy of ``adata``, seeded with ``seed`` (see :func:`seeded`)."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-    with seeded(seed):
-        adata = fresh_copy(adata)
-        TRVAE.setup_anndata(adata, **setup_kwargs)
-        model = TRVAE(adata, **model_kwargs)
-        model.train(**train_kwargs)
-    return model
-
-
-def _train_member_to_disk(directory: str, *args: Any) -> str:
+def _train_member_to_disk(directory: str, adata: AnnData, seed: int, threads: int, **kwargs: Any) -> str:
     """Process-pool entry point: train one member and save it (models are passed back on disk)."""
-    _train_member(*args).save(directory, overwrite=True)
+    _fitting.train_model(adata, seed, threads=threads, **kwargs).save(directory, overwrite=True)
     return directory
 
 
@@ -111,8 +54,8 @@ class TRVAEEnsemble:
     Parameters
     ----------
     adata
-        AnnData registered with :meth:`scvi_trvae.TRVAE.setup_anndata` (its setup is reused for every
-        member; it is not modified).
+        AnnData registered with :meth:`scvi_trvae.TRVAE.setup_anndata`: every member is built on it and trains
+        on it (one AnnData shared by all, not one copy each); it is not modified.
     n_members
         Number of members (ignored when ``seeds`` is given).
     seeds
@@ -125,12 +68,16 @@ class TRVAEEnsemble:
     deviation_weight
         Default weight ``lambda`` of each cell's deviation from the members' mean response in
         :meth:`predict_perturbation` (``1``: kept whole; ``docs/accuracy.md``).
+    labels_key
+        ``obs`` column of cell types (scvi-tools' name for it): the groups of the blend, needed unless
+        ``w = lambda = 1``. Saved with the ensemble.
     **model_kwargs
         Passed to :class:`~scvi_trvae.TRVAE` for every member (``n_layers``, ``mmd_on``...).
 
     Examples
     --------
-    >>> ensemble = scvi_trvae.TRVAEEnsemble(adata, n_members=3)
+    >>> scvi_trvae.TRVAE.setup_anndata(adata, condition_key="condition")
+    >>> ensemble = scvi_trvae.TRVAEEnsemble(adata, n_members=3, labels_key="cell_type")
     >>> ensemble.train(max_epochs=50)
     >>> pred = ensemble.predict_perturbation(control_cells, source="control", target="stimulated")
     >>> pred.var["trvae_shift_sd"]  # members' disagreement about each gene's shift
@@ -143,6 +90,7 @@ class TRVAEEnsemble:
         seeds: Sequence[int] | None = None,
         shift_weight: float = 1.0,
         deviation_weight: float = 1.0,
+        labels_key: str | None = None,
         **model_kwargs: Any,
     ):
         seeds = list(range(n_members)) if seeds is None else [int(s) for s in seeds]
@@ -151,20 +99,25 @@ class TRVAEEnsemble:
         manager = TRVAE._get_most_recent_anndata_manager(adata)
         if manager is None:
             raise ValueError("adata is not registered: call scvi_trvae.TRVAE.setup_anndata(adata, ...) first.")
+        if labels_key is not None and labels_key not in adata.obs:
+            raise KeyError(f"labels_key {labels_key!r} is not a column of adata.obs.")
         self.adata = adata
         self.seeds = seeds
         self.shift_weight = check_blend_weight(shift_weight, "shift_weight")
         self.deviation_weight = check_blend_weight(deviation_weight, "deviation_weight", upper=None)
+        self.labels_key = labels_key
         self.model_kwargs = dict(model_kwargs)
         self.setup_kwargs = {k: v for k, v in manager.registry["setup_args"].items() if v is not None}
         self.members: list[TRVAE] = []
 
     @property
     def n_members(self) -> int:
+        """Number of members (seeds)."""
         return len(self.seeds)
 
     @property
     def is_trained(self) -> bool:
+        """Whether every member is trained (or loaded)."""
         return len(self.members) == self.n_members
 
     def __repr__(self) -> str:
@@ -177,8 +130,11 @@ class TRVAEEnsemble:
         threads_per_job: int | None = None,
         member_done: Callable[[int], object] | None = None,
         **train_kwargs: Any,
-    ) -> TRVAEEnsemble:
+    ) -> None:
         """Train every member with :meth:`scvi_trvae.TRVAE.train` (same arguments, its own seed).
+
+        Each member is trained by :func:`scvi_trvae._fitting.train_model` on the ensemble's AnnData.
+        Like scvi-tools' ``train``, this returns ``None`` (it returned the ensemble before version 0.2).
 
         Parameters
         ----------
@@ -195,30 +151,27 @@ class TRVAEEnsemble:
         """
         if n_jobs < 1:
             raise ValueError(f"n_jobs must be >= 1, got {n_jobs}.")
-        jobs = [(self.adata, self.setup_kwargs, self.model_kwargs, train_kwargs, seed) for seed in self.seeds]
         done = member_done or (lambda k: None)
+        self.members = []
         if n_jobs == 1:
-            self.members = []
-            for k, job in enumerate(jobs):
-                self.members.append(_train_member(*job, threads_per_job))
+            for k, seed in enumerate(self.seeds):
+                model = _fitting.train_model(
+                    self.adata, seed, model_kwargs=self.model_kwargs, threads=threads_per_job, **train_kwargs
+                )
+                self.members.append(model)
                 done(k)
-            return self
+            return
         threads = 1 if threads_per_job is None else threads_per_job
+        # a worker process has no registration of its own: it registers its copy with the ensemble's setup
+        job = {"model_kwargs": self.model_kwargs, "setup_kwargs": self.setup_kwargs, **train_kwargs}
         with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn")) as pool:
             futures = [
-                pool.submit(_train_member_to_disk, os.path.join(tmp, f"member_{k}"), *job, threads)
-                for k, job in enumerate(jobs)
+                pool.submit(_train_member_to_disk, os.path.join(tmp, f"member_{k}"), self.adata, seed, threads, **job)
+                for k, seed in enumerate(self.seeds)
             ]
-            self.members = []
             for k, future in enumerate(futures):
-                self.members.append(TRVAE.load(future.result(), adata=self._member_adata()))
+                self.members.append(TRVAE.load(future.result(), adata=self.adata))
                 done(k)
-        return self
-
-    def _member_adata(self) -> AnnData:
-        adata = fresh_copy(self.adata)
-        TRVAE.setup_anndata(adata, **self.setup_kwargs)
-        return adata
 
     def _check_trained(self) -> None:
         if not self.is_trained:
@@ -240,7 +193,9 @@ class TRVAEEnsemble:
 
         Every member predicts in ``"counterfactual"`` mode (its shift added to the cell's own
         observation, clipped at zero); the ensemble's ``X`` is their mean, i.e. the observation plus
-        the mean of the members' (clipped) shifts.
+        the mean of the members' (clipped) shifts. Models of counts (``likelihood='nb'`` or ``'zinb'``)
+        predict on the ``log1p`` scale of counts per 10,000 (:func:`~scvi_trvae._blend.on_prediction_scale`),
+        and their blend is computed on that scale too.
 
         Parameters
         ----------
@@ -250,10 +205,10 @@ class TRVAEEnsemble:
             ``w`` and ``lambda`` in ``x + w * m + (1 - w) * pooled + lambda * d``, with ``m`` the members' mean
             response over the predicted cells of a cell type and ``d`` each cell's deviation from it (defaults:
             the ensemble's). The pooled shift is that of the training cells of all cell types except those of
-            the predicted cells. Anything but ``w = lambda = 1`` needs ``cell_type_key`` and a model of
-            log-normalised data (``likelihood='mse'``), where the prediction is on the scale of ``X``.
+            the predicted cells. Anything but ``w = lambda = 1`` needs the ensemble's ``labels_key``.
         cell_type_key
-            ``obs`` column of cell types, needed unless ``w = lambda = 1``.
+            Deprecated: pass ``labels_key`` to :class:`TRVAEEnsemble` instead (a :class:`FutureWarning`;
+            when given, it is used instead of ``labels_key``).
 
         Returns
         -------
@@ -269,6 +224,27 @@ class TRVAEEnsemble:
         weight = check_blend_weight(self.shift_weight if shift_weight is None else shift_weight, "shift_weight")
         deviation = self.deviation_weight if deviation_weight is None else deviation_weight
         deviation = check_blend_weight(deviation, "deviation_weight", upper=None)
+        labels_key = self._labels_key(cell_type_key)
+        out = self._members_prediction(adata, source, target, indices, batch_size)
+        if (weight, deviation) != (1.0, 1.0):
+            out.X = self._blend(out, adata, source, target, (weight, deviation), labels_key)
+        info = out.uns["trvae_prediction"]
+        info.update(n_members=self.n_members, seeds=list(self.seeds), shift_weight=weight, deviation_weight=deviation)
+        return out
+
+    def _labels_key(self, cell_type_key: str | None) -> str | None:
+        if cell_type_key is None:
+            return self.labels_key
+        warnings.warn(
+            "cell_type_key of TRVAEEnsemble.predict_perturbation is deprecated: pass labels_key= to "
+            "TRVAEEnsemble(...) (fit_recommended and fit_self_tuned set it) and predict without it.",
+            FutureWarning,
+            stacklevel=3,
+        )
+        return cell_type_key
+
+    def _members_prediction(self, adata, source, target, indices, batch_size) -> AnnData:
+        """Return the members' mean counterfactual prediction, their spread in ``layers``, ``var`` and ``varm``."""
         preds = [
             member.predict_perturbation(
                 adata, source=source, target=target, indices=indices, batch_size=batch_size, mode="counterfactual"
@@ -283,33 +259,31 @@ class TRVAEEnsemble:
         member_means = stacked.mean(1)
         out.var[SHIFT_SD_VAR] = member_means.std(0, ddof=ddof).astype(np.float32)
         out.varm[MEMBER_MEANS_VARM] = member_means.T.astype(np.float32)
-        if (weight, deviation) != (1.0, 1.0):
-            out.X = self._blend(out, adata, source, target, (weight, deviation), cell_type_key)
-        info = out.uns["trvae_prediction"]
-        info.update(n_members=self.n_members, seeds=list(self.seeds), shift_weight=weight, deviation_weight=deviation)
         return out
 
     def _blend(
         self, pred: AnnData, adata: AnnData | None, source: str, target: str, weights: tuple[float, float],
-        cell_type_key: str | None,
+        labels_key: str | None,
     ) -> np.ndarray:  # fmt: skip
-        """:func:`~scvi_trvae._blend.blend_prediction` of the ensemble's prediction, per cell type."""
-        if self.members[0].module.is_count_model:
+        """:func:`~scvi_trvae._blend.blend_prediction` of the ensemble's prediction, per cell type.
+
+        The observed cells and the pooled shift are taken on the scale of the prediction
+        (:func:`~scvi_trvae._blend.on_prediction_scale`), as the inner folds of the selection take them.
+        """
+        if labels_key is None or labels_key not in pred.obs:
             raise ValueError(
-                "shift_weight < 1 or deviation_weight != 1 needs a model of log-normalised data (likelihood='mse')."
-            )
-        if cell_type_key is None or cell_type_key not in pred.obs:
-            raise ValueError(
-                "shift_weight < 1 or deviation_weight != 1 needs cell_type_key, an obs column of the cells "
-                f"(got {cell_type_key!r})."
+                "shift_weight < 1 or deviation_weight != 1 needs the cell types: create the ensemble with "
+                f"labels_key=, an obs column of the cells (got {labels_key!r})."
             )
         reference = self.adata if adata is None else adata
-        types = pred.obs[cell_type_key].astype(str).to_numpy()
+        member = self.members[0]
+        types = pred.obs[labels_key].astype(str).to_numpy()
         shift = pooled_shift(
-            self.adata, cell_type_key=cell_type_key, condition_key=self.members[0].condition_key,
+            on_prediction_scale(member, self.adata), cell_type_key=labels_key, condition_key=member.condition_key,
             exclude=np.unique(types), source=source, target=target,
         )  # fmt: skip
-        return blend_prediction(_dense(reference[pred.obs_names].X), _dense(pred.X), shift, *weights, groups=types)
+        observed = _dense(on_prediction_scale(member, reference[pred.obs_names]).X)
+        return blend_prediction(observed, _dense(pred.X), shift, *weights, groups=types)
 
     # ------------------------------------------------------------------ persistence
     def save(self, dir_path: str | Path, overwrite: bool = False, save_anndata: bool = False) -> None:
@@ -336,28 +310,37 @@ class TRVAEEnsemble:
             raise ValueError(f"{target} exists and is not empty; pass overwrite=True to replace it.")
         manifest = {
             "seeds": self.seeds, "shift_weight": self.shift_weight, "deviation_weight": self.deviation_weight,
-            "model_kwargs": self.model_kwargs,
+            "labels_key": self.labels_key, "model_kwargs": self.model_kwargs,
         }  # fmt: skip
 
         def write(staging: Path) -> None:
             for k, member in enumerate(self.members):
                 member.save(staging / f"member_{k}", save_anndata=save_anndata and k == 0)
-            (staging / _MANIFEST).write_text(json.dumps(manifest, indent=1))
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
 
-        stale_members = _member_names(target) if target.is_dir() else []
-        owned = {_MANIFEST, *stale_members, *(f"member_{k}" for k in range(self.n_members))}
+        stale_members = member_names(target) if target.is_dir() else []
+        owned = {MANIFEST, *stale_members, *(f"member_{k}" for k in range(self.n_members))}
         replace_directory(target, write, owned)
 
     @classmethod
-    def load(cls, dir_path: str | Path, adata: AnnData | None = None) -> TRVAEEnsemble:
-        """Load an ensemble written by :meth:`save`; each member with :meth:`scvi_trvae.TRVAE.load`.
+    def load(
+        cls, dir_path: str | Path, adata: AnnData | None = None, accelerator: str = "auto", device: int | str = "auto",
+    ) -> TRVAEEnsemble:  # fmt: skip
+        """Load an ensemble written by :meth:`save`; each member with :meth:`scvi_trvae.TRVAE.load` (safely).
 
         Parameters
         ----------
         dir_path
-            Directory written by :meth:`save`.
+            Directory written by :meth:`save` (by any version: one saved before ``labels_key`` existed loads
+            without it, one saved before ``deviation_weight`` existed with ``lambda = w``).
         adata
-            The training AnnData (needed unless it was saved with ``save_anndata=True``).
+            The training AnnData (needed unless it was saved with ``save_anndata=True``); the members share it.
+        accelerator, device
+            Where to put the members (as in :meth:`scvi_trvae.TRVAE.load`).
+
+        Returns
+        -------
+        The ensemble, its members in evaluation mode.
 
         Raises
         ------
@@ -368,82 +351,18 @@ class TRVAEEnsemble:
             A member's ``model.pt`` holds objects that a saved model never contains (nothing was unpickled).
         """
         dir_path = Path(dir_path)
-        manifest = _read_manifest(dir_path)
-        first = _load_member(dir_path, 0, adata)
-        members = [first] + [_load_member(dir_path, k, first.adata) for k in range(1, len(manifest["seeds"]))]
+        manifest = read_manifest(dir_path)
+        where = {"accelerator": accelerator, "device": device}
+        first = load_member(dir_path, 0, adata, **where)
+        members = [first] + [load_member(dir_path, k, first.adata, **where) for k in range(1, len(manifest["seeds"]))]
         ensemble = cls.__new__(cls)
         ensemble.adata = first.adata
         ensemble.seeds = [int(s) for s in manifest["seeds"]]
         ensemble.shift_weight = float(manifest["shift_weight"])
         # saved before deviation_weight existed: the blend then shrank the deviations with the mean
         ensemble.deviation_weight = float(manifest.get("deviation_weight", manifest["shift_weight"]))
+        ensemble.labels_key = manifest.get("labels_key")  # saved before labels_key existed: None
         ensemble.model_kwargs = dict(manifest["model_kwargs"])
         ensemble.setup_kwargs = {k: v for k, v in first.registry_["setup_args"].items() if v is not None}
         ensemble.members = members
         return ensemble
-
-
-class _NoEnsembleError(ModelFileError, FileNotFoundError):
-    """A directory without ``ensemble.json`` or members: no ensemble was saved there (it may hold one model)."""
-
-
-def _member_names(directory: Path) -> list[str]:
-    return sorted((n for n in os.listdir(directory) if _MEMBER_DIR.fullmatch(n)), key=lambda n: int(n[7:]))
-
-
-def _read_manifest(directory: Path) -> dict[str, Any]:
-    """Read ``ensemble.json`` and check it against the members in ``directory``; one clear error for each problem."""
-    if not directory.is_dir():
-        raise _NoEnsembleError(f"No saved ensemble at {directory}: the directory does not exist.")
-    path, present = directory / _MANIFEST, _member_names(directory)
-    if not path.is_file():
-        if present:
-            raise ModelFileError(
-                f"{directory} holds ensemble members ({', '.join(present)}) but no {_MANIFEST}: the save that "
-                "wrote it did not finish, or the file was deleted. Save the ensemble again."
-            )
-        raise _NoEnsembleError(f"{directory} holds no saved TRVAEEnsemble ({_MANIFEST} is missing).")
-    try:
-        manifest = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelFileError(f"{path} is not valid JSON ({error}): it is damaged or was edited.") from error
-    problems = _manifest_problems(manifest)
-    if problems:
-        raise ModelFileError(f"{path} is damaged or was edited: {'; '.join(problems)}. Save the ensemble again.")
-    listed = [f"member_{k}" for k in range(len(manifest["seeds"]))]
-    missing, extra = [n for n in listed if n not in present], [n for n in present if n not in listed]
-    if missing or extra:
-        problem = f"{', '.join(missing)} missing" if missing else f"also {', '.join(extra)}, which it does not list"
-        raise ModelFileError(
-            f"{directory} does not match its {_MANIFEST}: it lists {len(listed)} members (seeds {manifest['seeds']}) "
-            f"but the directory holds {', '.join(present) or 'none'} ({problem}). A member was deleted or added, or "
-            f"{_MANIFEST} was edited; save the ensemble again."
-        )
-    return manifest
-
-
-def _manifest_problems(manifest: Any) -> list[str]:
-    if not isinstance(manifest, dict):
-        return [f"it holds a {type(manifest).__name__}, not the ensemble's settings"]
-    problems = [f"no {key!r}" for key in ("seeds", "shift_weight", "model_kwargs") if key not in manifest]
-    seeds, weight = manifest.get("seeds", [0]), manifest.get("shift_weight", 1.0)
-    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
-        problems.append(f"'seeds' must be a list of one or more integers, got {seeds!r}")
-    elif len(set(seeds)) != len(seeds):
-        problems.append(f"'seeds' must be distinct, got {seeds!r}")
-    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0.0 <= weight <= 1.0:
-        problems.append(f"'shift_weight' must be a number between 0 and 1, got {weight!r}")
-    deviation = manifest.get("deviation_weight", 1.0)
-    if isinstance(deviation, bool) or not isinstance(deviation, int | float) or not 0.0 <= deviation < float("inf"):
-        problems.append(f"'deviation_weight' must be a number >= 0, got {deviation!r}")
-    if not isinstance(manifest.get("model_kwargs", {}), dict):
-        problems.append(f"'model_kwargs' must be a mapping, got {manifest['model_kwargs']!r}")
-    return problems
-
-
-def _load_member(directory: Path, k: int, adata: AnnData | None) -> TRVAE:
-    """:meth:`TRVAE.load` of member ``k``; its errors say which member of which ensemble failed."""
-    try:
-        return TRVAE.load(str(directory / f"member_{k}"), adata=adata)
-    except ModelFileError as error:
-        raise type(error)(f"Member {k} of the ensemble in {directory} cannot be loaded: {error}") from error

@@ -28,9 +28,9 @@ import pandas as pd
 from anndata import AnnData
 from tqdm.auto import tqdm
 
-from . import metrics
-from ._blend import blend_prediction
-from ._ensemble import TRVAEEnsemble, fresh_copy, seeded
+from . import _fitting, metrics
+from ._blend import blend_prediction, on_prediction_scale
+from ._ensemble import TRVAEEnsemble
 from ._validation import check_task, listed
 from .baselines import pooled_shift
 from .data._splitter import epochs_for_steps
@@ -129,17 +129,9 @@ def _fit_arguments(n_obs: int, config: Mapping[str, Any], train_kwargs: Mapping[
     return {"max_epochs": _config_epochs(n_obs, config), "batch_size": BATCH_SIZE, **weights, **train_kwargs}
 
 
-def _train_model(
-    adata: AnnData, condition_key: str, config: Mapping[str, Any], seed: int, setup_kwargs: Mapping | None = None,
-    **train_kwargs: Any,
-) -> TRVAE:  # fmt: skip
-    """Fit one configuration on ``adata``, seeded with ``seed`` (every inner fit of the selection goes through here)."""
-    with seeded(seed):
-        adata = fresh_copy(adata)
-        TRVAE.setup_anndata(adata, condition_key=condition_key, **(setup_kwargs or {}))
-        model = TRVAE(adata, **{k: v for k, v in config.items() if k in _MODEL_ARGS})
-        model.train(**_fit_arguments(adata.n_obs, config, train_kwargs))
-    return model
+def _model_arguments(config: Mapping[str, Any]) -> dict[str, Any]:
+    """:class:`~scvi_trvae.TRVAE` arguments of a configuration (its architecture)."""
+    return {k: v for k, v in config.items() if k in _MODEL_ARGS}
 
 
 def _cells_per_type(adata: AnnData, cell_type_key: str, condition_key: str) -> pd.DataFrame:
@@ -215,12 +207,17 @@ def _fold_rows(
     is_control = (types == held_out) & (conditions == source)
     fold_train = adata[~is_held_out]
     control, real = adata[is_control], adata[is_held_out]
-    model = _train_model(fold_train, condition_key, config, seed, setup_kwargs, **train_kwargs)
+    model = _fitting.train_model(
+        fold_train, seed, model_kwargs=_model_arguments(config),
+        setup_kwargs={"condition_key": condition_key, **(setup_kwargs or {})},
+        **_fit_arguments(fold_train.n_obs, config, train_kwargs),
+    )  # fmt: skip
     pred = np.asarray(model.predict_perturbation(control.copy(), source=source, target=target).X, dtype=np.float64)
-    observed = as_dense(control, "control cells")
+    # the observed cells and the pooled shift on the scale of the prediction, as TRVAEEnsemble takes them
+    observed = as_dense(on_prediction_scale(model, control), "control cells")
     shift = pooled_shift(
-        fold_train, cell_type_key=cell_type_key, condition_key=condition_key, exclude=[held_out], source=source,
-        target=target,
+        on_prediction_scale(model, fold_train), cell_type_key=cell_type_key, condition_key=condition_key,
+        exclude=[held_out], source=source, target=target,
     )  # fmt: skip
     degs = metrics.top_degs(real, control)
     rows = []
@@ -379,25 +376,68 @@ def fit_self_tuned(
                 seed=seed, progress_bar=False, fit_done=lambda: bar.update(1), **selection_kwargs,
             )  # fmt: skip
             bar.total = bar.n + n_members  # fewer inner fits when the time budget stopped the search
-        ensemble = _train_ensemble(adata, condition_key, selection, n_members, seed, selection_kwargs, bar.update)
+        ensemble = train_ensemble(
+            adata, condition_key=condition_key, config=selection.best_config, seeds=range(seed, seed + n_members),
+            shift_weight=selection.best_shift_weight, deviation_weight=selection.best_deviation_weight,
+            labels_key=cell_type_key, setup_kwargs=selection_kwargs.get("setup_kwargs"),
+            member_done=lambda k: bar.update(1),
+            **{k: v for k, v in selection_kwargs.items() if k not in _SELECTION_ONLY},
+        )  # fmt: skip
     return ensemble, selection
 
 
-def _train_ensemble(
-    adata: AnnData, condition_key: str, selection: SelectionResult, n_members: int, seed: int,
-    selection_kwargs: Mapping[str, Any], advance: Callable[[], object],
-) -> TRVAEEnsemble:  # fmt: skip
-    """Train the chosen configuration on all of ``adata`` (seeds from ``seed``); ``advance()`` after each member."""
-    config = selection.best_config
-    train_kwargs = {k: v for k, v in selection_kwargs.items() if k not in _SELECTION_ONLY}
+def train_ensemble(
+    adata: AnnData,
+    *,
+    condition_key: str,
+    config: Mapping[str, Any],
+    seeds: Sequence[int],
+    shift_weight: float = 1.0,
+    deviation_weight: float = 1.0,
+    labels_key: str | None = None,
+    setup_kwargs: Mapping[str, Any] | None = None,
+    member_done: Callable[[int], object] | None = None,
+    **train_kwargs: Any,
+) -> TRVAEEnsemble:
+    """Train a :class:`~scvi_trvae.TRVAEEnsemble` of one configuration on all of ``adata``.
+
+    ``adata`` is copied and registered once; every member trains on that one copy. This is the last step of
+    :func:`fit_self_tuned` (and of :func:`fit_recommended`), and what the benchmark trains its ensembles with.
+
+    Parameters
+    ----------
+    adata
+        The training cells (not modified).
+    condition_key
+        ``obs`` column of conditions.
+    config
+        The configuration (keys of :data:`DEFAULT_SEARCH_SPACE`: architecture, loss weights, ``training_steps``).
+    seeds
+        One seed per member.
+    shift_weight, deviation_weight
+        The ensemble's default ``w`` and ``lambda`` (see :class:`~scvi_trvae.TRVAEEnsemble`).
+    labels_key
+        ``obs`` column of cell types, stored in the ensemble (needed to blend).
+    setup_kwargs
+        More arguments of :meth:`scvi_trvae.TRVAE.setup_anndata` (e.g. ``{"layer": "counts", "is_count_data": True}``).
+    member_done
+        Called with each member's index once it is trained.
+    **train_kwargs
+        Passed to :meth:`scvi_trvae.TRVAE.train` after the configuration's length and loss weights.
+
+    Returns
+    -------
+    The trained ensemble.
+    """
     train_kwargs.setdefault("enable_progress_bar", False)
-    adata = fresh_copy(adata)
-    TRVAE.setup_anndata(adata, condition_key=condition_key, **(selection_kwargs.get("setup_kwargs") or {}))
+    adata = _fitting.fresh_copy(adata)
+    TRVAE.setup_anndata(adata, condition_key=condition_key, **(setup_kwargs or {}))
     ensemble = TRVAEEnsemble(
-        adata, seeds=range(seed, seed + n_members), shift_weight=selection.best_shift_weight,
-        deviation_weight=selection.best_deviation_weight, **{k: v for k, v in config.items() if k in _MODEL_ARGS},
+        adata, seeds=seeds, shift_weight=shift_weight, deviation_weight=deviation_weight, labels_key=labels_key,
+        **_model_arguments(config),
     )  # fmt: skip
-    return ensemble.train(member_done=lambda k: advance(), **_fit_arguments(adata.n_obs, config, train_kwargs))
+    ensemble.train(member_done=member_done, **_fit_arguments(adata.n_obs, config, train_kwargs))
+    return ensemble
 
 
 _SELECTION_ONLY = (

@@ -73,14 +73,15 @@ def run_split(split, epochs: int | str = AUTO_EPOCHS) -> list[dict[str, Any]]:
     start = time.perf_counter()
     members = ensembles.default_members(split, epochs)
     chosen = ensembles.selection(split, epochs)
-    tuned, best_weights = ensembles.tuned_members(split, epochs)
+    default, (tuned, best_weights) = ensembles.default_ensemble(split, epochs), ensembles.tuned_ensemble(split, epochs)
     default_weights = (chosen["default_shift_weight"], chosen["default_deviation_weight"])
     preds = {f"trVAE seed {k}": members[k] for k in range(len(members))}
-    preds["trVAE ensemble"] = members.mean(0)
-    preds["trVAE ensemble + shrink"] = ensembles.blend(split, members.mean(0), *default_weights)
-    preds["trVAE ensemble + shrink w=0.5 (fixed)"] = ensembles.blend(split, members.mean(0), 0.5)
-    preds["trVAE self-tuned"] = ensembles.blend(split, tuned[0], *best_weights)
-    preds["trVAE self-tuned ensemble"] = ensembles.blend(split, tuned.mean(0), *best_weights)
+    # every ensemble row is TRVAEEnsemble.predict_perturbation: the package's pipeline, not a copy of its blend
+    preds["trVAE ensemble"] = ensembles.predict(split, default)
+    preds["trVAE ensemble + shrink"] = ensembles.predict(split, default, default_weights)
+    preds["trVAE ensemble + shrink w=0.5 (fixed)"] = ensembles.predict(split, default, (0.5, 0.5))
+    preds["trVAE self-tuned"] = ensembles.predict(split, ensembles.first_member(tuned), best_weights)
+    preds["trVAE self-tuned ensemble"] = ensembles.predict(split, tuned, best_weights)
     rho = save_uncertainty(split, members, epochs)
     weights = {
         "trVAE ensemble + shrink": default_weights, "trVAE self-tuned": best_weights,

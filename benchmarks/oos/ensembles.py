@@ -1,15 +1,20 @@
 """Issue 13's methods: seed ensembles, self-tuning (inner leave-one-cell-type-out) and shift shrinkage.
 
 Per split, three kinds of fits are cached (``benchmarks/cache/accuracy/<dataset>/<type>__<target>/``) and
-shared by every method below, so that each is trained once: ``members_default.npy`` (three default TRVAE
-fits, seeds 0-2), ``selection.json`` (:func:`scvi_trvae.model_selection.select_hyperparameters` on the split's
+shared by every method below, so that each is trained once: ``ensemble_default/`` (a saved
+:class:`~scvi_trvae.TRVAEEnsemble` of three default TRVAE fits, seeds 0-2, trained by
+:func:`scvi_trvae.model_selection.train_ensemble`; ``members_default.npy`` holds its members' predictions),
+``selection.json`` (:func:`scvi_trvae.model_selection.select_hyperparameters` on the split's
 training cells only; ``selection_1_configs.json`` is the defaults alone, enough for the ensemble's weight) and
-``members_tuned.npy`` (three fits of the chosen configuration; the default members when the defaults win).
-Count data sets: the models use ``nb`` on the counts as the benchmark's trVAE does, and everything is scored
-and blended on the log-normalised scale of ``split.control``."""
+``ensemble_tuned/`` (three fits of the chosen configuration; the default ensemble when the defaults win).
+Every blended row is :meth:`scvi_trvae.TRVAEEnsemble.predict_perturbation` of such an ensemble: the package's
+own pipeline, for log-normalised and count data alike. Count data sets: the models use ``nb`` on the counts as
+the benchmark's trVAE does, predict and blend on the ``log1p`` scale of counts per 10,000, and are scored
+against the log-normalised ``split.control`` and ``split.real_target``."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import tempfile
@@ -18,9 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from scvi_trvae import model_selection
-from scvi_trvae._blend import blend_prediction
-from scvi_trvae.baselines import pooled_shift
+from scvi_trvae import TRVAEEnsemble, model_selection
+from scvi_trvae._fitting import fresh_copy
 
 from .expression import dense
 from .paths import CACHE_DIR
@@ -74,18 +78,42 @@ def _setup_kwargs(split: Split) -> dict[str, Any]:
     return {"layer": "counts", "is_count_data": True} if split.counts else {}
 
 
+def trained_ensemble(split: Split, epochs: int | str, config: dict[str, Any], name: str) -> TRVAEEnsemble:
+    """Three fits of ``config`` (seeds 0-2) as a :class:`~scvi_trvae.TRVAEEnsemble`, saved in the split's cache."""
+    path = split_dir(split, epochs) / name
+    if (path / "ensemble.json").exists():
+        return TRVAEEnsemble.load(path, adata=fresh_copy(split.train), accelerator="cpu")
+    ensemble = model_selection.train_ensemble(
+        split.train, condition_key=split.condition_key, config=config, seeds=ENSEMBLE_SEEDS,
+        labels_key=split.cell_type_key, setup_kwargs=_setup_kwargs(split), accelerator="cpu",
+    )  # fmt: skip
+    ensemble.save(path, overwrite=True)
+    return ensemble
+
+
+def predict(split: Split, ensemble: TRVAEEnsemble, weights: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """The ensemble's prediction of the split's control cells with ``(w, lambda)``: the package's own blend."""
+    pred = ensemble.predict_perturbation(
+        split.control, source=split.source, target=split.target, shift_weight=weights[0], deviation_weight=weights[1]
+    )
+    return dense(pred.X)
+
+
+def first_member(ensemble: TRVAEEnsemble) -> TRVAEEnsemble:
+    """The ensemble of its first member alone (seed 0), sharing its model and settings."""
+    single = copy.copy(ensemble)
+    single.seeds, single.members = ensemble.seeds[:1], ensemble.members[:1]
+    return single
+
+
 def member_predictions(split: Split, epochs: int | str, config: dict[str, Any], name: str) -> np.ndarray:
-    """Counterfactual predictions (seeds x cells x genes) of three fits of ``config``, cached."""
-    path = split_dir(split, epochs) / f"{name}.npy"
+    """Counterfactual predictions (seeds x cells x genes) of the members of :func:`trained_ensemble`, cached."""
+    path = split_dir(split, epochs) / f"members_{name}.npy"
     if path.exists():
         return np.load(path)
-    preds = []
-    for seed in ENSEMBLE_SEEDS:
-        model = model_selection._train_model(
-            split.train, split.condition_key, config, seed, _setup_kwargs(split), accelerator="cpu",
-            enable_progress_bar=False,
-        )  # fmt: skip
-        preds.append(dense(model.predict_perturbation(split.control, source=split.source, target=split.target).X))
+    ensemble = trained_ensemble(split, epochs, config, f"ensemble_{name}")
+    task = {"source": split.source, "target": split.target}
+    preds = [dense(member.predict_perturbation(split.control, **task).X) for member in ensemble.members]
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, np.stack(preds).astype(np.float32))
     return np.load(path)
@@ -124,30 +152,23 @@ def selection(split: Split, epochs: int | str, n_configs: int = N_CONFIGS) -> di
     return out
 
 
-def blend(split: Split, pred: np.ndarray, weight: float, deviation: float | None = None) -> np.ndarray:
-    """The package's blend (``_blend.blend_prediction``) with the pooled shift of the other types.
-
-    ``deviation`` None: ``lambda = w``, the blend used before the two weights were chosen apart.
-    """
-    shift = pooled_shift(
-        split.train, cell_type_key=split.cell_type_key, condition_key=split.condition_key, exclude=[split.cell_type],
-        source=split.source, target=split.target,
-    )  # fmt: skip
-    return blend_prediction(dense(split.control.X), pred, shift, weight, weight if deviation is None else deviation)
-
-
 def default_members(split: Split, epochs: int | str) -> np.ndarray:
     """Predictions of three default fits (seeds 0-2)."""
-    return member_predictions(split, epochs, default_config(split, epochs), "members_default")
+    return member_predictions(split, epochs, default_config(split, epochs), "default")
 
 
-def tuned_members(split: Split, epochs: int | str) -> tuple[np.ndarray, tuple[float, float]]:
-    """Predictions of the chosen configuration (three seeds) and the chosen shift and deviation weights."""
+def default_ensemble(split: Split, epochs: int | str) -> TRVAEEnsemble:
+    """The three default fits (seeds 0-2) as an ensemble."""
+    return trained_ensemble(split, epochs, default_config(split, epochs), "ensemble_default")
+
+
+def tuned_ensemble(split: Split, epochs: int | str) -> tuple[TRVAEEnsemble, tuple[float, float]]:
+    """The chosen configuration's ensemble (three seeds) and the chosen shift and deviation weights."""
     chosen = selection(split, epochs)
     best, weights = chosen["best_config"], (chosen["best_shift_weight"], chosen["best_deviation_weight"])
     if best == default_config(split, epochs):
-        return default_members(split, epochs), weights
-    return member_predictions(split, epochs, best, "members_tuned"), weights
+        return default_ensemble(split, epochs), weights
+    return trained_ensemble(split, epochs, best, "ensemble_tuned"), weights
 
 
 def default_weights(split: Split, epochs: int | str) -> tuple[float, float]:
@@ -163,15 +184,14 @@ def default_weights(split: Split, epochs: int | str) -> tuple[float, float]:
 
 
 def fit_predict_ensemble(split: Split, seed: int, epochs: int | str, *, shrink: bool = False) -> np.ndarray:
-    """Mean of three default members; ``shrink``: blended with the weight the inner validation chose for them."""
-    mean = default_members(split, epochs).mean(0)
-    return blend(split, mean, *default_weights(split, epochs)) if shrink else mean
+    """Mean of three default members; ``shrink``: blended with the weights the inner validation chose for them."""
+    return predict(split, default_ensemble(split, epochs), default_weights(split, epochs) if shrink else (1.0, 1.0))
 
 
 def fit_predict_self_tuned(split: Split, seed: int, epochs: int | str, *, ensemble: bool = False) -> np.ndarray:
-    """The chosen configuration and shift weight: seed 0 alone, or the mean of three seeds."""
-    members, weights = tuned_members(split, epochs)
-    return blend(split, members.mean(0) if ensemble else members[0], *weights)
+    """The chosen configuration and weights: seed 0 alone, or the ensemble of three seeds."""
+    tuned, weights = tuned_ensemble(split, epochs)
+    return predict(split, tuned if ensemble else first_member(tuned), weights)
 
 
 _SEEDS_NOTE = "seeds 0-2 inside"

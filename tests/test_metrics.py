@@ -291,3 +291,21 @@ def test_gene_selection_helpers_are_public():
     np.testing.assert_array_equal(metrics.gene_indices([True, False, False, True], 4), [0, 3])
     np.testing.assert_array_equal(metrics.gene_indices(None, 3), [0, 1, 2])
     assert metrics.var_names_of(np.zeros((2, 4))) is None
+
+
+def test_evaluate_prediction_densifies_each_matrix_once(monkeypatch):
+    rng = np.random.default_rng(0)
+    control, target = rng.random((30, 20)), rng.random((25, 20)) + np.linspace(0, 1, 20)
+    pred = target + rng.normal(0, 0.1, target.shape)
+    expected = metrics.evaluate_prediction(pred, target, control)
+    calls = []
+    original = metrics.as_dense
+
+    def counting(x, *args, **kwargs):
+        calls.append(args[0] if args else kwargs.get("name"))
+        return original(x, *args, **kwargs)
+
+    monkeypatch.setattr(metrics, "as_dense", counting)
+    got = metrics.evaluate_prediction(sp.csr_matrix(pred), sp.csr_matrix(target), sp.csr_matrix(control))
+    assert sorted(calls) == ["pred", "real_control", "real_target"]  # once each, not once per metric
+    assert got == pytest.approx(expected, rel=1e-12)

@@ -10,7 +10,7 @@ of the strokes above 0.5) and whether a digit classifier (logistic regression tr
 even-numbered images of every style, scored on the odd-numbered ones) still reads the right digit.
 
 Methods: trVAE (``mmd_on="y"``), MMD-CVAE (``mmd_on="z"``) and CVAE (``mmd_on=None``), all
-``TRVAE(image_shape=(28, 28))`` with the same network and training; plus trVAE with the other pixel
+``ImageTRVAE(image_shape=(28, 28))`` with the same network and training; plus trVAE with the other pixel
 likelihoods (``--likelihoods``). Every (method, likelihood, seed) result is cached (predictions in an .npz file), so
 an interrupted run resumes.
 
@@ -130,12 +130,12 @@ def train_and_predict(adata: AnnData, mmd_on: str | None, likelihood: str, seed:
     """Train one model on the training images and turn the normal held-out digits thin and thick."""
     import scvi
 
-    from scvi_trvae import TRVAE
+    from scvi_trvae import ImageTRVAE
 
     scvi.settings.seed = seed
     train = adata[training_mask(adata.obs)].copy()
-    TRVAE.setup_anndata(train, condition_key="style")
-    model = TRVAE(
+    ImageTRVAE.setup_anndata(train, condition_key="style")
+    model = ImageTRVAE(
         train,
         image_shape=(28, 28),
         n_hidden=args.n_hidden,

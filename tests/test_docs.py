@@ -23,7 +23,7 @@ def _public_names() -> list[str]:
     names = []
     for name in scvi_trvae.__all__:
         module = getattr(scvi_trvae, name)
-        if not hasattr(module, "__path__") and type(module).__name__ == "module":
+        if inspect.ismodule(module):  # a module or a subpackage: its own public names
             exported = getattr(module, "__all__", None)
             if exported is None:
                 exported = [

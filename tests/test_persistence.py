@@ -67,7 +67,7 @@ def test_crafted_model_is_refused_and_nothing_runs(malicious, read):
 def test_restricted_unpickler_refuses_even_if_the_scan_missed_it(malicious, monkeypatch):
     """Second line of defence: torch.load(weights_only=True) with the allow-list refuses the object too."""
     directory, marker = malicious
-    monkeypatch.setattr(persistence, "_pickle_globals", lambda path: set())
+    monkeypatch.setattr(persistence, "pickle_globals", lambda path: set())
     with pytest.raises(UnsafeModelFileError, match=re.escape(f"Refusing to load {directory / 'model.pt'}")):
         TRVAE.load(directory)
     assert not marker.exists()
@@ -95,7 +95,7 @@ def test_scvi_tools_unrestricted_readers_are_never_reached(tmp_path, monkeypatch
 
 def test_committed_fixture_reads_through_the_allow_list():
     """The committed model from an earlier version holds only allow-listed types and predicts as before."""
-    assert persistence._pickle_globals(MODEL_DIR / "model.pt") <= {
+    assert persistence.pickle_globals(MODEL_DIR / "model.pt") <= {
         name for _, name in persistence.ALLOWED_GLOBALS
     } | set(persistence.torch_default_globals())
     model = TRVAE.load(MODEL_DIR, accelerator="cpu")

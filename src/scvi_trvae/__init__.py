@@ -84,7 +84,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the names that __getattr__ provides
-    from . import baselines, data, datasets, image, io, metrics, model, model_selection, pl, utils
+    from . import baselines, datasets, metrics, model_selection, pl, utils
     from ._ensemble import TRVAEEnsemble
     from .data import SOMAConditionBalancedDataModule
     from .image import ImageTRVAE

@@ -7,7 +7,7 @@ that holds no model, an output that exists without ``--overwrite``) ends the com
 
 Every command speaks of the same things with the same options: ``--condition-key``, ``--cell-type-key``,
 ``--cell-type``, ``--source`` and ``--target``; the earlier names (``--holdout-key``, ``--cells``,
-``--control``, ...) are still accepted (:data:`scvi_trvae._cli_support.OLD_OPTION_NAMES`).
+``--control``, ...) are still accepted (:data:`scvi_trvae.cli._support.OLD_OPTION_NAMES`).
 Torch, scvi-tools and anndata are imported inside the commands, so ``--help`` and argument errors answer at once.
 """
 
@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .. import __version__
-from ..demo import MEAN_SHIFT, format_table, score_methods, verdict
-from ..demo import run as demo_run
+from scvi_trvae import __version__
+from scvi_trvae.demo import MEAN_SHIFT, format_table, score_methods, verdict
+from scvi_trvae.demo import run as demo_run
+
 from ._predict import check_ensemble_options, load_model, predict_in_chunks, with_model_genes
 from ._support import TRAINING_RECORD, CliError, Command, check_values, obs_values, read_h5ad, staged_output
 
@@ -32,8 +33,8 @@ if TYPE_CHECKING:
     import anndata as ad
     import numpy as np
 
-    from .._ensemble import TRVAEEnsemble
-    from ..model._model import TRVAE
+    from scvi_trvae._ensemble import TRVAEEnsemble
+    from scvi_trvae.model._model import TRVAE
 
 app = typer.Typer(
     name="scvi-trvae",
@@ -178,7 +179,7 @@ def _train_model(training, condition_key, cell_type_key, source, target, layer, 
     """Train one model, an ensemble, or the recommended pipeline (``source`` given) on ``training``."""
     import scvi
 
-    from .. import model_selection
+    from scvi_trvae import model_selection
 
     scvi.settings.seed = seed
     fit = {"max_epochs": max_epochs, "accelerator": accelerator, "enable_progress_bar": True, "seed": seed}
@@ -194,7 +195,7 @@ def _train_model(training, condition_key, cell_type_key, source, target, layer, 
 
 
 def _is_single(model: TRVAE | TRVAEEnsemble) -> bool:
-    from ..model._model import TRVAE
+    from scvi_trvae.model._model import TRVAE
 
     return isinstance(model, TRVAE)
 
@@ -225,7 +226,7 @@ def _check_pipeline(
     batch_size: int,
 ) -> None:  # fmt: skip
     """Refuse options that the recommended pipeline (--source) cannot honour."""
-    from .. import model_selection
+    from scvi_trvae import model_selection
 
     if cell_type_key is None:
         raise CliError("--source needs --cell-type-key (the cell types), --cell-type and --target (the held-out cells)")
@@ -240,8 +241,8 @@ def _fit(
     training, setup_kwargs: dict, members: int, model_kwargs: dict, *, seed: int, **train_kwargs
 ) -> TRVAE | TRVAEEnsemble:
     """Set ``training`` up, then train one model, or an ensemble of ``members`` seeds from ``seed``."""
-    from .._ensemble import TRVAEEnsemble
-    from ..model._model import TRVAE
+    from scvi_trvae._ensemble import TRVAEEnsemble
+    from scvi_trvae.model._model import TRVAE
 
     TRVAE.setup_anndata(training, **setup_kwargs)
     if members == 1:
@@ -332,7 +333,7 @@ def evaluate(
     Prints the metrics table and who won on each metric, writes scores.json and the reg-mean, reg-var and
     top-gene figures to --out-dir.
     """
-    from .. import baselines, datasets, metrics
+    from scvi_trvae import baselines, datasets, metrics
 
     with _one_line_errors(), staged_output(out_dir, overwrite=overwrite, directory=True) as staging:
         pred, real = read_h5ad(prediction), read_h5ad(data)
@@ -364,7 +365,7 @@ def _write_evaluation(out_dir, scores, pred, real_target, real_control, degs, ti
     """Write ``scores.json`` and the reg-mean, reg-var and top-gene figures."""
     import matplotlib
 
-    from .. import pl
+    from scvi_trvae import pl
 
     matplotlib.use("Agg")
     (out_dir / "scores.json").write_text(json.dumps(scores, indent=1))

@@ -12,8 +12,8 @@ from ._support import TRAINING_RECORD, CliError
 if TYPE_CHECKING:
     import anndata as ad
 
-    from .._ensemble import TRVAEEnsemble
-    from ..model._model import TRVAE
+    from scvi_trvae._ensemble import TRVAEEnsemble
+    from scvi_trvae.model._model import TRVAE
 
 PREDICTION_CHUNK = 5_000
 """Cells predicted per call of ``predict_perturbation`` by a single model (each chunk under one progress step)."""
@@ -21,8 +21,8 @@ PREDICTION_CHUNK = 5_000
 
 def load_model(model_dir: Path) -> TRVAE | TRVAEEnsemble:
     """Load what ``train`` saved in ``model_dir``: an ensemble, or a single model without its AnnData."""
-    from .._ensemble import TRVAEEnsemble
-    from ..model._model import TRVAE
+    from scvi_trvae._ensemble import TRVAEEnsemble
+    from scvi_trvae.model._model import TRVAE
 
     if not model_dir.is_dir():
         raise CliError(f"no such model folder: {model_dir}")

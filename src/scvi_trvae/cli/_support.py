@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import click
 from typer.core import TyperCommand
 
-from ..io._atomic_write import _swap_directories
+from scvi_trvae.io._atomic_write import swap_directories
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -127,7 +127,7 @@ def staged_output(out: Path, *, overwrite: bool, directory: bool) -> Iterator[Pa
 def _move_into_place(staging: Path, out: Path, overwrite: bool) -> None:
     if overwrite and _taken(out):
         if staging.is_dir():
-            _swap_directories(staging, out)
+            swap_directories(staging, out)
         else:
             os.replace(staging, out)
         return

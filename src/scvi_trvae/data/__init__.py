@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._lazy import lazy_exports
+from scvi_trvae._lazy import lazy_exports
 
 _OBJECTS = {
     "ConditionBalancedDataSplitter": "._splitter",
@@ -17,7 +17,12 @@ _OBJECTS = {
     "DistributedConditionBalancedSampler": "._distributed",
     "SOMAConditionBalancedDataModule": "._soma",
 }
-__all__ = sorted(_OBJECTS)
+__all__ = [
+    "ConditionBalancedDataSplitter",
+    "ConditionBalancedSampler",
+    "DistributedConditionBalancedSampler",
+    "SOMAConditionBalancedDataModule",
+]
 __getattr__, __dir__ = lazy_exports(__name__, _OBJECTS, globals())
 
 if TYPE_CHECKING:

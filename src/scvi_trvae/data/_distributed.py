@@ -26,7 +26,7 @@ class DistributedConditionBalancedSampler(DistributedSampler):
     At every epoch each condition's cells are shuffled with a generator seeded by ``(seed, epoch)``,
     the same in every process, and dealt round-robin to the ``num_replicas`` processes; each process
     then draws balanced minibatches of ``batch_size`` cells from its own share, as
-    :class:`~scvi_trvae.ConditionBalancedSampler` does from all cells. The effective minibatch is
+    :class:`~scvi_trvae.data.ConditionBalancedSampler` does from all cells. The effective minibatch is
     ``batch_size * num_replicas`` cells, and every process yields the same number of minibatches
     per epoch (``ceil(n / (batch_size * num_replicas))``), as DDP's gradient synchronisation needs.
 

@@ -5,7 +5,7 @@ scvi-tools 1.4's :class:`scvi.dataloaders.TileDBDataModule` streams shuffled chu
 be chosen, so they do not hold every condition. This module keeps everything of the in-memory path
 except where the expression rows come from. The obs columns (small) are read once and registered
 with :meth:`~scvi_trvae.TRVAE.setup_anndata` on an AnnData whose ``X`` is an empty sparse matrix;
-the split and the minibatches are :class:`~scvi_trvae.ConditionBalancedDataSplitter`'s; only each
+the split and the minibatches are :class:`~scvi_trvae.data.ConditionBalancedDataSplitter`'s; only each
 minibatch's rows of ``X`` are read from the SOMA array, by their ``soma_joinid``.
 
 Re-batching tiledbsoma-ml's stream instead (buffering streamed cells per condition) was not chosen:
@@ -24,8 +24,9 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from torch.utils.data import Dataset
 
-from .._validation import check_value_chunks
-from ..model._model import TRVAE
+from scvi_trvae._validation import check_value_chunks
+from scvi_trvae.model._model import TRVAE
+
 from ._splitter import ConditionBalancedDataSplitter
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ class SOMAConditionBalancedDataModule(ConditionBalancedDataSplitter):
     Pass it to :meth:`~scvi_trvae.TRVAE.train` as ``datamodule`` and build the model from its
     :attr:`registry`. Every training minibatch holds ``batch_size // C`` cells of each of the
     ``C`` conditions; the train/validation split is drawn within each condition
-    (:class:`~scvi_trvae.ConditionBalancedDataSplitter`). The selected cells' obs columns are read
+    (:class:`~scvi_trvae.data.ConditionBalancedDataSplitter`). The selected cells' obs columns are read
     into memory when the module is made; ``X`` is not: its values are checked in streamed chunks,
     and during training each minibatch's rows are read by ``soma_joinid``.
 

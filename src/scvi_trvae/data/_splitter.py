@@ -90,13 +90,13 @@ class ConditionBalancedDataSplitter(DataSplitter):
     sparse_input
         Give the expression matrix to the encoder as a sparse tensor (its first layer then
         multiplies sparse by dense). ``"auto"`` (default): when the registered matrix is sparse
-        CSR and sparse is measured faster (:func:`scvi_trvae._sparse.use_sparse_input`: at most
+        CSR and sparse is measured faster (:func:`scvi_trvae.data._sparse.use_sparse_input`: at most
         10% non-zero and ``batch_size >= 256``). Pass it with
         ``train(datasplitter_kwargs={"sparse_input": True})``.
     distributed_sampler
         Set by scvi-tools for a DDP strategy. Under DDP (also when Lightning starts it for
         ``devices > 1`` without a strategy) minibatches come from
-        :class:`~scvi_trvae.DistributedConditionBalancedSampler`: every process balances the
+        :class:`~scvi_trvae.data.DistributedConditionBalancedSampler`: every process balances the
         conditions on its own disjoint share of the cells.
     **kwargs
         ``batch_size`` and keyword arguments of :class:`torch.utils.data.DataLoader`.

@@ -7,7 +7,8 @@ public data sets used in the trVAE and scGen papers.
 
 from __future__ import annotations
 
-from ..image._celeba import celeba as celeba
+from scvi_trvae.image._celeba import celeba as celeba
+
 from ._holdout import HoldoutSplit, holdout_split
 from ._public_data import KANG2018_SHA256, KANG2018_URL, DownloadError, haber2017, kang2018
 from ._synthetic import synthetic_counterfactual, synthetic_perturbation

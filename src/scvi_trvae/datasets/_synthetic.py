@@ -9,7 +9,8 @@ import anndata
 import numpy as np
 import pandas as pd
 
-from ..utils import TARGET_LIBRARY_SIZE
+from scvi_trvae.utils import TARGET_LIBRARY_SIZE
+
 from ._synthetic_design import SyntheticDesign
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._lazy import lazy_exports
+from scvi_trvae._lazy import lazy_exports
 
 _OBJECTS = {
     "ImageTRVAE": "._model",
     "ConvTRVAEModule": "._module",
 }
-__all__ = sorted(_OBJECTS)
+__all__ = [
+    "ConvTRVAEModule",
+    "ImageTRVAE",
+]
 __getattr__, __dir__ = lazy_exports(__name__, _OBJECTS, globals())
 
 if TYPE_CHECKING:

@@ -82,7 +82,7 @@ def celeba(
         Load only the first ``n_images`` images of the attribute file (after ``images``).
     images
         File names to load (rows of the attribute file), e.g. chosen by attribute with
-        :func:`~scvi_trvae._celeba.read_celeba_attributes`.
+        :func:`~scvi_trvae.image._celeba.read_celeba_attributes`.
 
     Returns
     -------

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
-from ..model._model import TRVAE
+from scvi_trvae.model._model import TRVAE
+
 from ._module import DEFAULT_IMAGE_LIKELIHOOD, ConvTRVAEModule, ImageLikelihood, check_pixel_values, resolve_image_shape
 
 if TYPE_CHECKING:
-    from ..model._mmd import BandwidthSpec
-    from ..model._module import MMDTarget
+    from scvi_trvae.model._mmd import BandwidthSpec
+    from scvi_trvae.model._module import MMDTarget
 
 __all__ = ["ImageTRVAE", "image_module"]
 

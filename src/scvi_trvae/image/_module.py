@@ -16,13 +16,20 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Normal, kl_divergence
 
-from .._validation import _value_chunks
-from ..model._architecture import DEFAULT_N_HIDDEN, LayerWidths, resolve_n_layers
-from ..model._mmd import BandwidthSpec
-from ..model._module import DEFAULT_KL_WEIGHT, DEFAULT_MMD_WEIGHT, MMD_LAYER_KEY, PX_MEAN_KEY, PX_SCALE_KEY, TRVAEModule
+from scvi_trvae._validation import _value_chunks
+from scvi_trvae.model._architecture import DEFAULT_N_HIDDEN, LayerWidths, resolve_n_layers
+from scvi_trvae.model._mmd import BandwidthSpec
+from scvi_trvae.model._module import (
+    DEFAULT_KL_WEIGHT,
+    DEFAULT_MMD_WEIGHT,
+    MMD_LAYER_KEY,
+    PX_MEAN_KEY,
+    PX_SCALE_KEY,
+    TRVAEModule,
+)
 
 if TYPE_CHECKING:
-    from ..model._module import MMDTarget
+    from scvi_trvae.model._module import MMDTarget
 
 ImageLikelihood = Literal["mse", "bernoulli", "continuous_bernoulli"]
 IMAGE_LIKELIHOODS: tuple[str, ...] = ("mse", "bernoulli", "continuous_bernoulli")
@@ -167,7 +174,7 @@ class ConvTRVAEModule(TRVAEModule):
     n_input
         Number of pixels (``channels * height * width``).
     n_conditions, n_cats_per_cov, n_latent, mmd_on, mmd_bandwidths
-        As in :class:`~scvi_trvae.TRVAEModule`.
+        As in :class:`~scvi_trvae.model.TRVAEModule`.
     n_hidden
         Width of the dense encoder layer (default 256).
     n_layers

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._lazy import lazy_exports
+from scvi_trvae._lazy import lazy_exports
 
 _OBJECTS = {
     "ModelFileError": "._persistence",
     "UnsafeModelFileError": "._persistence",
     "TrainingCheckpoint": "._checkpoint",
 }
-__all__ = sorted(_OBJECTS)
+__all__ = [
+    "ModelFileError",
+    "TrainingCheckpoint",
+    "UnsafeModelFileError",
+]
 __getattr__, __dir__ = lazy_exports(__name__, _OBJECTS, globals())
 
 if TYPE_CHECKING:

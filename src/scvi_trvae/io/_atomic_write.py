@@ -25,7 +25,7 @@ def replace_directory(target: str | os.PathLike, write: Callable[[Path], None], 
         if not target.exists():
             staging.rename(target)
         elif set(os.listdir(target)) <= set(owned_names):
-            _swap_directories(staging, target)
+            swap_directories(staging, target)
         else:
             written = set(os.listdir(staging))
             for name in sorted(written, key=lambda name: (not (staging / name).is_dir(), name)):
@@ -38,7 +38,7 @@ def replace_directory(target: str | os.PathLike, write: Callable[[Path], None], 
 
 def _replace_entry(new: Path, existing: Path) -> None:
     if existing.is_dir() and not existing.is_symlink():
-        _swap_directories(new, existing)
+        swap_directories(new, existing)
     else:
         os.replace(new, existing)
 
@@ -50,7 +50,16 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _swap_directories(new: Path, target: Path) -> None:
+def swap_directories(new: Path, target: Path) -> None:
+    """Put directory ``new`` in the place of directory ``target``; on failure ``target`` is left as it was.
+
+    Parameters
+    ----------
+    new
+        The complete new directory (on the same file system as ``target``).
+    target
+        The existing directory to replace; removed once ``new`` is in place.
+    """
     trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.replaced-", dir=target.parent))
     previous = trash / target.name
     target.rename(previous)

@@ -16,7 +16,7 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from ._atomic_write import replace_directory
-from ._persistence import MODEL_FILE, UnsafeModelFileError, _pickle_globals, torch_default_globals
+from ._persistence import MODEL_FILE, UnsafeModelFileError, pickle_globals, torch_default_globals
 
 #: Lightning's training state (weights, optimiser, loop counters, random states) inside a checkpoint directory.
 STATE_FILE = "training_state.ckpt"
@@ -44,7 +44,7 @@ class TrainingCheckpoint(Callback):
 
     Examples
     --------
-    >>> checkpoint = scvi_trvae.TrainingCheckpoint("trvae_checkpoint", every_n_epochs=10)
+    >>> checkpoint = scvi_trvae.io.TrainingCheckpoint("trvae_checkpoint", every_n_epochs=10)
     >>> model.train(max_epochs=400, callbacks=[checkpoint], ckpt_path=checkpoint.resume_path)
     """
 
@@ -66,7 +66,7 @@ class TrainingCheckpoint(Callback):
         path = self.dirpath / STATE_FILE
         if not path.is_file():
             return None
-        unexpected = sorted(_pickle_globals(path) - set(torch_default_globals()))
+        unexpected = sorted(pickle_globals(path) - set(torch_default_globals()))
         if unexpected:
             raise UnsafeModelFileError(
                 f"Refusing to resume from {path}: it holds pickled objects of types that a training checkpoint "
@@ -226,7 +226,7 @@ class InterruptibleTrainRunner(TrainRunner):
         )
         warnings.warn(
             f"Training was interrupted (Ctrl-C) during epoch {completed + 1} of {requested}: {state}. "
-            f"To continue to {requested} epochs, train with a scvi_trvae.TrainingCheckpoint in `callbacks` and "
+            f"To continue to {requested} epochs, train with a scvi_trvae.io.TrainingCheckpoint in `callbacks` and "
             "pass ckpt_path=checkpoint.resume_path (see docs/persistence.md).",
             UserWarning,
             stacklevel=4,

@@ -35,7 +35,8 @@ from scvi.data import AnnDataManager
 from scvi.model._utils import parse_device_args
 from scvi.model.base import BaseModelClass
 
-from .._validation import check_same_genes
+from scvi_trvae._validation import check_same_genes
+
 from ._atomic_write import replace_directory
 
 MODEL_FILE = "model.pt"
@@ -102,7 +103,7 @@ class SavedModel:
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def _pickle_globals(path: Path) -> set[str]:
+def pickle_globals(path: Path) -> set[str]:
     """Names of the classes and functions the pickle of a ``torch.save`` file refers to, unpickling nothing."""
     with zipfile.ZipFile(path) as archive:
         records = [name for name in archive.namelist() if name == "data.pkl" or name.endswith("/data.pkl")]
@@ -188,7 +189,7 @@ def read_saved_model(
     path = directory / f"{prefix or ''}{MODEL_FILE}"
     _check_file(path, directory)
     try:
-        found = _pickle_globals(path)
+        found = pickle_globals(path)
     except (zipfile.BadZipFile, ValueError, EOFError, KeyError, OSError) as error:
         raise ModelFileError(f"{path} is damaged and cannot be read ({error}). Save the model again.") from error
     disallowed = sorted(found - {name for _, name in ALLOWED_GLOBALS} - set(torch_default_globals()))

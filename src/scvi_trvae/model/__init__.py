@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._lazy import lazy_exports
+from scvi_trvae._lazy import lazy_exports
 
 _OBJECTS = {
     "TRVAE": "._model",
@@ -23,7 +23,17 @@ _OBJECTS = {
     "ADAPTIVE_BANDWIDTH_MULTIPLIERS": "._mmd",
     "LEGACY_BANDWIDTHS": "._mmd",
 }
-__all__ = sorted(_OBJECTS)
+__all__ = [
+    "ADAPTIVE_BANDWIDTH_MULTIPLIERS",
+    "LEGACY_BANDWIDTHS",
+    "TRVAE",
+    "NonFiniteLossError",
+    "TRVAEModule",
+    "TRVAETrainingPlan",
+    "condition_mmd",
+    "pairwise_squared_distances",
+    "resolve_bandwidths",
+]
 __getattr__, __dir__ = lazy_exports(__name__, _OBJECTS, globals())
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Parameter descriptions shared by :class:`~scvi_trvae.TRVAE` and :class:`~scvi_trvae.TRVAEModule` (docrep)."""
+"""Parameter descriptions shared by :class:`~scvi_trvae.TRVAE` and :class:`~scvi_trvae.model.TRVAEModule` (docrep)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ mmd_on
     ``"y"`` (trVAE: the first decoder layer), ``"z"`` (MMD-CVAE baseline) or ``None`` (plain CVAE).
 mmd_bandwidths
     ``"adaptive"`` (RBF bandwidths scaled to the layer's distances) or a sequence of fixed
-    bandwidths; see :func:`scvi_trvae.mmd.resolve_bandwidths`."""
+    bandwidths; see :func:`scvi_trvae.model.resolve_bandwidths`."""
 
 _widths = """\
 hidden_layer_sizes

@@ -15,8 +15,8 @@ from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, Laye
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 from scvi.utils import setup_anndata_dsp
 
-from .._quiet import quiet
-from .._validation import (
+from scvi_trvae._quiet import quiet
+from scvi_trvae._validation import (
     check_datamodule_registry,
     check_loss_weights,
     check_not_empty,
@@ -24,12 +24,13 @@ from .._validation import (
     check_setup_values,
     resolve_likelihood,
 )
-from ..data._mudata import registered_modality
-from ..data._mudata import setup_mudata as _setup_mudata
-from ..data._splitter import ConditionBalancedDataSplitter, epochs_for_steps
-from ..io._checkpoint import InterruptibleTrainRunner
-from ..io._persistence import SafePersistenceMixin
-from ..utils import TARGET_LIBRARY_SIZE
+from scvi_trvae.data._mudata import registered_modality
+from scvi_trvae.data._mudata import setup_mudata as _setup_mudata
+from scvi_trvae.data._splitter import ConditionBalancedDataSplitter, epochs_for_steps
+from scvi_trvae.io._checkpoint import InterruptibleTrainRunner
+from scvi_trvae.io._persistence import SafePersistenceMixin
+from scvi_trvae.utils import TARGET_LIBRARY_SIZE
+
 from ._docstrings import trvae_dsp
 from ._module import DEFAULT_KL_WEIGHT, DEFAULT_MMD_WEIGHT, TRVAEModule
 from ._prediction import DEFAULT_PREDICTION_MODE, SOURCE_COLUMN
@@ -165,7 +166,7 @@ class TRVAE(
     def _module_for(self, likelihood: str | None, image_shape: Sequence[int] | None, has_data: bool) -> tuple:
         """Return the module class to build and its likelihood, checked against the registered data."""
         if image_shape is not None:  # deprecated: the image model through TRVAE
-            from ..image._model import image_module
+            from scvi_trvae.image._model import image_module
 
             return image_module(self, likelihood, image_shape, has_data)
         is_count_data = bool(self.registry_["setup_args"]["is_count_data"])
@@ -324,7 +325,7 @@ class TRVAE(
         """Train with condition-balanced minibatches.
 
         Every training minibatch holds every condition in about equal numbers
-        (:class:`~scvi_trvae.ConditionBalancedSampler`); the train/validation split is drawn
+        (:class:`~scvi_trvae.data.ConditionBalancedSampler`); the train/validation split is drawn
         within each condition.
 
         Parameters

@@ -15,7 +15,8 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 from torch.distributions import Distribution, Normal, kl_divergence
 
-from ..data._sparse import is_sparse, row_sums, sparse_fc_layers, to_dense
+from scvi_trvae.data._sparse import is_sparse, row_sums, sparse_fc_layers, to_dense
+
 from ._architecture import LayerWidths, layer_stack
 from ._docstrings import trvae_dsp
 from ._mmd import BandwidthSpec, condition_mmd

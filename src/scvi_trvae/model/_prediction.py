@@ -12,9 +12,10 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
-from ..data._sparse import use_sparse_input
-from ..data._splitter import csr_density
-from ..utils import TARGET_LIBRARY_SIZE
+from scvi_trvae.data._sparse import use_sparse_input
+from scvi_trvae.data._splitter import csr_density
+from scvi_trvae.utils import TARGET_LIBRARY_SIZE
+
 from ._module import COUNTERFACTUAL_KEY, DECODED_KEY, TRVAEModule
 
 PredictionMode = Literal["counterfactual", "mean"]
@@ -127,7 +128,7 @@ def predict_expression(
 
 
 def mmd_representation(module: TRVAEModule, minibatches: Iterable[dict], condition: int | None) -> np.ndarray:
-    """The MMD layer ``y`` of every cell of ``minibatches`` (:meth:`TRVAEModule.mmd_representation`)."""
+    """Return the MMD layer ``y`` of every cell of ``minibatches`` (:meth:`TRVAEModule.mmd_representation`)."""
     layers = [module.mmd_representation(*_minibatch_inputs(tensors), condition) for tensors in minibatches]
     return np.concatenate([layer.cpu().numpy() for layer in layers])
 

@@ -10,7 +10,8 @@ import torch
 from anndata import AnnData
 from scvi import settings
 
-from .._quiet import quiet
+from scvi_trvae._quiet import quiet
+
 from ._prediction import (
     DEFAULT_PREDICTION_MODE,
     PredictionMode,

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._quiet import quiet
-from .._validation import check_not_empty, check_same_genes, check_setup_columns, check_setup_values
-from ..data._mudata import modality_with_genes
+from scvi_trvae._quiet import quiet
+from scvi_trvae._validation import check_not_empty, check_same_genes, check_setup_columns, check_setup_values
+from scvi_trvae.data._mudata import modality_with_genes
 
 
 class QueryAnnDataMixin:

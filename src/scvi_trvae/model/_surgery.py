@@ -6,7 +6,7 @@ import pandas as pd
 from anndata import AnnData
 from scvi.model.base import ArchesMixin, BaseModelClass
 
-from .._validation import check_same_genes
+from scvi_trvae._validation import check_same_genes
 
 
 class ReferenceMappingMixin(ArchesMixin):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import scvi
 
-from scvi_trvae import TRVAE, _fitting, model_selection
+from scvi_trvae import TRVAE, _fitting, _inner_folds, model_selection
 from scvi_trvae.datasets import synthetic_perturbation
 
 SPACE = {"n_layers": (1, 2), "mmd_weight": (10.0, 100.0), "kl_weight": (0.1,), "training_steps": (4, 8)}
@@ -125,7 +125,7 @@ def test_fit_recommended_is_the_default_configuration_with_chosen_weight(outer_s
     steps = 2 * int(np.ceil(train.n_obs / model_selection.BATCH_SIZE))
     assert [kind for kind, _, _ in recorded_fits] == ["inner", "inner", "final", "final"]  # 2 inner folds, 2 members
     inner = [(len(obs), args) for kind, obs, args in recorded_fits if kind == "inner"]
-    assert all(args["max_epochs"] == model_selection._config_epochs(n, {"training_steps": steps}) for n, args in inner)
+    assert all(args["max_epochs"] == _inner_folds.config_epochs(n, {"training_steps": steps}) for n, args in inner)
     assert all(train_args["max_epochs"] == 2 for kind, _, train_args in recorded_fits if kind == "final")
     assert selection.best_config == {"training_steps": steps}  # the models keep every default but the length
     assert ensemble.n_members == 2 and ensemble.shift_weight == selection.best_shift_weight

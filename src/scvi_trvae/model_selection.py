@@ -29,20 +29,30 @@ from anndata import AnnData
 from tqdm.auto import tqdm
 
 from . import _fitting, metrics
-from ._blend import blend_prediction, on_prediction_scale
 from ._ensemble import TRVAEEnsemble
-from ._validation import check_task, listed
-from .baselines import pooled_shift
-from .data._splitter import epochs_for_steps
+from ._inner_folds import (
+    BATCH_SIZE,
+    DEFAULT_CONFIG,
+    fit_arguments,
+    fold_rows,
+    inner_cell_types,
+    model_arguments,
+    too_few_folds,
+)
+from ._validation import check_task
 from .model._model import TRVAE
-from .utils import as_dense
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_SEARCH_SPACE", "SelectionResult", "fit_recommended", "fit_self_tuned", "select_hyperparameters"]
+__all__ = [
+    "DEFAULT_SEARCH_SPACE",
+    "SelectionResult",
+    "fit_recommended",
+    "fit_self_tuned",
+    "select_hyperparameters",
+    "train_ensemble",
+]
 
-#: The default configuration of :class:`~scvi_trvae.TRVAE` (always evaluated first).
-DEFAULT_CONFIG: dict[str, Any] = {"n_layers": 2, "mmd_weight": 100.0, "kl_weight": 0.1, "training_steps": 1500}
 #: Candidate values of each hyperparameter; random draws pick one value of each.
 DEFAULT_SEARCH_SPACE: dict[str, Sequence[Any]] = {
     "n_layers": (1, 2, 3),
@@ -52,13 +62,8 @@ DEFAULT_SEARCH_SPACE: dict[str, Sequence[Any]] = {
 }
 DEFAULT_SHIFT_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 DEFAULT_DEVIATION_WEIGHTS: tuple[float, ...] = (0.0, 0.5, 1.0)
-_MODEL_ARGS = ("n_layers", "n_hidden", "n_latent", "dropout_rate", "mmd_on")
-_TRAIN_ARGS = ("mmd_weight", "kl_weight")
-BATCH_SIZE = 128
 DEFAULT_N_CONFIGS = 4
 DEFAULT_MAX_INNER_FOLDS = 3
-#: Cells an inner fold's cell type needs in each of ``source`` and ``target``.
-MIN_FOLD_CELLS = 3
 
 
 @dataclass
@@ -85,6 +90,10 @@ class SelectionResult:
         The cell types held out in turn.
     stopped_early
         Whether the time budget stopped the search before every configuration was evaluated.
+    seconds
+        Wall-clock seconds the selection took.
+    extra
+        Anything a caller wants to keep with the result (empty by default).
     """
 
     table: pd.DataFrame
@@ -101,50 +110,30 @@ class SelectionResult:
 def candidate_configs(n_configs: int, search_space: Mapping[str, Sequence[Any]] | None, seed: int) -> list[dict]:
     """Return ``n_configs`` distinct configurations: the defaults first, then random draws from ``search_space``.
 
-    The first takes each value of :data:`DEFAULT_CONFIG` that ``search_space`` holds (else its first value).
+    The draws are :class:`sklearn.model_selection.ParameterSampler`'s (without replacement from the grid of
+    all combinations, ``random_state=seed``), the defaults left out.
+
+    Parameters
+    ----------
+    n_configs
+        Number of configurations (at most the number of combinations in ``search_space``).
+    search_space
+        Candidate values of each hyperparameter (default :data:`DEFAULT_SEARCH_SPACE`).
+    seed
+        Seed of the draws.
+
+    Returns
+    -------
+    The configurations, each a dict with the keys of ``search_space`` in its order. The first takes each value
+    of :data:`DEFAULT_CONFIG` that ``search_space`` holds (else its first value).
     """
-    space = DEFAULT_SEARCH_SPACE if search_space is None else search_space
-    configs = [{k: DEFAULT_CONFIG[k] if DEFAULT_CONFIG.get(k) in space[k] else space[k][0] for k in space}]
-    rng = np.random.default_rng(seed)
-    n_possible = math.prod(len(values) for values in space.values())
-    while len(configs) < min(n_configs, n_possible):
-        draw = {k: values[int(rng.integers(len(values)))] for k, values in space.items()}
-        if draw not in configs:
-            configs.append(draw)
-    return configs
+    from sklearn.model_selection import ParameterGrid, ParameterSampler
 
-
-def _config_epochs(n_obs: int, config: Mapping[str, Any]) -> int:
-    """Epochs of the configuration's ``training_steps`` minibatches of :data:`BATCH_SIZE` cells."""
-    return epochs_for_steps(n_obs, BATCH_SIZE, int(config.get("training_steps", DEFAULT_CONFIG["training_steps"])))
-
-
-def _fit_arguments(n_obs: int, config: Mapping[str, Any], train_kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """:meth:`TRVAE.train` arguments of a fit of ``config``: its length and loss weights, then ``train_kwargs``.
-
-    Minibatches hold :data:`BATCH_SIZE` cells unless ``train_kwargs`` give a ``batch_size``; the number of
-    epochs is that of the configuration's ``training_steps`` minibatches of :data:`BATCH_SIZE` cells either way.
-    """
-    weights = {k: v for k, v in config.items() if k in _TRAIN_ARGS}
-    return {"max_epochs": _config_epochs(n_obs, config), "batch_size": BATCH_SIZE, **weights, **train_kwargs}
-
-
-def _model_arguments(config: Mapping[str, Any]) -> dict[str, Any]:
-    """:class:`~scvi_trvae.TRVAE` arguments of a configuration (its architecture)."""
-    return {k: v for k, v in config.items() if k in _MODEL_ARGS}
-
-
-def _cells_per_type(adata: AnnData, cell_type_key: str, condition_key: str) -> pd.DataFrame:
-    return pd.crosstab(adata.obs[cell_type_key].astype(str), adata.obs[condition_key].astype(str))
-
-
-def inner_cell_types(adata: AnnData, cell_type_key: str, condition_key: str, source: str, target: str) -> list[str]:
-    """Cell types with at least :data:`MIN_FOLD_CELLS` cells in both ``source`` and ``target`` (sorted)."""
-    counts = _cells_per_type(adata, cell_type_key, condition_key)
-    if source not in counts or target not in counts:
-        return []
-    enough = (counts[source] >= MIN_FOLD_CELLS) & (counts[target] >= MIN_FOLD_CELLS)
-    return sorted(counts.index[enough])
+    space = {k: list(v) for k, v in (DEFAULT_SEARCH_SPACE if search_space is None else search_space).items()}
+    default = {k: DEFAULT_CONFIG[k] if DEFAULT_CONFIG.get(k) in values else values[0] for k, values in space.items()}
+    n_draws = min(n_configs, len(ParameterGrid(space)))
+    draws = [{k: draw[k] for k in space} for draw in ParameterSampler(space, n_draws, random_state=seed)]
+    return [default, *[draw for draw in draws if draw != default]][: max(n_draws, 1)]
 
 
 def _plan(
@@ -155,81 +144,11 @@ def _plan(
     check_task(adata, *keys)
     folds = inner_cell_types(adata, *keys)
     if len(folds) < 2:
-        raise ValueError(_too_few_folds(adata, keys, folds))
+        raise ValueError(too_few_folds(adata, keys, folds))
     rng = np.random.default_rng(seed)
     if max_inner_folds is not None and len(folds) > max_inner_folds:
         folds = sorted(rng.choice(folds, size=max_inner_folds, replace=False).tolist())
     return folds, candidate_configs(n_configs, search_space, seed)
-
-
-def _too_few_folds(adata: AnnData, keys: tuple[str, str, str, str], folds: list[str]) -> str:
-    """Say why fewer than 2 cell types can be inner folds, with the cells of each type in ``source`` / ``target``."""
-    cell_type_key, condition_key, source, target = keys
-    counts = _cells_per_type(adata, cell_type_key, condition_key)
-    if len(counts) < 2:
-        return (
-            f"Inner validation holds out one cell type at a time and needs at least 2 cell types, but "
-            f"adata.obs[{cell_type_key!r}] has {len(counts)} ({listed(counts.index)})."
-        )
-    per_type = ", ".join(f"{t} {counts.loc[t, source]} / {counts.loc[t, target]}" for t in counts.index)
-    one_sided = [t for t in counts.index if (counts.loc[t, source] > 0) != (counts.loc[t, target] > 0)]
-    only = "" if not one_sided else f" Seen in one of the two only (no inner fold): {listed(one_sided)}."
-    return (
-        f"Inner validation needs at least 2 cell types with at least {MIN_FOLD_CELLS} cells in both {source!r} and "
-        f"{target!r} (each is held out in turn, predicted from its {source!r} cells and scored on its {target!r} "
-        f"cells); adata has {len(folds)}{': ' + listed(folds) if folds else ''}. Cells per cell type "
-        f"({source} / {target}): {per_type}.{only} Train on data with more such cell types."
-    )
-
-
-def _score_fold(pred_x: np.ndarray, real: AnnData, control: AnnData, degs: np.ndarray) -> dict[str, float]:
-    scores = metrics.evaluate_prediction(pred_x, real, control, degs=degs, seed=0)
-    scores = {k: float(scores[k]) for k in metrics.METRIC_KEYS}
-    scores["score"] = scores["pearson_delta_deg"] - scores["edist_scaled"]
-    return scores
-
-
-def _fold_rows(
-    adata: AnnData,
-    held_out: str,
-    config: dict,
-    seed: int,
-    keys: tuple[str, str, str, str],
-    weights: tuple[Sequence[float], Sequence[float]],
-    setup_kwargs,
-    train_kwargs,
-) -> list[dict[str, Any]]:
-    """Fit ``config`` without ``(held_out, target)``, predict it and score every (shift, deviation) weight pair."""
-    cell_type_key, condition_key, source, target = keys
-    types = adata.obs[cell_type_key].astype(str).to_numpy()
-    conditions = adata.obs[condition_key].astype(str).to_numpy()
-    is_held_out = (types == held_out) & (conditions == target)
-    is_control = (types == held_out) & (conditions == source)
-    fold_train = adata[~is_held_out]
-    control, real = adata[is_control], adata[is_held_out]
-    model = _fitting.train_model(
-        fold_train, seed, model_kwargs=_model_arguments(config),
-        setup_kwargs={"condition_key": condition_key, **(setup_kwargs or {})},
-        **_fit_arguments(fold_train.n_obs, config, train_kwargs),
-    )  # fmt: skip
-    pred = np.asarray(model.predict_perturbation(control.copy(), source=source, target=target).X, dtype=np.float64)
-    # the observed cells and the pooled shift on the scale of the prediction, as TRVAEEnsemble takes them
-    observed = as_dense(on_prediction_scale(model, control), "control cells")
-    shift = pooled_shift(
-        on_prediction_scale(model, fold_train), cell_type_key=cell_type_key, condition_key=condition_key,
-        exclude=[held_out], source=source, target=target,
-    )  # fmt: skip
-    degs = metrics.top_degs(real, control)
-    rows = []
-    for weight in weights[0]:
-        for deviation in weights[1]:
-            blended = blend_prediction(observed, pred, shift, weight, deviation)
-            scores = _score_fold(blended, real, control, degs)
-            rows.append(
-                {**config, "inner_cell_type": held_out, "shift_weight": float(weight),
-                 "deviation_weight": float(deviation), **scores}
-            )  # fmt: skip
-    return rows
 
 
 def select_hyperparameters(
@@ -287,9 +206,16 @@ def select_hyperparameters(
     setup_kwargs
         More arguments of :meth:`scvi_trvae.TRVAE.setup_anndata`, e.g. ``{"layer": "counts",
         "is_count_data": True}`` for count models; ``X`` must still hold the log-normalised expression
-        (``log1p`` of counts per 10,000, the scale of the predictions) that the scores and the pooled shift use.
+        (``log1p`` of counts per 10,000): the scores compare the predictions with it. The predictions, the observed
+        cells and the pooled shift of the blend are on the scale of the model's predictions
+        (:func:`~scvi_trvae._blend.on_prediction_scale`, as :class:`~scvi_trvae.TRVAEEnsemble` takes them).
     **train_kwargs
         Passed to :meth:`scvi_trvae.TRVAE.train` (e.g. ``accelerator``, ``batch_size``).
+
+    Returns
+    -------
+    SelectionResult
+        The scores of every (configuration, inner fold, ``w``, ``lambda``), their means and the winners.
 
     Raises
     ------
@@ -312,7 +238,7 @@ def select_hyperparameters(
                 break
             for held_out in folds:
                 weights = (shift_weights, deviation_weights)
-                fold = _fold_rows(adata, held_out, config, seed, keys, weights, setup_kwargs, train_kwargs)
+                fold = fold_rows(adata, held_out, config, seed, keys, weights, setup_kwargs, train_kwargs)
                 rows += [{"config": index, **row} for row in fold]
                 bar.update(1)
                 if fit_done is not None:
@@ -349,8 +275,30 @@ def fit_self_tuned(
     counts them all (inner fits and members) with an estimate of the time left; each fit's own
     per-epoch bar is then off. ``scvi.settings.seed`` and the random states are left as they were.
 
-    Returns the trained :class:`~scvi_trvae.TRVAEEnsemble` (``n_members`` seeds from ``seed``; its
-    ``shift_weight`` is the chosen ``w``; predict with ``cell_type_key=`` when ``w < 1``) and the selection.
+    Parameters
+    ----------
+    adata
+        The training cells only (not modified; the ensemble trains on one registered copy).
+    cell_type_key, condition_key, source, target
+        As in :func:`select_hyperparameters`; ``cell_type_key`` becomes the ensemble's ``labels_key``.
+    n_members
+        Members of the final ensemble (seeds ``seed .. seed + n_members - 1``).
+    seed
+        Seeds the selection and the members.
+    selection
+        A result of :func:`select_hyperparameters` to train instead of selecting again.
+    progress_bar
+        One bar on stderr over all the fits.
+    **selection_kwargs
+        Passed to :func:`select_hyperparameters` (``n_configs``, ``search_space``, ``setup_kwargs``...); those
+        that are not its own go to every :meth:`scvi_trvae.TRVAE.train` too.
+
+    Returns
+    -------
+    tuple[TRVAEEnsemble, SelectionResult]
+        The trained :class:`~scvi_trvae.TRVAEEnsemble` (its ``shift_weight`` and ``deviation_weight`` are the
+        chosen ``w`` and ``lambda``, its ``labels_key`` is ``cell_type_key``: predict without further arguments)
+        and the selection.
     """
     keys = (cell_type_key, condition_key, source, target)
     if progress_bar:
@@ -434,9 +382,9 @@ def train_ensemble(
     TRVAE.setup_anndata(adata, condition_key=condition_key, **(setup_kwargs or {}))
     ensemble = TRVAEEnsemble(
         adata, seeds=seeds, shift_weight=shift_weight, deviation_weight=deviation_weight, labels_key=labels_key,
-        **_model_arguments(config),
+        **model_arguments(config),
     )  # fmt: skip
-    ensemble.train(member_done=member_done, **_fit_arguments(adata.n_obs, config, train_kwargs))
+    ensemble.train(member_done=member_done, **fit_arguments(adata.n_obs, config, train_kwargs))
     return ensemble
 
 
@@ -477,6 +425,35 @@ def fit_recommended(
     types observed in both conditions for the inner folds: one error naming the problem). The number
     of fits is logged, and ``progress_bar=True`` shows one bar over all fits on stderr (each fit's own
     per-epoch bar is then off); ``progress_bar=False`` shows none. ``scvi.settings.seed`` is not changed.
+
+    Count data work the same way: register the counts with ``setup_kwargs={"layer": "counts", "is_count_data":
+    True}`` (``X`` holding the log-normalised expression); the members then use a count likelihood and the
+    ensemble predicts and blends on the ``log1p`` scale of counts per 10,000 (``docs/ensembles.md``).
+
+    Parameters
+    ----------
+    adata
+        The training cells only (not modified).
+    cell_type_key, condition_key, source, target
+        As in :func:`select_hyperparameters`.
+    n_members
+        Members of the ensemble.
+    inner_folds
+        Inner held-out cell types that choose ``w`` and ``lambda``.
+    max_epochs
+        Epochs of every fit (default: the configuration's 1,500 minibatch steps of 128 cells).
+    seed
+        Seeds the inner folds and the members.
+    progress_bar
+        One bar on stderr over all the fits.
+    **train_kwargs
+        Passed to every :meth:`scvi_trvae.TRVAE.train`, and ``setup_kwargs`` to
+        :meth:`scvi_trvae.TRVAE.setup_anndata`.
+
+    Returns
+    -------
+    tuple[TRVAEEnsemble, SelectionResult]
+        As :func:`fit_self_tuned`.
     """
     length = {}
     if max_epochs is not None:

@@ -1,0 +1,148 @@
+"""The inner folds of :mod:`scvi_trvae.model_selection`: which cell types can be held out, one fold's fit and scores.
+
+A configuration is a dict of :class:`~scvi_trvae.TRVAE` arguments (architecture), loss weights and
+``training_steps`` (minibatches of :data:`BATCH_SIZE` cells); :func:`fit_arguments` and :func:`model_arguments`
+turn it into the arguments of a fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from . import _fitting, metrics
+from ._blend import blend_prediction, on_prediction_scale
+from ._validation import listed
+from .baselines import pooled_shift
+from .data._splitter import epochs_for_steps
+from .utils import as_dense
+
+#: The default configuration of :class:`~scvi_trvae.TRVAE` (always evaluated first).
+DEFAULT_CONFIG: dict[str, Any] = {"n_layers": 2, "mmd_weight": 100.0, "kl_weight": 0.1, "training_steps": 1500}
+_MODEL_ARGS = ("n_layers", "n_hidden", "n_latent", "dropout_rate", "mmd_on")
+_TRAIN_ARGS = ("mmd_weight", "kl_weight")
+#: Cells of a minibatch of the selection's fits.
+BATCH_SIZE = 128
+#: Cells an inner fold's cell type needs in each of ``source`` and ``target``.
+MIN_FOLD_CELLS = 3
+
+
+def config_epochs(n_obs: int, config: Mapping[str, Any]) -> int:
+    """Epochs of the configuration's ``training_steps`` minibatches of :data:`BATCH_SIZE` cells."""
+    return epochs_for_steps(n_obs, BATCH_SIZE, int(config.get("training_steps", DEFAULT_CONFIG["training_steps"])))
+
+
+def fit_arguments(n_obs: int, config: Mapping[str, Any], train_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """:meth:`TRVAE.train` arguments of a fit of ``config``: its length and loss weights, then ``train_kwargs``.
+
+    Minibatches hold :data:`BATCH_SIZE` cells unless ``train_kwargs`` give a ``batch_size``; the number of
+    epochs is that of the configuration's ``training_steps`` minibatches of :data:`BATCH_SIZE` cells either way.
+    """
+    weights = {k: v for k, v in config.items() if k in _TRAIN_ARGS}
+    return {"max_epochs": config_epochs(n_obs, config), "batch_size": BATCH_SIZE, **weights, **train_kwargs}
+
+
+def model_arguments(config: Mapping[str, Any]) -> dict[str, Any]:
+    """:class:`~scvi_trvae.TRVAE` arguments of a configuration (its architecture)."""
+    return {k: v for k, v in config.items() if k in _MODEL_ARGS}
+
+
+def cells_per_type(adata: AnnData, cell_type_key: str, condition_key: str) -> pd.DataFrame:
+    return pd.crosstab(adata.obs[cell_type_key].astype(str), adata.obs[condition_key].astype(str))
+
+
+def inner_cell_types(adata: AnnData, cell_type_key: str, condition_key: str, source: str, target: str) -> list[str]:
+    """Return the cell types with at least :data:`MIN_FOLD_CELLS` cells in both ``source`` and ``target``.
+
+    Parameters
+    ----------
+    adata
+        The training cells.
+    cell_type_key, condition_key
+        ``obs`` columns of cell types and conditions.
+    source, target
+        The conditions of the task.
+
+    Returns
+    -------
+    The cell types that can be inner folds, sorted (empty when ``source`` or ``target`` has no cells).
+    """
+    counts = cells_per_type(adata, cell_type_key, condition_key)
+    if source not in counts or target not in counts:
+        return []
+    enough = (counts[source] >= MIN_FOLD_CELLS) & (counts[target] >= MIN_FOLD_CELLS)
+    return sorted(counts.index[enough])
+
+
+def too_few_folds(adata: AnnData, keys: tuple[str, str, str, str], folds: list[str]) -> str:
+    """Say why fewer than 2 cell types can be inner folds, with the cells of each type in ``source`` / ``target``."""
+    cell_type_key, condition_key, source, target = keys
+    counts = cells_per_type(adata, cell_type_key, condition_key)
+    if len(counts) < 2:
+        return (
+            f"Inner validation holds out one cell type at a time and needs at least 2 cell types, but "
+            f"adata.obs[{cell_type_key!r}] has {len(counts)} ({listed(counts.index)})."
+        )
+    per_type = ", ".join(f"{t} {counts.loc[t, source]} / {counts.loc[t, target]}" for t in counts.index)
+    one_sided = [t for t in counts.index if (counts.loc[t, source] > 0) != (counts.loc[t, target] > 0)]
+    only = "" if not one_sided else f" Seen in one of the two only (no inner fold): {listed(one_sided)}."
+    return (
+        f"Inner validation needs at least 2 cell types with at least {MIN_FOLD_CELLS} cells in both {source!r} and "
+        f"{target!r} (each is held out in turn, predicted from its {source!r} cells and scored on its {target!r} "
+        f"cells); adata has {len(folds)}{': ' + listed(folds) if folds else ''}. Cells per cell type "
+        f"({source} / {target}): {per_type}.{only} Train on data with more such cell types."
+    )
+
+
+def score_fold(pred_x: np.ndarray, real: AnnData, control: AnnData, degs: np.ndarray) -> dict[str, float]:
+    scores = metrics.evaluate_prediction(pred_x, real, control, degs=degs, seed=0)
+    scores = {k: float(scores[k]) for k in metrics.METRIC_KEYS}
+    scores["score"] = scores["pearson_delta_deg"] - scores["edist_scaled"]
+    return scores
+
+
+def fold_rows(
+    adata: AnnData,
+    held_out: str,
+    config: dict,
+    seed: int,
+    keys: tuple[str, str, str, str],
+    weights: tuple[Sequence[float], Sequence[float]],
+    setup_kwargs,
+    train_kwargs,
+) -> list[dict[str, Any]]:
+    """Fit ``config`` without ``(held_out, target)``, predict it and score every (shift, deviation) weight pair."""
+    cell_type_key, condition_key, source, target = keys
+    types = adata.obs[cell_type_key].astype(str).to_numpy()
+    conditions = adata.obs[condition_key].astype(str).to_numpy()
+    is_held_out = (types == held_out) & (conditions == target)
+    is_control = (types == held_out) & (conditions == source)
+    fold_train = adata[~is_held_out]
+    control, real = adata[is_control], adata[is_held_out]
+    model = _fitting.train_model(
+        fold_train, seed, model_kwargs=model_arguments(config),
+        setup_kwargs={"condition_key": condition_key, **(setup_kwargs or {})},
+        **fit_arguments(fold_train.n_obs, config, train_kwargs),
+    )  # fmt: skip
+    pred = np.asarray(model.predict_perturbation(control.copy(), source=source, target=target).X, dtype=np.float64)
+    # the observed cells and the pooled shift on the scale of the prediction, as TRVAEEnsemble takes them
+    observed = as_dense(on_prediction_scale(model, control), "control cells")
+    shift = pooled_shift(
+        on_prediction_scale(model, fold_train), cell_type_key=cell_type_key, condition_key=condition_key,
+        exclude=[held_out], source=source, target=target,
+    )  # fmt: skip
+    degs = metrics.top_degs(real, control)
+    rows = []
+    for weight in weights[0]:
+        for deviation in weights[1]:
+            blended = blend_prediction(observed, pred, shift, weight, deviation)
+            scores = score_fold(blended, real, control, degs)
+            rows.append(
+                {**config, "inner_cell_type": held_out, "shift_weight": float(weight),
+                 "deviation_weight": float(deviation), **scores}
+            )  # fmt: skip
+    return rows

@@ -129,7 +129,7 @@ register(
 register("scGen", fit_predict_scgen, "VAE 800-800, z 100 + balanced latent arithmetic", epochs=100, seeds="one")
 register(
     "SAUCIE-like", fit_predict_saucie, "deterministic AE, MMD on bottleneck, conditional decoder", epochs=200,
-    seeds="one", revision=1,  # 1: minibatches from scvi_trvae.ConditionBalancedSampler
+    seeds="one", revision=1,  # 1: minibatches from scvi_trvae.data.ConditionBalancedSampler
 )  # fmt: skip
 register("CycleGAN", fit_predict_cyclegan, "residual MLP generators, LSGAN + cycle + identity", epochs=200, seeds="one")
 register(

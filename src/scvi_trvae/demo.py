@@ -30,8 +30,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .cli._support import Command
-
 if TYPE_CHECKING:
     import anndata as ad
 
@@ -279,13 +277,20 @@ def _libraries_quiet() -> Iterator[None]:
             logger.setLevel(level)
 
 
-_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
-_app.command(cls=Command)(run)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point of ``scvi-trvae-demo``: the options of :func:`run`."""
-    _app(args=None if argv is None else list(argv), prog_name="scvi-trvae-demo")
+    """Entry point of ``scvi-trvae-demo`` and ``python -m scvi_trvae.demo``: the ``scvi-trvae demo`` command itself.
+
+    Parameters
+    ----------
+    argv
+        The command-line arguments (default: ``sys.argv[1:]``), the options of :func:`run`.
+    """
+    from typer.main import get_command
+
+    from scvi_trvae.cli import app
+
+    demo_command = get_command(app).commands["demo"]  # the command the typer app registers from run
+    demo_command.main(args=None if argv is None else list(argv), prog_name="scvi-trvae-demo")
 
 
 if __name__ == "__main__":

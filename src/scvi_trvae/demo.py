@@ -212,7 +212,7 @@ def _fit_and_predict(split, cell_type_key, condition_key, source, target, cell_t
         f"in {time.perf_counter() - start:.0f} s in all."
     )
     recommended = f"trVAE ensemble + shrink (w={weight:g}, lambda={deviation:g})"
-    predict = {"cell_type_key": cell_type_key, **task}
+    predict = task  # the ensemble knows its cell types (labels_key, set by fit_recommended)
     control = split.control
     predictions = {
         f"trVAE (seed {seed})": ensemble.members[0].predict_perturbation(control, **task),

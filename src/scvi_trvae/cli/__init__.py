@@ -302,9 +302,9 @@ def predict(
             raise CliError(f"no {source!r} cells among the selected cells of {data}")
         indices = np.flatnonzero(selected)
         if not _is_single(model):  # one call: the members' spread per gene is over all predicted cells
-            prediction = model.predict_perturbation(
-                adata, source=source, target=target, indices=indices, cell_type_key=cell_type_key
-            )
+            if cell_type_key is not None:  # the blend's groups (ensembles saved before labels_key lack them)
+                model.labels_key = cell_type_key
+            prediction = model.predict_perturbation(adata, source=source, target=target, indices=indices)
         else:
             prediction = predict_in_chunks(model, adata, indices, source, target, n_samples, mode, seed)
         prediction.write_h5ad(staging)

@@ -13,8 +13,8 @@ from scipy.stats import ConstantInputWarning
 from typer.testing import CliRunner
 
 from scvi_trvae import TRVAE, TRVAEEnsemble, __version__, model_selection
-from scvi_trvae.cli._support import OutputExistsError, staged_output
 from scvi_trvae.cli import TRAINING_RECORD, app
+from scvi_trvae.cli._support import OutputExistsError, staged_output
 from scvi_trvae.datasets import synthetic_perturbation
 from scvi_trvae.demo import verdict
 

@@ -9,8 +9,8 @@ import pytest
 import scipy.sparse as sp
 
 from scvi_trvae import TRVAE
-from scvi_trvae.model import _prediction
 from scvi_trvae._quiet import CHATTY_LOGGERS
+from scvi_trvae.model import _prediction
 from scvi_trvae.utils import settings
 
 #: What scvi-tools and Lightning print around a fit and a prediction when left alone.

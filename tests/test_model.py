@@ -8,8 +8,8 @@ from helpers import quick_train
 
 from scvi_trvae import TRVAE
 from scvi_trvae._ensemble import fresh_copy
-from scvi_trvae.model._model import SOURCE_COLUMN
 from scvi_trvae.datasets import synthetic_perturbation
+from scvi_trvae.model._model import SOURCE_COLUMN
 from scvi_trvae.utils import TARGET_LIBRARY_SIZE
 
 

@@ -10,9 +10,9 @@ import torch
 from make_fixtures import DECODE_FILE, MODEL_DIR, decode_outputs, tiny_adata
 
 from scvi_trvae import TRVAE
+from scvi_trvae.data._sparse import is_sparse
 from scvi_trvae.model import _prediction
 from scvi_trvae.model._module import TRVAEModule
-from scvi_trvae.data._sparse import is_sparse
 
 
 def _trained(setup: dict) -> tuple[TRVAE, object]:

@@ -20,9 +20,9 @@ import torch
 from make_fixtures import INFO_FILE, MODEL_DIR, PREDICTION_FILE, PREDICTION_KWARGS, tiny_adata, train_tiny_model
 
 from scvi_trvae import TRVAE
+from scvi_trvae.datasets import synthetic_perturbation
 from scvi_trvae.model import TRVAEModule
 from scvi_trvae.model._training_plan import NonFiniteLossError
-from scvi_trvae.datasets import synthetic_perturbation
 
 PREDICT = {"source": "control", "target": "stimulated"}
 FAST = {"max_epochs": 1, "batch_size": 16, "enable_progress_bar": False, "accelerator": "cpu"}

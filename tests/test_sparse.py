@@ -11,8 +11,14 @@ from make_fixtures import tiny_adata
 from scvi.nn import FCLayers
 
 from scvi_trvae import TRVAE
+from scvi_trvae.data._sparse import (
+    SPARSE_MAX_DENSITY,
+    SPARSE_MIN_BATCH_SIZE,
+    row_sums,
+    sparse_fc_layers,
+    use_sparse_input,
+)
 from scvi_trvae.data._splitter import ConditionBalancedDataSplitter
-from scvi_trvae.data._sparse import SPARSE_MAX_DENSITY, SPARSE_MIN_BATCH_SIZE, row_sums, sparse_fc_layers, use_sparse_input
 
 
 def _sparse_batch(n: int = 12, n_genes: int = 20, seed: int = 0) -> torch.Tensor:

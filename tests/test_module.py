@@ -111,3 +111,23 @@ def test_sample_shape():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TRVAEModule(n_input=5, n_conditions=2, **kwargs)
+
+
+@pytest.mark.parametrize("likelihood", ["mse", "nb"])
+def test_counterfactual_returns_the_shift_and_adds_it_to_the_observed_cells(likelihood):
+    module = TRVAEModule(n_input=20, n_conditions=3, n_hidden=16, n_latent=4, likelihood=likelihood).eval()
+    tensors = _tensors(counts=likelihood != "mse", covariates=False)
+    x, source = tensors[REGISTRY_KEYS.X_KEY], torch.zeros(12, 1)
+    noise = [torch.randn(12, 4), torch.randn(12, 4)]
+    draws = module.counterfactual(x, source, 2, noise=noise, output_scale=lambda p, lib: torch.log1p(p * 1e4))
+    assert len(draws) == 2
+    for outputs in draws:
+        assert outputs["shift"].shape == outputs["decoded"].shape == outputs["counterfactual"].shape == (12, 20)
+        reconstructed = outputs["decoded"] - outputs["shift"]
+        observed = x if likelihood == "mse" else torch.log1p(x / x.sum(1, keepdim=True) * 1e4)
+        expected = (outputs["decoded"] + observed - reconstructed).clamp_min(0.0)
+        torch.testing.assert_close(outputs["counterfactual"], expected)
+    (at_mean,) = module.counterfactual(x, source, 2)  # no noise: one prediction, z at its posterior mean
+    assert at_mean["decoded"].shape == (12, 20)
+    y = module.mmd_representation(x, source, decode_condition=1)
+    assert y.shape == (12, 16)

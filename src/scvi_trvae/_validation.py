@@ -26,7 +26,7 @@ def expression_matrix(adata: AnnData, layer: str | None):
     return adata.layers[layer]
 
 
-def _value_chunks(matrix) -> Iterator[np.ndarray]:
+def value_chunks(matrix) -> Iterator[np.ndarray]:
     """Yield the stored values of a dense, sparse or backed matrix, a block of rows at a time."""
     n_rows = matrix.shape[0]
     for start in range(0, n_rows, _CHUNK_ROWS):
@@ -58,7 +58,7 @@ def check_expression_values(matrix, *, is_count_data: bool, where: str, allow_co
         Accept count-like values registered as log-normalised.
     """
     check_value_chunks(
-        _value_chunks(matrix), is_count_data=is_count_data, where=where, allow_count_like=allow_count_like
+        value_chunks(matrix), is_count_data=is_count_data, where=where, allow_count_like=allow_count_like
     )
 
 

@@ -16,7 +16,7 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Normal, kl_divergence
 
-from scvi_trvae._validation import _value_chunks
+from scvi_trvae._validation import value_chunks
 from scvi_trvae.model._architecture import DEFAULT_N_HIDDEN, LayerWidths, resolve_n_layers
 from scvi_trvae.model._mmd import BandwidthSpec
 from scvi_trvae.model._module import (
@@ -117,7 +117,7 @@ def check_pixel_values(matrix, likelihood: str, is_count_data: bool) -> None:
     if likelihood not in IMAGE_LIKELIHOODS:
         raise ValueError(f"Image models support likelihood {IMAGE_LIKELIHOODS}, got {likelihood!r}.")
     low, high = np.inf, -np.inf
-    for values in _value_chunks(matrix):
+    for values in value_chunks(matrix):
         if values.size:
             low, high = min(low, float(values.min())), max(high, float(values.max()))
     if low < 0.0 or high > 1.0:

@@ -196,7 +196,7 @@ class TRVAEModule(BaseModuleClass):
         library = row_sums(x)
         encoder_input = torch.log1p(x) if self.is_count_model else x
         categorical = self._categorical_inputs(condition, cat_covs)
-        if is_sparse(x):  # sparse until the first layer (``_sparse.py``)
+        if is_sparse(x):  # sparse until the first layer (``data/_sparse.py``)
             hidden = sparse_fc_layers(self.z_encoder, encoder_input, *categorical)
         else:
             hidden = self.z_encoder(encoder_input, *categorical)

@@ -26,7 +26,7 @@ SOURCE_COLUMN = "trvae_source_condition"
 #: obs column numbering the draws of ``z`` when ``n_samples > 0``.
 DRAW_COLUMN = "trvae_draw"
 #: Default minibatch of prediction: nothing is kept for a backward pass, so large minibatches cost
-#: little memory, and they make the matmuls faster and the sparse first layer worth it (``_sparse.py``).
+#: little memory, and they make the matmuls faster and the sparse first layer worth it (``data/_sparse.py``).
 PREDICTION_BATCH_SIZE = 1024
 
 

@@ -126,9 +126,8 @@ def test_recommended_pipeline_trains_and_predicts_like_the_python_api(data_file,
     control_a = np.flatnonzero(
         ((adata.obs["cell_type"] == "type_A") & (adata.obs["condition"] == "control")).to_numpy()
     )
-    expected = ensemble.predict_perturbation(
-        adata, source="control", target="stimulated", indices=control_a, cell_type_key="cell_type"
-    )
+    assert ensemble.labels_key == "cell_type"  # the saved ensemble knows its cell types
+    expected = ensemble.predict_perturbation(adata, source="control", target="stimulated", indices=control_a)
     np.testing.assert_allclose(pred.X, expected.X, rtol=1e-6)
     assert list(pred.obs_names) == list(adata.obs_names[control_a])
     assert pred.uns["trvae_prediction"]["n_members"] == 2

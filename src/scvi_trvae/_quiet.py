@@ -35,10 +35,16 @@ class Settings:
     training and prediction print besides their progress bar: at ``WARNING`` or above, scvi-tools' and
     Lightning's INFO lines (devices found, tips, AnnData setup transferred) and the warnings in
     :data:`NOISY_WARNINGS` are held back during the package's calls; at ``INFO`` or below they all show.
+
+    ``num_threads`` decides how many threads torch uses while a model trains: ``"auto"`` (the default) no more
+    than torch's own setting and the cores that other processes leave free when training starts (on a busy
+    machine torch's one thread per core slows training 10-20x; ``docs/performance.md``), an ``int`` exactly
+    that many, ``None`` torch's setting untouched. torch's setting is restored after each training call.
     """
 
     def __init__(self) -> None:
         self._verbosity = logging.WARNING
+        self._num_threads: int | str | None = "auto"
 
     @property
     def verbosity(self) -> int:
@@ -52,8 +58,20 @@ class Settings:
             raise ValueError(f"verbosity must be a logging level or its name (e.g. 'INFO'), not {level!r}.")
         self._verbosity = value
 
+    @property
+    def num_threads(self) -> int | str | None:
+        """Threads torch uses while a model trains: ``"auto"``, a positive ``int`` or ``None`` (torch's own)."""
+        return self._num_threads
+
+    @num_threads.setter
+    def num_threads(self, value: int | str | None) -> None:
+        valid_int = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        if not (value is None or value == "auto" or valid_int):
+            raise ValueError(f"num_threads must be 'auto', a positive int or None, not {value!r}.")
+        self._num_threads = value
+
     def __repr__(self) -> str:
-        return f"Settings(verbosity={logging.getLevelName(self._verbosity)!r})"
+        return f"Settings(verbosity={logging.getLevelName(self._verbosity)!r}, num_threads={self._num_threads!r})"
 
 
 #: The package's settings (``scvi_trvae.utils.settings``).

@@ -64,3 +64,24 @@ def test_balanced_shift_is_the_mean_of_each_other_types_own_shift(small_adata):
     no_control_c = adata[~((adata.obs["cell_type"] == "type_C") & (adata.obs["condition"] == "control"))]
     shift = baselines.pooled_shift(no_control_c, exclude=["type_B"], balanced=True, **KEYS)
     np.testing.assert_allclose(shift, _own_shift(adata, "type_A"), rtol=1e-5, atol=1e-6)
+
+
+def test_cell_type_shifts_are_each_types_own_response(small_adata):
+    shifts = baselines.cell_type_shifts(small_adata, **KEYS, exclude=["type_B"])
+    obs = small_adata.obs
+    x = np.asarray(small_adata.X, dtype=np.float64)
+    assert "type_B" not in shifts.index and list(shifts.columns) == list(small_adata.var_names)
+    for cell_type, row in shifts.iterrows():
+        of_type = (obs["cell_type"] == cell_type).to_numpy()
+        expected = x[of_type & (obs["condition"] == "stimulated").to_numpy()].mean(0) - x[
+            of_type & (obs["condition"] == "control").to_numpy()
+        ].mean(0)
+        np.testing.assert_allclose(row.to_numpy(), expected, rtol=1e-10)
+    balanced = baselines.pooled_shift(small_adata, **KEYS, exclude=["type_B"], balanced=True)
+    np.testing.assert_allclose(balanced, shifts.to_numpy().mean(0), rtol=1e-12)
+
+
+def test_cell_type_shifts_need_a_type_seen_in_both_conditions(small_adata):
+    every_type = small_adata.obs["cell_type"].unique().tolist()
+    with pytest.raises(ValueError, match="No other cell type has cells"):
+        baselines.cell_type_shifts(small_adata, **KEYS, exclude=every_type)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 
 from ._validation import check_obs_keys
@@ -84,15 +85,43 @@ def pooled_shift(
     more. With ``balanced=True`` it is instead the mean over the other types of each type's own shift (types
     with cells in both conditions only): every type weighs the same, however many cells it has.
     """
+    if balanced:
+        shifts = cell_type_shifts(
+            adata, cell_type_key=cell_type_key, condition_key=condition_key, exclude=exclude, source=source,
+            target=target,
+        )  # fmt: skip
+        return np.asarray(shifts.to_numpy().mean(axis=0))
     types = adata.obs[cell_type_key].astype(str).to_numpy()
     conditions = adata.obs[condition_key].astype(str).to_numpy()
     others = ~np.isin(types, [str(t) for t in exclude])
     in_source, in_target = others & (conditions == str(source)), others & (conditions == str(target))
-    groups = [(in_source, in_target)]
-    if balanced:
-        groups = [(in_source & (types == t), in_target & (types == t)) for t in np.unique(types[others])]
-        groups = [(s, t) for s, t in groups if s.any() and t.any()]
-    if not groups or not all(s.any() and t.any() for s, t in groups):
+    if not (in_source.any() and in_target.any()):
         raise ValueError(f"No other cell type has cells in {source!r} and {target!r} to estimate a shift from.")
-    shifts = [as_dense(adata.X[t]).mean(0) - as_dense(adata.X[s]).mean(0) for s, t in groups]
-    return np.mean(shifts, axis=0)
+    return as_dense(adata.X[in_target]).mean(0) - as_dense(adata.X[in_source]).mean(0)
+
+
+def cell_type_shifts(
+    adata: AnnData,
+    *,
+    cell_type_key: str,
+    condition_key: str,
+    source: str,
+    target: str,
+    exclude: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Each cell type's own response: its mean ``target`` minus its mean ``source`` expression, per gene.
+
+    One row per cell type (but ``exclude``) with cells in both conditions, one column per gene.
+    """
+    types = adata.obs[cell_type_key].astype(str).to_numpy()
+    conditions = adata.obs[condition_key].astype(str).to_numpy()
+    others = ~np.isin(types, [str(t) for t in exclude])
+    rows = {}
+    for cell_type in np.unique(types[others]):
+        in_source = others & (types == cell_type) & (conditions == str(source))
+        in_target = others & (types == cell_type) & (conditions == str(target))
+        if in_source.any() and in_target.any():
+            rows[cell_type] = as_dense(adata.X[in_target]).mean(0) - as_dense(adata.X[in_source]).mean(0)
+    if not rows:
+        raise ValueError(f"No other cell type has cells in {source!r} and {target!r} to estimate a shift from.")
+    return pd.DataFrame.from_dict(rows, orient="index", columns=adata.var_names)

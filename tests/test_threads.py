@@ -83,3 +83,17 @@ def test_settings_num_threads_accepts(value, monkeypatch):
 def test_settings_num_threads_rejects(value):
     with pytest.raises(ValueError, match="num_threads must be"):
         settings.num_threads = value
+
+
+def test_train_uses_the_setting_and_restores_torch(small_adata, monkeypatch):
+    from scvi_trvae import TRVAE
+
+    seen = []
+    original = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), original(n)))
+    before = torch.get_num_threads()
+    monkeypatch.setattr(settings, "_num_threads", before + 1)
+    adata = small_adata.copy()
+    TRVAE.setup_anndata(adata, condition_key="condition")
+    TRVAE(adata, n_hidden=8, n_latent=2).train(max_epochs=1, batch_size=32)
+    assert seen[0] == before + 1 and seen[-1] == before and torch.get_num_threads() == before

@@ -15,7 +15,8 @@ from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, Laye
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 from scvi.utils import setup_anndata_dsp
 
-from scvi_trvae._quiet import quiet
+from scvi_trvae._quiet import quiet, settings
+from scvi_trvae._threads import training_threads
 from scvi_trvae._validation import (
     check_datamodule_registry,
     check_loss_weights,
@@ -370,7 +371,8 @@ class TRVAE(
         if max_epochs is None and n_obs is not None:
             epochs = epochs_for_steps(n_obs, getattr(datamodule, "batch_size", batch_size), DEFAULT_TRAINING_STEPS)
             max_epochs = min(max(epochs, 20), 400)
-        with quiet():  # scvi-tools' and Lightning's details only at scvi_trvae.utils.settings.verbosity <= INFO
+        # quiet: scvi-tools' and Lightning's details only at verbosity <= INFO; threads: settings.num_threads
+        with quiet(), training_threads(settings.num_threads):
             return super().train(
                 max_epochs=max_epochs,
                 batch_size=batch_size,

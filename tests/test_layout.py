@@ -68,3 +68,20 @@ def test_no_module_over_500_lines_and_a_thin_model_class():
     }
     assert not long
     assert len(inspect.getsourcelines(scvi_trvae.TRVAE)[0]) < 350
+
+
+def test_the_selection_default_configuration_is_the_models_defaults():
+    import inspect
+
+    from scvi_trvae import TRVAE
+    from scvi_trvae._inner_folds import DEFAULT_CONFIG
+    from scvi_trvae.model._architecture import DEFAULT_N_LAYERS
+    from scvi_trvae.model._model import DEFAULT_TRAINING_STEPS
+
+    train = inspect.signature(TRVAE.train).parameters
+    assert DEFAULT_CONFIG == {
+        "n_layers": DEFAULT_N_LAYERS,
+        "mmd_weight": train["mmd_weight"].default,
+        "kl_weight": train["kl_weight"].default,
+        "training_steps": DEFAULT_TRAINING_STEPS,
+    }

@@ -19,10 +19,18 @@ from ._blend import blend_prediction, on_prediction_scale
 from ._validation import listed
 from .baselines import pooled_shift
 from .data._splitter import epochs_for_steps
+from .model._architecture import DEFAULT_N_LAYERS
+from .model._model import DEFAULT_TRAINING_STEPS
+from .model._module import DEFAULT_KL_WEIGHT, DEFAULT_MMD_WEIGHT
 from .utils import as_dense
 
-#: The default configuration of :class:`~scvi_trvae.TRVAE` (always evaluated first).
-DEFAULT_CONFIG: dict[str, Any] = {"n_layers": 2, "mmd_weight": 100.0, "kl_weight": 0.1, "training_steps": 1500}
+#: The default configuration of :class:`~scvi_trvae.TRVAE` (always evaluated first): the model's own defaults.
+DEFAULT_CONFIG: dict[str, Any] = {
+    "n_layers": DEFAULT_N_LAYERS,
+    "mmd_weight": DEFAULT_MMD_WEIGHT,
+    "kl_weight": DEFAULT_KL_WEIGHT,
+    "training_steps": DEFAULT_TRAINING_STEPS,
+}
 _MODEL_ARGS = ("n_layers", "n_hidden", "n_latent", "dropout_rate", "mmd_on")
 _TRAIN_ARGS = ("mmd_weight", "kl_weight")
 #: Cells of a minibatch of the selection's fits.

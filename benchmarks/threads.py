@@ -30,6 +30,8 @@ from pathlib import Path
 
 from oos.paths import RESULTS_DIR
 
+from scvi_trvae.metrics import markdown_table
+
 #: The measured run: train one model and print the training wall time in seconds (the last line).
 TRAIN_SCRIPT = """
 import sys, time, torch
@@ -133,15 +135,15 @@ def table(rows: list[dict]) -> str:
     threads = sorted({row["threads"] for row in rows}, key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0))
     loads = list(dict.fromkeys((row["load"], row["load_jobs"]) for row in rows))
     names = {"auto": "auto (the package's choice)", "1": "1 thread"}
-    lines = ["| background jobs | " + " | ".join(names.get(n, f"{n} threads") for n in threads) + " |"]
-    lines.append("|---" * (len(threads) + 1) + "|")
+    header = ["background jobs", *(names.get(n, f"{n} threads") for n in threads)]
+    cells = []
     for kind, count in loads:
-        cells = []
+        row = ["none" if not count else f"{count} x {kind}"]
         for n in threads:
             times = [r["train_s"] for r in rows if (r["load"], r["load_jobs"], r["threads"]) == (kind, count, n)]
-            cells.append(f"{sum(times) / len(times):.1f} s" if times else "")
-        lines.append(f"| {'none' if not count else f'{count} x {kind}'} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            row.append(f"{sum(times) / len(times):.1f} s" if times else None)
+        cells.append(row)
+    return markdown_table(header, cells)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

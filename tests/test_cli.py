@@ -9,6 +9,7 @@ from pathlib import Path
 import anndata
 import numpy as np
 import pytest
+from helpers import has_row
 from scipy.stats import ConstantInputWarning
 from typer.testing import CliRunner
 
@@ -95,8 +96,8 @@ def test_predict_then_evaluate(data_file, model_dir, tmp_path, recwarn):
         "--n-degs", "10",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "| trVAE |" in result.output
-    assert "| control + mean shift |" in result.output
+    assert has_row(result.output, "trVAE")
+    assert has_row(result.output, "control + mean shift")
     scores = json.loads((out_dir / "scores.json").read_text())
     assert set(scores) == {"trVAE", "control + mean shift", "no response"}
     assert scores["trVAE"]["n_pred"] == 60

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import scvi
+from helpers import has_row
 from scipy.stats import ConstantInputWarning
 
 from scvi_trvae import demo, model_selection
@@ -19,7 +20,7 @@ def test_demo_runs_the_recommended_pipeline_end_to_end(tmp_path, capsys):
     recommended = next(name for name in scores if name.startswith("trVAE ensemble + shrink (w="))
     expected = {"trVAE (seed 0)", "trVAE ensemble (2 seeds)", recommended, "control + mean shift", "no response"}
     assert set(scores) == expected
-    assert all(f"| {name} |" in out for name in expected)
+    assert all(has_row(out, name) for name in expected)
     # what it will do comes first, before any training
     plan = out.index("Data: synthetic")
     assert "Holding out the 150 type_B stimulated cells" in out and "3 model fits" in out
@@ -30,7 +31,7 @@ def test_demo_runs_the_recommended_pipeline_end_to_end(tmp_path, capsys):
     # after the table: who won, from these scores
     assert demo.verdict(scores, recommended, name="the recommended pipeline") in out
     assert "the recommended pipeline beats" in out or "beats the recommended pipeline" in out
-    assert out.index("| no response |") < out.index("In plain words:")
+    assert out.index("| no response ") < out.index("In plain words:")
     assert (tmp_path / "reg_mean_plot.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "scores.json").read_text())
     assert set(saved) == expected
@@ -69,7 +70,7 @@ def test_demo_command_prints_its_table_without_library_info_or_warnings(tmp_path
         for logger in loggers:
             logger.removeHandler(handler)
     captured = capsys.readouterr()
-    assert "| control + mean shift |" in captured.out and "type_B: control -> stimulated" in captured.out
+    assert has_row(captured.out, "control + mean shift") and "type_B: control -> stimulated" in captured.out
     assert "fit" in captured.err  # the pipeline's progress bar over its fits is not silenced
     assert not [r for r in records if r.levelno < logging.WARNING], [r.getMessage() for r in records]
     assert not [w for w in recwarn if issubclass(w.category, ConstantInputWarning) or "lightning" in w.filename]

@@ -79,9 +79,9 @@ def test_the_selection_default_configuration_is_the_models_defaults():
     from scvi_trvae.model._model import DEFAULT_TRAINING_STEPS
 
     train = inspect.signature(TRVAE.train).parameters
-    assert DEFAULT_CONFIG == {
+    assert {
         "n_layers": DEFAULT_N_LAYERS,
         "mmd_weight": train["mmd_weight"].default,
         "kl_weight": train["kl_weight"].default,
         "training_steps": DEFAULT_TRAINING_STEPS,
-    }
+    } == DEFAULT_CONFIG

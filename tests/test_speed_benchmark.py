@@ -12,6 +12,7 @@ import anndata as ad
 import numpy as np
 import pytest
 from _speed_report import markdown
+from helpers import has_row
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
 
@@ -45,8 +46,8 @@ def test_speed_quick_mode_writes_json_and_tables(quick_run):
             assert row[key]["cells_per_s"] > 0 and row[key]["output_mb"] > 0
     assert report["default_train"] == {}  # quick mode: this package's short runs only
     assert set(report["parts"]) == {"training", "prediction", "disk", "default-train", "gpu"}
-    assert "| synthetic:600:200 | 64 |" in table
-    assert "| counterfactual | bf16 autocast | 300 |" in table
+    assert has_row(table, "synthetic:600:200", "64")
+    assert has_row(table, "counterfactual", "bf16 autocast", "300")
 
 
 @pytest.mark.slow  # runs speed.py --quick (~45 s)
@@ -59,7 +60,7 @@ def test_speed_quick_mode_trains_from_a_backed_file_it_wrote(quick_run):
     backed.file.close()
     (row,) = report["disk"]["rows"]
     assert row["trvae"]["cells_per_s"] > 0 and row["trvae"]["peak_rss_mb"] > 0
-    assert "| synthetic:3000:200 backed | 64 |" in table
+    assert has_row(table, "synthetic:3000:200 backed", "64")
 
 
 @pytest.mark.slow  # runs speed.py --quick (~45 s)
@@ -70,7 +71,7 @@ def test_speed_only_remeasures_some_parts_and_reuses_the_cached_file(quick_run):
     assert report["disk"]["generation"]["wall_s"] == first["disk"]["generation"]["wall_s"]
     assert report["training"] == first["training"] and report["prediction"] == first["prediction"]
     assert report["parts"]["disk"]["finished_at"] >= first["parts"]["disk"]["finished_at"]
-    assert "| synthetic:600:200 | 64 |" in table  # the kept parts are still in the table
+    assert has_row(table, "synthetic:600:200", "64")  # the kept parts are still in the table
 
 
 def test_synthetic_file_holds_the_cells_generated_in_memory(tmp_path, monkeypatch):
@@ -95,8 +96,8 @@ def test_markdown_flags_missed_bounds_and_capped_runs():
                 "trvae": {"cells_per_s": 9000.0, "peak_rss_mb": 1500.0, "gpu_peak_mb": 300.0}}]},
     }  # fmt: skip
     table = markdown(report)
-    assert "| d | 8 | 5 | 4096 | **no** |" in table
+    assert has_row(table, "d", "8", "5", "4096", "**no**")
     assert "Writing the file failed" in table
-    assert "| scArches | 240 (stopped at the 240 s cap) | 31 |" in table
-    assert "GPU training (Some GPU" in table and "| kang | 128 | 9000 | 1500 | 300 |" in table
+    assert has_row(table, "scArches", "240 (stopped at the 240 s cap)", "31")
+    assert "GPU training (Some GPU" in table and has_row(table, "kang", "128", "9000", "1500", "300")
     assert "GPU rows: not measured (no CUDA" in markdown({"gpu": {"not_measured": "no CUDA device"}})

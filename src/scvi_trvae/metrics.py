@@ -457,25 +457,22 @@ def evaluate_prediction(
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str | None]]) -> str:
-    """Format a markdown table: a header row, its rule and one row per sequence of cells.
+    """Format a markdown table (pandas' :meth:`~pandas.DataFrame.to_markdown`, GitHub style, columns aligned).
 
     Parameters
     ----------
     header
         The column names.
     rows
-        The cells of each row, already formatted as text; a cell ``None`` is left blank (``| |``),
-        e.g. the cells that a note in an earlier cell spans (``""`` is written as ``|  |``).
+        The cells of each row, already formatted as text (they are written as given, never parsed as
+        numbers); a cell ``None`` is left blank, e.g. the cells that a note in an earlier cell spans.
 
     Returns
     -------
     The table, one line per row, without a final newline.
     """
-
-    def row(cells: Sequence[str | None]) -> str:
-        return "|" + "".join(" |" if cell is None else f" {cell} |" for cell in cells)
-
-    return "\n".join([row(header), "|" + "---|" * len(header), *(row(cells) for cells in rows)])
+    frame = pd.DataFrame([list(cells) for cells in rows], columns=list(header), dtype=object)
+    return frame.to_markdown(index=False, tablefmt="github", disable_numparse=True, missingval="")
 
 
 __all__ += ["markdown_table"]

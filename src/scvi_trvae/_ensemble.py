@@ -24,6 +24,7 @@ from anndata import AnnData
 from . import _fitting
 from ._blend import blend_prediction, check_blend_weight, on_prediction_scale
 from ._ensemble_files import MANIFEST, load_member, member_names, read_manifest
+from ._few_shot import annotate_response
 from ._fitting import fresh_copy, seeded  # noqa: F401  (imported from here before _fitting existed)
 from .baselines import pooled_shift
 from .io._atomic_write import replace_directory
@@ -109,6 +110,8 @@ class TRVAEEnsemble:
         self.model_kwargs = dict(model_kwargs)
         self.setup_kwargs = {k: v for k, v in manager.registry["setup_args"].items() if v is not None}
         self.members: list[TRVAE] = []
+        #: The intervals' calibration (:func:`scvi_trvae._calibration.calibrate`; set by ``fit_recommended``).
+        self.calibration: dict[str, Any] | None = None
 
     @property
     def n_members(self) -> int:
@@ -188,6 +191,7 @@ class TRVAEEnsemble:
         shift_weight: float | None = None,
         deviation_weight: float | None = None,
         cell_type_key: str | None = None,
+        measured: AnnData | None = None,
     ) -> AnnData:
         """Predict ``source`` cells under ``target``: each cell's observation plus the members' mean shift.
 
@@ -209,6 +213,13 @@ class TRVAEEnsemble:
         cell_type_key
             Deprecated: pass ``labels_key`` to :class:`TRVAEEnsemble` instead (a :class:`FutureWarning`;
             when given, it is used instead of ``labels_key``).
+        measured
+            The few-shot path: cells of the predicted cell type measured under ``target`` (same genes). Their
+            mean response ``r_k`` corrects the predicted one by empirical-Bayes shrinkage,
+            ``r = r_model + omega * (r_k - r_model)`` with ``omega = tau2 / (tau2 + s2 / k)`` per gene
+            (:mod:`scvi_trvae._few_shot`; ``tau2`` from the calibration, ``s2`` the within-type variance of
+            the training types under ``target``), and every predicted cell is shifted by ``r - r_model``.
+            They are inputs only, never in the output. Needs a calibrated ensemble (``fit_recommended``).
 
         Returns
         -------
@@ -218,6 +229,12 @@ class TRVAEEnsemble:
         ``var['trvae_shift_sd']`` per gene (sd over members of the cell-averaged shift: large values
         mark genes whose predicted response the members disagree on), and
         ``varm['trvae_member_means']`` each member's cell-averaged prediction (genes x members).
+        ``var['trvae_shift']`` is the predicted mean response (mean prediction minus mean observation of the
+        predicted cells, per gene, on the prediction scale) and, for a calibrated ensemble (``fit_recommended``)
+        with ``labels_key``, ``var['trvae_shift_lower']`` / ``var['trvae_shift_upper']`` its interval at the
+        calibrated level (``uns['trvae_prediction']['interval_level']``; choose it with ``fit_recommended``'s
+        ``interval_level``): ``shift ± quantile * scale``, the scale being the spread of the response across
+        the training cell types (:mod:`scvi_trvae._intervals`).
         ``uns['trvae_prediction']`` records ``n_members``, ``seeds``, ``shift_weight`` and ``deviation_weight``.
         """
         self._check_trained()
@@ -230,6 +247,8 @@ class TRVAEEnsemble:
             out.X = self._blend(out, adata, source, target, (weight, deviation), labels_key)
         info = out.uns["trvae_prediction"]
         info.update(n_members=self.n_members, seeds=list(self.seeds), shift_weight=weight, deviation_weight=deviation)
+        reference = self.adata if adata is None else adata
+        annotate_response(self, out, reference, (source, target), labels_key, measured)
         return out
 
     def _labels_key(self, cell_type_key: str | None) -> str | None:
@@ -310,7 +329,7 @@ class TRVAEEnsemble:
             raise ValueError(f"{target} exists and is not empty; pass overwrite=True to replace it.")
         manifest = {
             "seeds": self.seeds, "shift_weight": self.shift_weight, "deviation_weight": self.deviation_weight,
-            "labels_key": self.labels_key, "model_kwargs": self.model_kwargs,
+            "labels_key": self.labels_key, "model_kwargs": self.model_kwargs, "calibration": self.calibration,
         }  # fmt: skip
 
         def write(staging: Path) -> None:
@@ -365,4 +384,5 @@ class TRVAEEnsemble:
         ensemble.model_kwargs = dict(manifest["model_kwargs"])
         ensemble.setup_kwargs = {k: v for k, v in first.registry_["setup_args"].items() if v is not None}
         ensemble.members = members
+        ensemble.calibration = manifest.get("calibration")  # saved before intervals existed: None
         return ensemble

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._calibration import calibration_problems
 from .io._persistence import ModelFileError
 from .model._model import TRVAE
 
@@ -74,6 +75,7 @@ def _manifest_problems(manifest: Any) -> list[str]:
     labels_key = manifest.get("labels_key")  # absent from ensembles saved before version 0.2
     if labels_key is not None and not isinstance(labels_key, str):
         problems.append(f"'labels_key' must be an obs column name or null, got {labels_key!r}")
+    problems += calibration_problems(manifest.get("calibration"))
     if not isinstance(manifest.get("model_kwargs", {}), dict):
         problems.append(f"'model_kwargs' must be a mapping, got {manifest['model_kwargs']!r}")
     return problems

@@ -16,8 +16,9 @@ from anndata import AnnData
 
 from . import _fitting, metrics
 from ._blend import blend_prediction, on_prediction_scale
+from ._intervals import response_scale
 from ._validation import listed
-from .baselines import pooled_shift
+from .baselines import cell_type_shifts, pooled_shift
 from .data._splitter import epochs_for_steps
 from .model._architecture import DEFAULT_N_LAYERS
 from .model._model import DEFAULT_TRAINING_STEPS
@@ -122,8 +123,13 @@ def fold_rows(
     weights: tuple[Sequence[float], Sequence[float]],
     setup_kwargs,
     train_kwargs,
+    responses: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Fit ``config`` without ``(held_out, target)``, predict it and score every (shift, deviation) weight pair."""
+    """Fit ``config`` without ``(held_out, target)``, predict it and score every (shift, deviation) weight pair.
+
+    With ``responses``, the fold's per-gene mean responses are appended to it (:func:`fold_responses`): the
+    calibration of :mod:`scvi_trvae._calibration`. The scores are the same either way.
+    """
     cell_type_key, condition_key, source, target = keys
     types = adata.obs[cell_type_key].astype(str).to_numpy()
     conditions = adata.obs[condition_key].astype(str).to_numpy()
@@ -139,10 +145,16 @@ def fold_rows(
     pred = np.asarray(model.predict_perturbation(control.copy(), source=source, target=target).X, dtype=np.float64)
     # the observed cells and the pooled shift on the scale of the prediction, as TRVAEEnsemble takes them
     observed = as_dense(on_prediction_scale(model, control), "control cells")
+    train_scaled = on_prediction_scale(model, fold_train)
     shift = pooled_shift(
-        on_prediction_scale(model, fold_train), cell_type_key=cell_type_key, condition_key=condition_key,
-        exclude=[held_out], source=source, target=target,
+        train_scaled, cell_type_key=cell_type_key, condition_key=condition_key, exclude=[held_out], source=source,
+        target=target,
     )  # fmt: skip
+    if responses is not None:
+        truth = as_dense(on_prediction_scale(model, real), "target cells").mean(0) - observed.mean(0)
+        fold = fold_responses(held_out, pred.mean(0) - observed.mean(0), shift, truth, train_scaled, keys)
+        if fold is not None:
+            responses.append(fold)
     degs = metrics.top_degs(real, control)
     rows = []
     for weight in weights[0]:
@@ -154,3 +166,45 @@ def fold_rows(
                  "deviation_weight": float(deviation), **scores}
             )  # fmt: skip
     return rows
+
+
+def fold_responses(
+    held_out: str,
+    model_shift: np.ndarray,
+    pooled: np.ndarray,
+    truth: np.ndarray,
+    fold_train: AnnData,
+    keys: tuple[str, str, str, str],
+) -> dict[str, Any] | None:
+    """One inner fold's per-gene mean responses, on the prediction scale: what the calibration needs.
+
+    Parameters
+    ----------
+    held_out
+        The fold's held-out cell type.
+    model_shift, pooled, truth
+        The model's mean response ``m``, the pooled shift ``p`` of the other types and the held-out type's true
+        mean response ``t`` (mean of its ``target`` cells minus mean of its ``source`` cells).
+    fold_train
+        The fold's training cells on the prediction scale: the spread of their cell types' responses is the scale.
+    keys
+        ``(cell_type_key, condition_key, source, target)``.
+
+    Returns
+    -------
+    ``{"cell_type", "model_shift", "pooled_shift", "true_shift", "scale"}``, the vectors as float64 arrays;
+    ``None`` when fewer than 2 other cell types have cells in both conditions (no spread to scale by).
+    """
+    cell_type_key, condition_key, source, target = keys
+    shifts = cell_type_shifts(
+        fold_train, cell_type_key=cell_type_key, condition_key=condition_key, source=source, target=target,
+        exclude=[held_out],
+    )  # fmt: skip
+    if len(shifts) < 2:
+        return None
+    vectors = {"model_shift": model_shift, "pooled_shift": pooled, "true_shift": truth}
+    return {
+        "cell_type": str(held_out),
+        **{k: np.asarray(v, dtype=np.float64).ravel() for k, v in vectors.items()},
+        "scale": response_scale(shifts.to_numpy()),
+    }

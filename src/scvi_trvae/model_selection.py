@@ -29,6 +29,7 @@ from anndata import AnnData
 from tqdm.auto import tqdm
 
 from . import _fitting, metrics
+from ._calibration import calibrate
 from ._ensemble import TRVAEEnsemble
 from ._inner_folds import (
     BATCH_SIZE,
@@ -39,6 +40,7 @@ from ._inner_folds import (
     model_arguments,
     too_few_folds,
 )
+from ._intervals import DEFAULT_INTERVAL_LEVEL
 from ._validation import check_task
 from .model._model import TRVAE
 
@@ -94,6 +96,9 @@ class SelectionResult:
         Wall-clock seconds the selection took.
     extra
         Anything a caller wants to keep with the result (empty by default).
+    fold_responses
+        Per inner fold of the best configuration, its per-gene mean responses on the prediction scale
+        (:func:`scvi_trvae._inner_folds.fold_responses`): what calibrates the ensemble's intervals.
     """
 
     table: pd.DataFrame
@@ -105,6 +110,7 @@ class SelectionResult:
     seconds: float = 0.0
     best_deviation_weight: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
+    fold_responses: list[dict[str, Any]] = field(default_factory=list)
 
 
 def candidate_configs(n_configs: int, search_space: Mapping[str, Sequence[Any]] | None, seed: int) -> list[dict]:
@@ -230,6 +236,7 @@ def select_hyperparameters(
     folds, configs = _plan(adata, keys, n_configs, search_space, max_inner_folds, seed)
     train_kwargs.setdefault("enable_progress_bar", False)
     rows: list[dict[str, Any]] = []
+    responses: list[list[dict[str, Any]]] = [[] for _ in configs]
     stopped = False
     with tqdm(total=len(configs) * len(folds), desc="inner fits", disable=not progress_bar) as bar:
         for index, config in enumerate(configs):
@@ -238,7 +245,9 @@ def select_hyperparameters(
                 break
             for held_out in folds:
                 weights = (shift_weights, deviation_weights)
-                fold = fold_rows(adata, held_out, config, seed, keys, weights, setup_kwargs, train_kwargs)
+                fold = fold_rows(
+                    adata, held_out, config, seed, keys, weights, setup_kwargs, train_kwargs, responses[index]
+                )
                 rows += [{"config": index, **row} for row in fold]
                 bar.update(1)
                 if fit_done is not None:
@@ -252,6 +261,7 @@ def select_hyperparameters(
         table=table, summary=summary, best_config=dict(configs[int(best["config"])]),
         best_shift_weight=float(best["shift_weight"]), inner_cell_types=list(folds), stopped_early=stopped,
         seconds=time.perf_counter() - start, best_deviation_weight=float(best["deviation_weight"]),
+        fold_responses=responses[int(best["config"])],
     )  # fmt: skip
 
 
@@ -266,6 +276,7 @@ def fit_self_tuned(
     seed: int = 0,
     selection: SelectionResult | None = None,
     progress_bar: bool = True,
+    interval_level: float = DEFAULT_INTERVAL_LEVEL,
     **selection_kwargs: Any,
 ) -> tuple[TRVAEEnsemble, SelectionResult]:
     """Select with :func:`select_hyperparameters` (unless ``selection`` is given), then train on all of ``adata``.
@@ -289,6 +300,8 @@ def fit_self_tuned(
         A result of :func:`select_hyperparameters` to train instead of selecting again.
     progress_bar
         One bar on stderr over all the fits.
+    interval_level
+        Level of the ensemble's per-gene intervals, calibrated on the inner folds (``fit_recommended``).
     **selection_kwargs
         Passed to :func:`select_hyperparameters` (``n_configs``, ``search_space``, ``setup_kwargs``...); those
         that are not its own go to every :meth:`scvi_trvae.TRVAE.train` too.
@@ -331,6 +344,7 @@ def fit_self_tuned(
             member_done=lambda k: bar.update(1),
             **{k: v for k, v in selection_kwargs.items() if k not in _SELECTION_ONLY},
         )  # fmt: skip
+    ensemble.calibration = calibrate(selection.fold_responses, selection.best_shift_weight, interval_level)
     return ensemble, selection
 
 
@@ -411,6 +425,7 @@ def fit_recommended(
     max_epochs: int | None = None,
     seed: int = 0,
     progress_bar: bool = True,
+    interval_level: float = DEFAULT_INTERVAL_LEVEL,
     **train_kwargs: Any,
 ) -> tuple[TRVAEEnsemble, SelectionResult]:
     """Fit the recommended pipeline: an ensemble of default models, its shift blended with the pooled shift.
@@ -446,6 +461,11 @@ def fit_recommended(
         Seeds the inner folds and the members.
     progress_bar
         One bar on stderr over all the fits.
+    interval_level
+        Share of genes the per-gene intervals of the predicted mean response should hold (default 0.9). They
+        are calibrated by split-conformal prediction on the inner folds (never on the cells to predict) and
+        returned by :meth:`~scvi_trvae.TRVAEEnsemble.predict_perturbation` as ``var['trvae_shift_lower']`` /
+        ``var['trvae_shift_upper']``; the level is fixed here, at fitting time.
     **train_kwargs
         Passed to every :meth:`scvi_trvae.TRVAE.train`, and ``setup_kwargs`` to
         :meth:`scvi_trvae.TRVAE.setup_anndata`.
@@ -461,5 +481,5 @@ def fit_recommended(
     return fit_self_tuned(
         adata, cell_type_key=cell_type_key, condition_key=condition_key, source=source, target=target,
         n_members=n_members, seed=seed, n_configs=1, max_inner_folds=inner_folds, progress_bar=progress_bar,
-        **length, **train_kwargs,
+        interval_level=interval_level, **length, **train_kwargs,
     )  # fmt: skip

@@ -12,6 +12,8 @@ matplotlib is used to draw, so everything works with the non-interactive Agg bac
   and on the top DEGs (scGen / trVAE figure style).
 * :func:`gene_distribution_plot`: violin plots of chosen genes in several groups of cells.
 * :func:`representation_plot`: UMAPs of each model's latent space :math:`z` and MMD layer :math:`y`.
+* :func:`shift_intervals`: an ensemble's predicted mean response per gene with its interval, against the
+  true response when it is known.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 
     from .metrics import GeneSelection, Matrix
 
-__all__ = ["gene_distribution_plot", "reg_mean_plot", "reg_var_plot", "representation_plot"]
+__all__ = ["gene_distribution_plot", "reg_mean_plot", "reg_var_plot", "representation_plot", "shift_intervals"]
 
 
 def _gene_labels(gene_names: Sequence[str] | None, n_genes: int, *xs: Any) -> np.ndarray | None:
@@ -362,3 +364,94 @@ def representation_plot(
         }
         draw_representations(fig, axs[row], name, reps, data, color, n_neighbors=n_neighbors, seed=seed)
     return finish_figure(fig, axs, own_fig=own_fig, show=show, save=save, return_fig=return_fig)
+
+
+@plot_dsp.dedent
+def shift_intervals(
+    pred: AnnData,
+    real: Matrix | None = None,
+    control: Matrix | None = None,
+    *,
+    n_genes: int = 10,
+    title: str | None = None,
+    show: bool | None = None,
+    save: str | Path | None = None,
+    ax: Axes | None = None,
+    return_fig: bool = False,
+) -> Figure | Axes | None:
+    """Plot the predicted mean response of each gene with its interval, against the true response if known.
+
+    The predicted response and its interval are ``pred.var['trvae_shift']``, ``['trvae_shift_lower']`` and
+    ``['trvae_shift_upper']`` (:meth:`scvi_trvae.TRVAEEnsemble.predict_perturbation` of a calibrated ensemble;
+    without the interval columns the points have no error bars). With ``real`` and ``control`` each gene is
+    drawn at (true response, predicted response) with its interval as a vertical bar, beside the diagonal, and
+    the share of genes whose true response lies inside is written in the corner; without them the genes are
+    drawn in the order of their predicted response. The ``n_genes`` genes with the largest absolute predicted
+    response are highlighted and labelled.
+
+    Parameters
+    ----------
+    pred
+        The ensemble's prediction.
+    real
+        Real target cells of the predicted type, same genes (on the prediction scale: log-normalised).
+    control
+        The source cells the prediction was made from (needed with ``real``: the true response is
+        ``mean(real) - mean(control)``).
+    n_genes
+        Genes to highlight and label.
+    title
+        Axes title.
+    %(param_show_save)s
+
+    Returns
+    -------
+    The figure if ``return_fig``, else the axes if ``show`` is False, else None.
+    """
+    if "trvae_shift" not in pred.var:
+        raise ValueError("pred.var has no 'trvae_shift': pass a prediction of TRVAEEnsemble.predict_perturbation.")
+    if real is not None and control is None:
+        raise ValueError("real needs control (the source cells): the true response is mean(real) - mean(control).")
+    shift = pred.var["trvae_shift"].to_numpy(dtype=float)
+    bounds = ("trvae_shift_lower", "trvae_shift_upper")
+    has_bounds = all(b in pred.var for b in bounds)
+    errors = None
+    if has_bounds:
+        errors = np.vstack([shift - pred.var[bounds[0]].to_numpy(float), pred.var[bounds[1]].to_numpy(float) - shift])
+    top = np.argsort(-np.abs(shift), kind="stable")[: max(n_genes, 0)]
+    if real is not None:
+        x = as_dense(real, "real").mean(0) - as_dense(control, "control").mean(0)
+        xlabel = "true mean response"
+    else:
+        x = np.empty_like(shift)
+        x[np.argsort(shift, kind="stable")] = np.arange(len(shift))
+        xlabel = "genes, ordered by predicted response"
+    own_fig = ax is None
+    if own_fig:
+        fig, axs = new_figure()
+        ax = axs[0, 0]
+    else:
+        fig = ax.figure
+    ax.errorbar(x, shift, yerr=errors, fmt="o", ms=2, color="0.55", ecolor="0.8", elinewidth=0.6, label="genes")
+    top_errors = None if errors is None else errors[:, top]
+    ax.errorbar(x[top], shift[top], yerr=top_errors, fmt="o", ms=3.5, color="tab:red", ecolor="tab:red",
+                elinewidth=0.9, label=f"top {len(top)} by |predicted response|")  # fmt: skip
+    for g in top:
+        ax.annotate(str(pred.var_names[g]), (x[g], shift[g]), xytext=(3, 3), textcoords="offset points", fontsize=7,
+                    color="tab:red")  # fmt: skip
+    if real is not None:
+        low, high = float(min(x.min(), shift.min())), float(max(x.max(), shift.max()))
+        ax.plot([low, high], [low, high], color="k", lw=0.8)
+        if has_bounds:
+            inside = np.mean((x >= pred.var[bounds[0]].to_numpy(float)) & (x <= pred.var[bounds[1]].to_numpy(float)))
+            level = pred.uns.get("trvae_prediction", {}).get("interval_level")
+            nominal = "" if level is None else f" (nominal {level:.0%})"
+            ax.text(0.03, 0.97, f"inside the interval: {inside:.1%} of genes{nominal}", transform=ax.transAxes,
+                    va="top", ha="left", fontsize=9)  # fmt: skip
+    ax.axhline(0.0, color="0.7", lw=0.6)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("predicted mean response")
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    if title is not None:
+        ax.set_title(title)
+    return finish_figure(fig, ax, own_fig=own_fig, show=show, save=save, return_fig=return_fig)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 
 from scvi_trvae import baselines
@@ -85,3 +87,59 @@ def test_cell_type_shifts_need_a_type_seen_in_both_conditions(small_adata):
     every_type = small_adata.obs["cell_type"].unique().tolist()
     with pytest.raises(ValueError, match="No other cell type has cells"):
         baselines.cell_type_shifts(small_adata, **KEYS, exclude=every_type)
+
+
+def _four_types():
+    """Types A, B, C near each other in source expression and D far away; each with its own response."""
+    rng = np.random.default_rng(0)
+    n_genes, blocks, shifts = 20, {}, {}
+    for name, offset in {"A": 0.0, "B": 0.3, "C": 0.5, "D": 6.0}.items():
+        base = np.full(n_genes, 2.0) + offset * (np.arange(n_genes) % 2)
+        shifts[name] = np.full(n_genes, 1.0 if name != "D" else -1.0)
+        blocks[name] = (base, shifts[name])
+    xs, obs = [], []
+    for name, (base, shift) in blocks.items():
+        for condition, add in (("control", 0.0), ("stimulated", 1.0)):
+            xs.append(base + add * shift + 0.05 * rng.standard_normal((15, n_genes)))
+            obs += [(name, condition)] * 15
+    adata = ad.AnnData(np.vstack(xs).astype(np.float32))
+    adata.obs = pd.DataFrame(obs, columns=["cell_type", "condition"], index=adata.obs_names)
+    return adata, shifts
+
+
+def test_similarity_weights_favour_the_closest_types_and_use_no_target_cells():
+    adata, shifts = _four_types()
+    weights = baselines.similarity_weights(adata, cell_type="A", **KEYS)
+    assert list(weights.index) == ["B", "C", "D"]
+    np.testing.assert_allclose(weights.sum(), 1.0)
+    assert weights["B"] > weights["C"] > weights["D"] and weights["D"] < 0.05
+    shift = baselines.similarity_shift(adata, cell_type="A", **KEYS)
+    np.testing.assert_allclose(shift, weights.to_numpy() @ np.stack([shifts[t] for t in "BCD"]), atol=0.05)
+    # the pooled shift is pulled toward D's opposite response; the similarity shift stays near A's true +1
+    pooled = baselines.pooled_shift(adata, exclude=["A"], **KEYS)
+    assert np.abs(shift - 1.0).mean() < np.abs(pooled - 1.0).mean()
+    # the held-out type's target cells change nothing
+    held_out = ((adata.obs["cell_type"] == "A") & (adata.obs["condition"] == "stimulated")).to_numpy()
+    adata_without = adata[~held_out].copy()
+    np.testing.assert_allclose(baselines.similarity_shift(adata_without, cell_type="A", **KEYS), shift)
+    # deterministic
+    np.testing.assert_array_equal(baselines.similarity_shift(adata, cell_type="A", **KEYS), shift)
+
+
+def test_similarity_bandwidth_and_mean_shift_option():
+    adata, _ = _four_types()
+    wide = baselines.similarity_weights(adata, cell_type="A", bandwidth=1e9, **KEYS)
+    np.testing.assert_allclose(wide.to_numpy(), 1 / 3, rtol=1e-6)  # a huge bandwidth: the balanced shift
+    np.testing.assert_allclose(
+        baselines.similarity_shift(adata, cell_type="A", bandwidth=1e9, **KEYS),
+        baselines.pooled_shift(adata, exclude=["A"], balanced=True, **KEYS), rtol=1e-5,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="bandwidth must be positive"):
+        baselines.similarity_weights(adata, cell_type="A", bandwidth=0.0, **KEYS)
+    pred = baselines.mean_shift(adata, cell_type="A", similarity=True, **KEYS)
+    control = adata[(adata.obs["cell_type"] == "A").to_numpy() & (adata.obs["condition"] == "control").to_numpy()]
+    expected = np.clip(control.X + baselines.similarity_shift(adata, cell_type="A", **KEYS), 0, None)
+    np.testing.assert_allclose(pred.X, expected, rtol=1e-5, atol=1e-6)
+    assert (pred.obs["condition"] == "stimulated").all()
+    with pytest.raises(ValueError, match="Choose one"):
+        baselines.mean_shift(adata, cell_type="A", balanced=True, similarity=True, **KEYS)

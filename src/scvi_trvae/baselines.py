@@ -1,6 +1,6 @@
 """Simple baselines every honest out-of-sample evaluation reports.
 
-Both predict the cells of one held-out ``(cell type, target condition)`` from the same type's
+Each predicts the cells of one held-out ``(cell type, target condition)`` from the same type's
 ``source`` cells, using only the other cell types' data, and return a new AnnData shaped like
 :meth:`scvi_trvae.TRVAE.predict_perturbation`'s output.
 """
@@ -46,23 +46,24 @@ def mean_shift(
     source: str,
     target: str,
     balanced: bool = False,
+    similarity: bool = False,
 ) -> AnnData:
     """Source cells plus the mean ``target - source`` difference of the other cell types, clipped at 0.
 
     The shift is the per-gene mean of all other-type cells in ``target`` minus that of all
-    other-type cells in ``source`` (cells pooled, as in the field's usual definition), or with
-    ``balanced=True`` the mean of the other types' own shifts (:func:`pooled_shift`).
+    other-type cells in ``source`` (cells pooled, as in the field's usual definition); with
+    ``balanced=True`` the mean of the other types' own shifts (:func:`pooled_shift`); with
+    ``similarity=True`` their mean weighted by each type's closeness to ``cell_type``'s ``source`` cells
+    (:func:`similarity_shift`).
     """
     cells = _source_cells(adata, cell_type_key, condition_key, cell_type, source)
-    shift = pooled_shift(
-        adata,
-        cell_type_key=cell_type_key,
-        condition_key=condition_key,
-        exclude=[cell_type],
-        source=source,
-        target=target,
-        balanced=balanced,
-    )
+    if balanced and similarity:
+        raise ValueError("Choose one of balanced=True and similarity=True.")
+    keys = {"cell_type_key": cell_type_key, "condition_key": condition_key, "source": source, "target": target}
+    if similarity:
+        shift = similarity_shift(adata, cell_type=cell_type, **keys)
+    else:
+        shift = pooled_shift(adata, exclude=[cell_type], balanced=balanced, **keys)
     shifted = np.clip(as_dense(cells.X) + shift, 0.0, None)
     pred = AnnData(shifted.astype(np.float32), obs=cells.obs.copy(), var=cells.var.copy())
     pred.obs[condition_key] = str(target)
@@ -125,3 +126,93 @@ def cell_type_shifts(
     if not rows:
         raise ValueError(f"No other cell type has cells in {source!r} and {target!r} to estimate a shift from.")
     return pd.DataFrame.from_dict(rows, orient="index", columns=adata.var_names)
+
+
+def similarity_weights(
+    adata: AnnData,
+    *,
+    cell_type_key: str,
+    condition_key: str,
+    cell_type: str,
+    source: str,
+    target: str,
+    n_comps: int = 50,
+    bandwidth: float | None = None,
+) -> pd.Series:
+    """How much each other cell type's own shift counts in :func:`similarity_shift`: closer types weigh more.
+
+    A model-free stand-in for "closeness in the model's latent space": a PCA (up to ``n_comps``
+    components, deterministic) is fitted on the ``source``-condition cells of ``adata``, the type means of
+    those cells are projected, and type ``t`` gets the weight ``softmax(-d_t / h)``, with ``d_t`` the
+    squared distance between ``t``'s and ``cell_type``'s mean ``source`` expression in that space and the
+    bandwidth ``h`` the median of the ``d_t`` (or ``bandwidth``). Only ``source`` cells are read, so the
+    held-out ``target`` cells of ``cell_type`` play no part even when ``adata`` holds them.
+
+    Parameters
+    ----------
+    adata
+        Training cells (log-normalised expression in ``X``).
+    cell_type_key, condition_key
+        ``adata.obs`` columns of the cell type and the condition.
+    cell_type
+        The cell type whose response is predicted; it needs ``source`` cells.
+    source, target
+        The conditions of the response.
+    n_comps
+        Principal components of the distance space (at most the cells minus one and the genes).
+    bandwidth
+        ``h`` of the softmax; ``None``: the median squared distance (all types equally far: equal weights).
+
+    Returns
+    -------
+    One weight per other cell type with cells in both conditions (index: the types), summing to 1.
+    """
+    from sklearn.decomposition import PCA
+
+    shifts_index = cell_type_shifts(
+        adata, cell_type_key=cell_type_key, condition_key=condition_key, source=source, target=target,
+        exclude=[cell_type],
+    ).index  # fmt: skip
+    own = _source_cells(adata, cell_type_key, condition_key, cell_type, source)
+    in_source = (adata.obs[condition_key].astype(str) == str(source)).to_numpy()
+    x = as_dense(adata.X[in_source])
+    n_comps = max(1, min(n_comps, x.shape[0] - 1, x.shape[1]))
+    pca = PCA(n_components=n_comps, svd_solver="full" if max(x.shape) <= 500 else "randomized", random_state=0)
+    pca.fit(x)
+    types = adata.obs[cell_type_key].astype(str).to_numpy()[in_source]
+    centre = pca.transform(as_dense(own.X).mean(0, keepdims=True))[0]
+    means = np.stack([x[types == t].mean(0) for t in shifts_index])
+    distances = ((pca.transform(means) - centre) ** 2).sum(1)
+    if bandwidth is not None and not bandwidth > 0:
+        raise ValueError(f"bandwidth must be positive, got {bandwidth}.")
+    h = float(np.median(distances)) if bandwidth is None else float(bandwidth)
+    logits = -distances / h if h > 0 else np.zeros_like(distances)
+    weights = np.exp(logits - logits.max())
+    return pd.Series(weights / weights.sum(), index=shifts_index, name="weight")
+
+
+def similarity_shift(
+    adata: AnnData,
+    *,
+    cell_type_key: str,
+    condition_key: str,
+    cell_type: str,
+    source: str,
+    target: str,
+    n_comps: int = 50,
+    bandwidth: float | None = None,
+) -> np.ndarray:
+    """Average the other types' own shifts (:func:`cell_type_shifts`) with :func:`similarity_weights`.
+
+    A cell type's response is estimated from the types whose ``source`` cells look most like its own;
+    with equal weights this is the balanced shift (``pooled_shift(balanced=True)``). Parameters as in
+    :func:`similarity_weights`.
+
+    Returns
+    -------
+    The per-gene shift (float64).
+    """
+    keys = {"cell_type_key": cell_type_key, "condition_key": condition_key, "source": source, "target": target}
+    shifts = cell_type_shifts(adata, exclude=[cell_type], **keys)
+    weights = similarity_weights(adata, cell_type=cell_type, n_comps=n_comps, bandwidth=bandwidth, **keys)
+    return np.asarray(weights.to_numpy() @ shifts.to_numpy(dtype=np.float64))

@@ -280,7 +280,7 @@ def report(payload: dict[str, Any]) -> str:
             )
         tag = " (tuning split)" if (dataset, cell_type) == TUNING_SPLIT else ""
         lines.append(f"| {dataset} {cell_type}{tag} | {k} | " + " | ".join(cells) + " |")
-    lines += ["", beats_counts(median), "", coverage_table(payload["coverage"])]
+    lines += ["", beats_counts(median), "", coverage_table(payload["coverage"]), "", coverage_by_k(frame)]
     return "\n".join(lines)
 
 
@@ -311,6 +311,16 @@ def coverage_table(coverage: list[dict[str, Any]]) -> str:
     rest = [row["coverage"] for row in coverage if (row["dataset"], row["cell_type"]) != TUNING_SPLIT]
     if rest:
         lines.append(f"\nMedian coverage over {len(rest)} splits (without the tuning split): {np.median(rest):.1%}.")
+    return "\n".join(lines)
+
+
+def coverage_by_k(frame) -> str:
+    """Median over splits of the draws' mean coverage and width of the few-shot intervals, per k (scored cells)."""
+    mine = frame[frame["method"] == "trVAE few-shot"]
+    per_split = mine.groupby(["dataset", "cell_type", "k"])[["coverage", "mean_width"]].mean().reset_index()
+    lines = ["| k | splits | median coverage (scored cells) | median mean width |", "|---|---|---|---|"]
+    for k, group in per_split.groupby("k"):
+        lines.append(f"| {k} | {len(group)} | {group['coverage'].median():.1%} | {group['mean_width'].median():.3f} |")
     return "\n".join(lines)
 
 

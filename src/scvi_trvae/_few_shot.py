@@ -12,7 +12,8 @@ and the model's ``r_model`` are combined by empirical-Bayes shrinkage, per gene:
 ``tau2 = c * scale ** 2`` is the variance of the model's error on unseen types (``c`` the calibration's mean
 squared normalised error on the inner folds, ``scale`` the spread of the response across training types) and
 ``s2`` the within-type variance of the gene in ``target``, averaged over the training cell types (a stable
-estimate: ``k`` cells alone would give a noisy one). Every predicted cell is shifted by ``r - r_model``.
+estimate: ``k`` cells alone would give a noisy one). Every predicted cell is shifted by ``r - r_model``, and the
+interval combines the model's remaining error with the sampling error of the ``k`` cells (:func:`few_shot_scale`).
 """
 
 from __future__ import annotations
@@ -91,19 +92,19 @@ def annotate_response(
     shift = as_dense(pred.X).mean(0) - observed
     context = _training_context(ensemble, pred, conditions, labels_key)
     info: dict[str, Any] = pred.uns["trvae_prediction"]
-    half_width_factor = 1.0
+    scale = None if context is None else context["scale"]
     if measured is not None:
         if pred.obs_names.isin(measured.obs_names).any():
             raise ValueError("measured shares cells with those to predict: pass measured cells of target only.")
-        omega, corrected = few_shot_shift(ensemble, shift, observed, measured, context)
+        omega, corrected, noise_sd = few_shot_shift(ensemble, shift, observed, measured, context)
         pred.X = np.clip(as_dense(pred.X) + (corrected - shift), 0.0, None).astype(np.float32)
         shift = as_dense(pred.X).mean(0) - observed
-        half_width_factor = np.sqrt(1.0 - omega)  # the posterior sd: sqrt((1 - omega) * tau2)
+        scale = few_shot_scale(scale, omega, noise_sd, ensemble.calibration)
         info["few_shot"] = {"n_cells": int(measured.n_obs), "median_weight": float(np.median(omega))}
     pred.var[SHIFT_VAR] = shift.astype(np.float32)
     calibration = ensemble.calibration
-    if calibration is not None and context is not None:
-        lower, upper = shift_intervals(shift, context["scale"] * half_width_factor, calibration["quantile"])
+    if calibration is not None and scale is not None:
+        lower, upper = shift_intervals(shift, scale, calibration["quantile"])
         pred.var[LOWER_VAR], pred.var[UPPER_VAR] = lower.astype(np.float32), upper.astype(np.float32)
         info["interval_level"] = calibration["level"]
 
@@ -128,14 +129,30 @@ def _training_context(
             "keys": keys, "target": conditions[1]}  # fmt: skip
 
 
+def few_shot_scale(
+    scale: np.ndarray, omega: np.ndarray, noise_sd: np.ndarray, calibration: dict[str, Any]
+) -> np.ndarray:  # fmt: skip
+    """Return the scale of the few-shot intervals (``half-width = quantile * scale``), the two errors combined.
+
+    ``r - truth = (1 - omega) * (r_model - truth) + omega * (r_k - truth)``: the model's error, bounded by
+    ``quantile * scale`` at the calibrated level, and the sampling error of the ``k`` cells' mean (sd
+    ``noise_sd``, its normal quantile at that level) are added in quadrature.
+    """
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + calibration["level"] / 2))
+    quantile = max(float(calibration["quantile"]), np.finfo(np.float64).tiny)
+    return np.sqrt(((1.0 - omega) * scale) ** 2 + (omega * z * noise_sd / quantile) ** 2)
+
+
 def few_shot_shift(
     ensemble: TRVAEEnsemble,
     shift: np.ndarray,
     observed: np.ndarray,
     measured: AnnData,
     context: dict[str, Any] | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(omega, r)``: the measured cells' weight per gene and the corrected mean response ``r``."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(omega, r, sd)``: the measured cells' weight per gene, the corrected response, the sd of their mean."""
     calibration = ensemble.calibration
     if calibration is None or context is None:
         raise ValueError(
@@ -152,4 +169,4 @@ def few_shot_shift(
     prior = calibration["mean_squared_error"] * context["scale"] ** 2
     noise = within_type_variance(context["training"], context["keys"], context["target"], context["exclude"])
     omega = shrinkage_weights(prior, noise, measured.n_obs)
-    return omega, shift + omega * (measured_mean - observed - shift)
+    return omega, shift + omega * (measured_mean - observed - shift), np.sqrt(noise / measured.n_obs)

@@ -260,6 +260,12 @@ def _read(path: Path, args, settings: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ report
+_SCORES_CAPTION = "**Scores**, medians over draws (Δ-Pearson DEG: higher is better; scaled E-distance: lower):"
+_COUNTS_CAPTION = "**Counts**: splits (without the tuning split) where the pipeline beats both k-cell answers:"
+_COVERAGE_CAPTION = "**Coverage** of the k = 0 intervals (the truth: all held-out target cells):"
+_PER_K_CAPTION = "**Coverage per k** of the few-shot intervals (the truth: the scored cells; medians over splits):"
+
+
 def report(payload: dict[str, Any]) -> str:
     """Markdown tables: medians over draws per split and k, the k = 20 counts, and the coverage per split."""
     import pandas as pd
@@ -269,7 +275,7 @@ def report(payload: dict[str, Any]) -> str:
     frame = pd.DataFrame(payload["rows"])
     per = frame.groupby(["dataset", "cell_type", "k", "method"], sort=False)[["pearson_delta_deg", "edist_scaled"]]
     median = per.median().reset_index()
-    lines = ["| split | k | " + " | ".join(f"{m}: Δ-Pearson DEG / E-dist" for m in METHODS) + " |",
+    lines = [_SCORES_CAPTION, "", "| split | k | " + " | ".join(f"{m}: Δ-Pearson DEG / E-dist" for m in METHODS) + " |",
              "|---|---|" + "---|" * len(METHODS)]  # fmt: skip
     for (dataset, cell_type, k), group in median.groupby(["dataset", "cell_type", "k"], sort=False):
         cells = []
@@ -286,7 +292,12 @@ def report(payload: dict[str, Any]) -> str:
 
 def beats_counts(median) -> str:
     """How many splits (but the tuning split) the pipeline beats both k-cell answers at each k > 0."""
-    lines = ["| k | splits | trVAE best on Δ-Pearson DEG | trVAE best on E-dist | both |", "|---|---|---|---|---|"]
+    lines = [
+        _COUNTS_CAPTION,
+        "",
+        "| k | splits | trVAE best on Δ-Pearson DEG | trVAE best on E-dist | both |",
+        "|---|---|---|---|---|",
+    ]
     others = median[[(d, c) != TUNING_SPLIT for d, c in zip(median["dataset"], median["cell_type"], strict=True)]]
     for k, group in others[others["k"] > 0].groupby("k"):
         wide = group.pivot_table(index=["dataset", "cell_type"], columns="method",
@@ -301,7 +312,12 @@ def beats_counts(median) -> str:
 
 def coverage_table(coverage: list[dict[str, Any]]) -> str:
     """Coverage and mean width of the k = 0 intervals per split, against the nominal level."""
-    lines = ["| split | nominal | coverage | mean width | median abs. error | quantile |", "|---|---|---|---|---|---|"]
+    lines = [
+        _COVERAGE_CAPTION,
+        "",
+        "| split | nominal | coverage | mean width | median abs. error | quantile |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in coverage:
         tag = " (tuning split)" if (row["dataset"], row["cell_type"]) == TUNING_SPLIT else ""
         lines.append(
@@ -318,7 +334,7 @@ def coverage_by_k(frame) -> str:
     """Median over splits of the draws' mean coverage and width of the few-shot intervals, per k (scored cells)."""
     mine = frame[frame["method"] == "trVAE few-shot"]
     per_split = mine.groupby(["dataset", "cell_type", "k"])[["coverage", "mean_width"]].mean().reset_index()
-    lines = ["| k | splits | median coverage (scored cells) | median mean width |", "|---|---|---|---|"]
+    lines = [_PER_K_CAPTION, "", "| k | splits | median coverage | median mean width |", "|---|---|---|---|"]
     for k, group in per_split.groupby("k"):
         lines.append(f"| {k} | {len(group)} | {group['coverage'].median():.1%} | {group['mean_width'].median():.3f} |")
     return "\n".join(lines)

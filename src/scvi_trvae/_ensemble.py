@@ -230,11 +230,12 @@ class TRVAEEnsemble:
         mark genes whose predicted response the members disagree on), and
         ``varm['trvae_member_means']`` each member's cell-averaged prediction (genes x members).
         ``var['trvae_shift']`` is the predicted mean response (mean prediction minus mean observation of the
-        predicted cells, per gene, on the prediction scale) and, for a calibrated ensemble (``fit_recommended``)
-        with ``labels_key``, ``var['trvae_shift_lower']`` / ``var['trvae_shift_upper']`` its interval at the
-        calibrated level (``uns['trvae_prediction']['interval_level']``; choose it with ``fit_recommended``'s
-        ``interval_level``): ``shift ± quantile * scale``, the scale being the spread of the response across
-        the training cell types (:mod:`scvi_trvae._intervals`).
+        predicted cells, per gene, on the prediction scale) and, for a
+        calibrated ensemble (``fit_recommended``) with ``labels_key``, ``var['trvae_shift_lower']`` /
+        ``var['trvae_shift_upper']`` its interval at the calibrated level
+        (``uns['trvae_prediction']['interval_level']``; choose it with ``fit_recommended``'s ``interval_level``):
+        ``shift ± quantile * scale``, the scale being the spread of the response across the training cell types
+        (:mod:`scvi_trvae._intervals`).
         ``uns['trvae_prediction']`` records ``n_members``, ``seeds``, ``shift_weight`` and ``deviation_weight``.
         """
         self._check_trained()

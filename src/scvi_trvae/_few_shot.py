@@ -90,7 +90,8 @@ def annotate_response(
     member = ensemble.members[0]
     observed = as_dense(on_prediction_scale(member, reference[pred.obs_names]).X).mean(0)
     shift = as_dense(pred.X).mean(0) - observed
-    context = _training_context(ensemble, pred, conditions, labels_key)
+    needed = ensemble.calibration is not None or measured is not None
+    context = _training_context(ensemble, pred, conditions, labels_key) if needed else None
     info: dict[str, Any] = pred.uns["trvae_prediction"]
     scale = None if context is None else context["scale"]
     if measured is not None:

@@ -270,6 +270,100 @@ def test_paired_table_compares_on_common_splits_only():
     assert table[1] == ["other", "2", "0.700", "0.700", "1/2", "0.400", "0.400", "1/2"]
 
 
+def test_target_table_counts_wins_against_each_mean_shift_the_stronger_one_and_cvae():
+    import pandas as pd
+
+    pipeline = "trVAE ensemble + shrink"
+    rows = _result_rows(pipeline, {("a", 0): (0.9, 0.2), ("b", 0): (0.5, 0.6), ("c", 0): (0.8, 0.3)})
+    rows += _result_rows("control + mean shift", {("a", 0): (0.8, 0.3), ("b", 0): (0.4, 0.7), ("c", 0): (0.7, 0.4)})
+    rows += _result_rows(
+        "control + balanced mean shift", {("a", 0): (0.95, 0.1), ("b", 0): (0.4, 0.7), ("c", 0): (0.7, 0.4)}
+    )
+    rows += _result_rows(
+        "control + similarity mean shift", {("a", 0): (0.8, 0.3), ("b", 0): (0.6, 0.5), ("c", 0): (0.7, 0.4)}
+    )
+    rows += _result_rows("CVAE", {("a", 0): (0.7, 0.3), ("a", 1): (0.95, 0.1), ("b", 0): (0.4, 0.7)})  # a: 0.825
+    table = {(r[0], r[1]): r[2:] for r in table_rows(tables.target_table(pd.DataFrame(rows), pipeline))[1:]}
+    assert table["control + mean shift", "Δ-Pearson (DEG)"][:3] == ["3/3", "—", "—"]
+    # the stronger mean shift per split: a from balanced, b from similarity, c a tie (no win)
+    assert table["stronger mean shift", "Δ-Pearson (DEG)"][:3] == ["1/3", "≥ 48/57", "missed"]
+    assert table["stronger mean shift", "E-dist scaled ↓"][0] == "1/3"
+    assert table["CVAE", "Δ-Pearson (DEG)"][:2] == ["2/2", "≥ 45/57"]  # seed-averaged per split; no split c
+    assert tables.target_table(pd.DataFrame(rows), "absent") == ""
+
+
+def test_stale_table_lists_results_of_earlier_code():
+    import pandas as pd
+
+    rows = _result_rows("trVAE", {("a", 0): (0.9, 0.2), ("b", 0): (0.5, 0.6)})
+    rows[0].update(stale=True, code_version=cache.EARLIER_CODE)
+    rows[1].update(stale=False, code_version="abc")
+    table = table_rows(tables.stale_table(pd.DataFrame(rows), ["trVAE"], {"trVAE": "before the fix"}))
+    assert table[1] == ["trVAE", "1/2", "earlier", "before the fix"]
+    rows[0]["stale"] = False
+    assert tables.stale_table(pd.DataFrame(rows), ["trVAE"]) == ""
+
+
+def test_report_shows_the_tuning_split_apart(tmp_path):
+    from oos import report
+    from oos.running import RunConfig
+
+    methods = ["trVAE ensemble + shrink", "control + mean shift"]
+    rows = []
+    for method, (tuned, other) in zip(methods, ((0.99, 0.5), (0.1, 0.4)), strict=True):
+        for cell_type, value in (("NK", tuned), ("B", other), ("CD4T", other)):
+            rows.append({
+                "dataset": "kang", "cell_type": cell_type, "source": "control", "target": "stimulated",
+                "method": method, "seed": 0, "status": "ok", "fit_seconds": 1.0, "eval_seconds": 0.0,
+                **dict.fromkeys(METRIC_KEYS, value),
+            })  # fmt: skip
+    config = RunConfig(
+        datasets=["kang"], methods=methods, cell_types=None, n_seeds=1, epochs=dict.fromkeys(methods),
+        n_top_genes={"kang": 2000}, min_cells=3, data_dir=tmp_path, cache_dir=tmp_path, json_path=tmp_path / "r.json",
+        markdown_path=tmp_path / "b.md", figure_dir=None, quick=False, argv=["--cached-only"],
+    )  # fmt: skip
+    text = report.markdown_report(config, rows, 0.0)
+    assert "## Tuning split: kang, NK -> stimulated" in text and "## Overall (all data sets, 2 splits without" in text
+    # NK's 0.99 / 0.1 is in no median and no win count: the medians are the other splits' 0.5 and 0.4
+    assert has_row(text, "control + mean shift", "Δ-Pearson (DEG)", "2/2", "—", "—", "0.500", "0.400")
+    assert has_row(text, "control + mean shift", "E-dist scaled ↓", "0/2")
+    assert has_row(text, "trVAE ensemble + shrink", "1 (one seed)", "1", "2", "0.500", "0.500")
+    assert "held-out types: B, CD4T. NK -> stimulated, the tuning split, is shown apart" in text
+    assert has_row(text, "trVAE ensemble + shrink", "1", "0.990")  # the tuning split's own table
+    quick = report.markdown_report(config, [r for r in rows if r["cell_type"] == "NK"], 0.0)
+    assert "## Tuning split" not in quick and has_row(quick, "trVAE ensemble + shrink", "1 (one seed)", "1", "1")
+
+
+def test_code_version_hashes_the_source_files(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.py").write_text("y = 2\n")
+    first = registry.hash_sources(["pkg", "b.py"], tmp_path)
+    assert first == registry.hash_sources(["b.py", "pkg"], tmp_path)  # order of the paths does not matter
+    (tmp_path / "pkg" / "a.py").write_text("x = 3\n")
+    registry._hash_sources.cache_clear()
+    assert registry.hash_sources(["pkg", "b.py"], tmp_path) != first
+    # each method hashes what it depends on: the mean shifts share one version, the trained models another
+    versions = {
+        name: METHODS[name].code_version()
+        for name in ("control + mean shift", "control + similarity mean shift", "trVAE", "CVAE")
+    }
+    assert versions["control + mean shift"] == versions["control + similarity mean shift"] != versions["trVAE"]
+    assert versions["trVAE"] == versions["CVAE"] and len(versions["trVAE"]) == 12
+
+
+def test_stale_cached_results_are_refit_or_marked(tmp_path):
+    key = {"cache_version": cache.CACHE_VERSION, "code_version": "new", "epochs": 3, "n_genes": 10}
+    path = tmp_path / "result.json"
+    cache.write_cached(path, {"method": "trVAE", "edist_scaled": 0.3, "key": {**key, "code_version": "old"}})
+    assert cache.read_cached(path, key) is None  # a run fits it again
+    stale = cache.read_cached(path, key, allow_stale=True)  # --cached-only reports it, marked
+    assert stale["stale"] and stale["edist_scaled"] == 0.3
+    assert cache.read_cached(path, {**key, "epochs": 4}, allow_stale=True) is None  # other settings: never used
+    cache.write_cached(path, {"method": "trVAE", "edist_scaled": 0.3, "key": key})
+    assert cache.read_cached(path, key)["stale"] is False
+
+
 def test_epochs_parsing():
     methods = ["trVAE", "scGen", "no response"]
     assert cli.parse_epochs(None, methods, quick=True) == {"trVAE": 3, "scGen": 3, "no response": None}
@@ -404,6 +498,27 @@ def test_rebuild_cache_from_results_file_restores_every_cached_result(quick_run,
     assert n_written == len(originals) > 0
     for original in originals:
         assert (tmp_path / "kang" / original.name).read_text() == original.read_text(), original.name
+
+
+@pytest.mark.slow  # the benchmark's --quick run on real data (~20 s)
+def test_results_without_code_versions_are_rebuilt_as_earlier_and_reported_stale(quick_run, tmp_path):
+    out, argv, _ = quick_run
+    payload = json.loads((out / "out_of_sample.json").read_text())
+    assert all(row["code_version"] for row in payload["rows"] if row["status"] == "ok")
+    for row in payload["rows"]:  # a results file written before code versions were recorded
+        row.pop("code_version", None)
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(payload))
+    assert cache.rebuild_cache(old, SHARED_DATA, tmp_path / "cache") > 0
+    rebuilt = [json.loads(p.read_text()) for p in (tmp_path / "cache" / "kang").glob("*.json")]
+    assert {r["key"]["code_version"] for r in rebuilt} == {r["code_version"] for r in rebuilt} == {cache.EARLIER_CODE}
+    with _restoring_threads():
+        rows = cli.main([*argv[:3], "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+                         "--no-figures", "--cached-only"])  # fmt: skip
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert ok and all(r["stale"] for r in ok)
+    text = (tmp_path / "out" / "benchmarks.md").read_text()
+    assert "Results from earlier code" in text and has_row(text, "trVAE", "1/1", cache.EARLIER_CODE)
 
 
 def test_cached_only_reports_the_cache_and_fits_nothing(quick_run):

@@ -102,11 +102,17 @@ def fit_predict_no_response(split: Split, seed: int, epochs: int | str) -> np.nd
     return dense(split.control.X)
 
 
-def fit_predict_mean_shift(split: Split, seed: int, epochs: int | str) -> np.ndarray:
-    """Control cells plus the other types' mean ``target - source`` shift (:func:`scvi_trvae.baselines.mean_shift`)."""
+def fit_predict_mean_shift(
+    split: Split, seed: int, epochs: int | str, *, balanced: bool = False, similarity: bool = False
+) -> np.ndarray:
+    """Control cells plus the other types' mean ``target - source`` shift (:func:`scvi_trvae.baselines.mean_shift`).
+
+    ``balanced``: every other type's own shift weighs the same; ``similarity``: weighted by closeness of the
+    types' training control cells to the held-out type's (a PCA of the training control cells).
+    """
     pred = baselines.mean_shift(
         split.train, cell_type_key=split.cell_type_key, condition_key=split.condition_key, cell_type=split.cell_type,
-        source=split.source, target=split.target,
+        source=split.source, target=split.target, balanced=balanced, similarity=similarity,
     )  # fmt: skip
     if not np.array_equal(pred.obs_names, split.control.obs_names):
         raise RuntimeError("mean_shift returned cells other than the held-out type's control cells")
@@ -146,8 +152,27 @@ register(
     "scarches.models.TRVAE, the paper's network (800-800-128, MMD on y, z 40, MMD weight 100, KL 5e-5; mse)",
     epochs=AUTO_EPOCHS, seeds="one", options={"settings": "paper"},
 )  # fmt: skip
-register("control + mean shift", fit_predict_mean_shift, "scvi_trvae.baselines.mean_shift", seeds="deterministic")
-register("no response", fit_predict_no_response, "scvi_trvae.baselines.no_response", seeds="deterministic")
+#: What the baselines' results depend on (their code version hashes these; see MethodSpec.sources)
+BASELINE_SOURCES = ("src/scvi_trvae/baselines.py", "src/scvi_trvae/utils.py", "src/scvi_trvae/_validation.py")
+register(
+    "control + mean shift", fit_predict_mean_shift, "scvi_trvae.baselines.mean_shift", seeds="deterministic",
+    sources=BASELINE_SOURCES,
+)  # fmt: skip
+register(
+    "control + balanced mean shift", fit_predict_mean_shift,
+    "scvi_trvae.baselines.mean_shift(balanced=True): the mean of the other types' own shifts", seeds="deterministic",
+    options={"balanced": True}, sources=BASELINE_SOURCES,
+)  # fmt: skip
+register(
+    "control + similarity mean shift", fit_predict_mean_shift,
+    "scvi_trvae.baselines.mean_shift(similarity=True): the other types' shifts, softmax-weighted by closeness of "
+    "their control cells to the held-out type's (PCA of the training control cells)",
+    seeds="deterministic", options={"similarity": True}, sources=BASELINE_SOURCES,
+)  # fmt: skip
+register(
+    "no response", fit_predict_no_response, "scvi_trvae.baselines.no_response", seeds="deterministic",
+    sources=BASELINE_SOURCES,
+)  # fmt: skip
 
 # issue 13's methods (ensembles, self-tuning, shift shrinkage) register themselves after the ones above
 from . import ensembles  # noqa: E402, F401

@@ -82,19 +82,22 @@ def _fit_and_score(config: RunConfig, split: Split, name: str, seed: int, row: d
     try:
         scores = metrics.evaluate_prediction(pred, split.real_target, split.control, degs=split.degs, seed=0)
     except ValueError as error:  # non-finite predictions: a result of the method (deterministic), so cached
-        row.update(status="failed", reason=str(error), fit_seconds=fit_seconds, eval_seconds=0.0, key=key)
+        row.update(
+            status="failed", reason=str(error), fit_seconds=fit_seconds, eval_seconds=0.0,
+            code_version=key["code_version"], key=key,
+        )  # fmt: skip
         write_cached(path, row)
-        return {**row, "cached": False}
+        return {**row, "cached": False, "stale": False}
     row.update({k: scores[k] for k in metrics.METRIC_KEYS})
     row.update(
         status="ok", epochs=config.epochs.get(name), fit_seconds=fit_seconds, fit_cpu_seconds=fit_cpu_seconds,
-        eval_seconds=time.perf_counter() - start, key=key,
+        eval_seconds=time.perf_counter() - start, code_version=key["code_version"], key=key,
     )  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     if split.is_figure_split and seed == 0:
         np.save(path.with_suffix(".npy"), pred)
     write_cached(path, row)
-    return {**row, "cached": False}
+    return {**row, "cached": False, "stale": False}
 
 
 def run_one(config: RunConfig, split: Split, name: str, seed: int) -> dict[str, Any]:
@@ -103,8 +106,9 @@ def run_one(config: RunConfig, split: Split, name: str, seed: int) -> dict[str, 
     if METHODS[name].counts_only and not split.counts:
         return {**row, "status": "not run", "reason": f"{name} models raw counts; this data set is log-normalised"}
     cached = read_cached(
-        cache_path(config.cache_dir, split, name, seed), result_key(split, name, config.epochs.get(name))
-    )
+        cache_path(config.cache_dir, split, name, seed), result_key(split, name, config.epochs.get(name)),
+        allow_stale=config.cached_only,  # a run fits stale results again; --cached-only reports them, marked
+    )  # fmt: skip
     if cached is not None:
         return {**cached, "cached": True}
     if config.cached_only:

@@ -18,8 +18,17 @@ Usage (from the repository root)::
 
 Every (dataset, held-out type, target, method, seed) result is cached as a JSON file under
 ``benchmarks/cache/full/`` (``benchmarks/cache/quick/cache/`` in quick mode), so an interrupted run resumes.
+A cached result records its method's code version (a hash of the source files it depends on): a run fits a
+result of earlier code again, ``--cached-only`` reports it marked as stale (``docs/benchmarks.md`` lists them).
 The cache is not committed: ``--rebuild-cache`` writes it back from ``benchmarks/results/out_of_sample.json``
-(without the seed-0 predictions that the figures are drawn from).
+(without the seed-0 predictions that the figures are drawn from; rows keep the code version they record, rows
+from before code versions are marked ``earlier``).
+
+Adding a method to the committed results without refitting the others: ``--rebuild-cache``, then run only the
+new method with ``--methods NEW --output-dir SOMEWHERE`` (a run writes the results file and the page with the
+methods of that run only, so keep it away from the committed ones), then ``--cached-only`` with every method
+of the committed file (its ``epochs`` keys) plus the new one. The other methods are read from the cache,
+never refitted.
 Outputs: ``benchmarks/results/out_of_sample.json`` (all rows), ``docs/benchmarks.md`` (tables) and
 ``docs/figures/`` (reg-mean, reg-var and gene-distribution plots); with ``--output-dir DIR`` (and in
 quick mode, default ``benchmarks/cache/quick``) all three go under ``DIR`` instead.

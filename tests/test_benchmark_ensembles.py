@@ -74,3 +74,11 @@ def test_accuracy_quick_mode_scores_every_method_and_the_uncertainty(tmp_path, m
     monkeypatch.setattr(accuracy, "CACHE", folder.parent.parent)
     accuracy._reliability_figure(tmp_path / "reliability.png")
     assert (tmp_path / "reliability.png").stat().st_size > 1000
+
+
+def test_cached_fits_are_kept_per_code_version(split, monkeypatch):
+    folder = ensembles.split_dir(split)  # the models' own length: the repository's cache
+    assert ensembles.ACCURACY_CACHE in folder.parents
+    assert folder.name.endswith(f"__code{ensembles.fits_version()}") and len(ensembles.fits_version()) == 12
+    monkeypatch.setattr(ensembles, "fits_version", lambda: "other")
+    assert ensembles.split_dir(split) != folder  # a selection of other code is never read

@@ -1,7 +1,8 @@
 """Issue 13's methods: seed ensembles, self-tuning (inner leave-one-cell-type-out) and shift shrinkage.
 
-Per split, three kinds of fits are cached (``benchmarks/cache/accuracy/<dataset>/<type>__<target>/``) and
-shared by every method below, so that each is trained once: ``ensemble_default/`` (a saved
+Per split, three kinds of fits are cached (``benchmarks/cache/accuracy/<dataset>/<type>__<target>__...__code<v>/``,
+``v`` the code version of the package and this module, :func:`fits_version`: fits and selections made by other
+code are never read) and shared by every method below, so that each is trained once: ``ensemble_default/`` (a saved
 :class:`~scvi_trvae.TRVAEEnsemble` of three default TRVAE fits, seeds 0-2, trained by
 :func:`scvi_trvae.model_selection.train_ensemble`; ``members_default.npy`` holds its members' predictions),
 ``selection.json`` (:func:`scvi_trvae.model_selection.select_hyperparameters` on the split's
@@ -27,8 +28,8 @@ from scvi_trvae import TRVAEEnsemble, model_selection
 from scvi_trvae._fitting import fresh_copy
 
 from .expression import dense
-from .paths import CACHE_DIR
-from .registry import AUTO_EPOCHS, register
+from .paths import CACHE_DIR, REPO
+from .registry import AUTO_EPOCHS, PACKAGE_SOURCES, hash_sources, register
 from .splits import Split
 
 ACCURACY_CACHE = CACHE_DIR / "accuracy"
@@ -47,15 +48,22 @@ INNER_FOLDS = 2
 _scratch: list[Path] = []
 
 
-def split_dir(split: Split, epochs: int | str = AUTO_EPOCHS) -> Path:
-    """The cache folder of one split (and gene count and training length).
+def fits_version() -> str:
+    """The code version of the cached fits and selections: a hash of the package and of this module."""
+    return hash_sources((*PACKAGE_SOURCES, Path(__file__).resolve().relative_to(REPO).as_posix()))
 
-    Runs of the models' own length are kept in :data:`ACCURACY_CACHE`; fixed-epoch runs (``--quick``, tests) only
-    in a temporary folder of this process, so that they never land in the repository's cache.
+
+def split_dir(split: Split, epochs: int | str = AUTO_EPOCHS) -> Path:
+    """The cache folder of one split (and gene count, training length and code version).
+
+    Runs of the models' own length are kept in :data:`ACCURACY_CACHE`, in a folder named with
+    :func:`fits_version` so that a stale selection or ensemble never feeds a fresh result; fixed-epoch runs
+    (``--quick``, tests) only in a temporary folder of this process, so that they never land in the
+    repository's cache.
     """
     name = re.sub(r"[^A-Za-z0-9.+-]+", "_", f"{split.cell_type}__{split.target}__{split.train.n_vars}g__{epochs}")
     if epochs == AUTO_EPOCHS:
-        return ACCURACY_CACHE / split.dataset / name
+        return ACCURACY_CACHE / split.dataset / f"{name}__code{fits_version()}"
     if not _scratch:
         _scratch.append(Path(tempfile.mkdtemp(prefix="oos-ensembles-")))
     return _scratch[0] / split.dataset / name

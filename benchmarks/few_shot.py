@@ -213,6 +213,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR / "few_shot")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "few_shot.json")
+    parser.add_argument("--figure", type=Path, default=None, help="draw the gain curves here (PNG)")
     return parser.parse_args(argv)
 
 
@@ -245,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(payload, indent=1, default=float))
     print(report(payload))
+    if args.figure is not None:
+        gain_figure(payload, args.figure)
     return 0
 
 
@@ -338,6 +341,38 @@ def coverage_by_k(frame) -> str:
     for k, group in per_split.groupby("k"):
         lines.append(f"| {k} | {len(group)} | {group['coverage'].median():.1%} | {group['mean_width'].median():.3f} |")
     return "\n".join(lines)
+
+
+def gain_figure(payload: dict[str, Any], path: Path) -> None:
+    """The gain curve per data set: median over its splits (without the tuning split) of each score against k."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    frame = pd.DataFrame(payload["rows"])
+    frame = frame[[(d, c) != TUNING_SPLIT for d, c in zip(frame["dataset"], frame["cell_type"], strict=True)]]
+    if frame.empty:
+        return
+    per_split = frame.groupby(["dataset", "cell_type", "k", "method"])[["pearson_delta_deg", "edist_scaled"]].median()
+    curves = per_split.groupby(["dataset", "k", "method"]).median().reset_index()
+    datasets = list(dict.fromkeys(curves["dataset"]))
+    fig, axs = plt.subplots(2, len(datasets), figsize=(4 * len(datasets), 6.5), squeeze=False, layout="constrained")
+    for col, dataset in enumerate(datasets):
+        n_splits = frame.loc[frame["dataset"] == dataset, "cell_type"].nunique()
+        for row, (score, label) in enumerate([("pearson_delta_deg", "Δ-Pearson (DEG)"), ("edist_scaled", "E-dist")]):
+            ax = axs[row, col]
+            for method in METHODS:
+                mine = curves[(curves["dataset"] == dataset) & (curves["method"] == method)]
+                ax.plot(mine["k"], mine[score], marker="o", label=method)
+            ax.set_xlabel("measured target cells k")
+            ax.set_ylabel(label)
+        axs[0, col].set_title(f"{dataset} ({n_splits} splits)")
+    axs[0, 0].legend(fontsize=8, frameon=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -327,9 +327,15 @@ def coverage_table(coverage: list[dict[str, Any]]) -> str:
             f"| {row['dataset']} {row['cell_type']}{tag} | {row['level']:.0%} | {row['coverage']:.1%} | "
             f"{row['mean_width']:.3f} | {row['median_abs_error']:.3f} | {row['quantile']:.2f} |"
         )
-    rest = [row["coverage"] for row in coverage if (row["dataset"], row["cell_type"]) != TUNING_SPLIT]
+    rest = [row for row in coverage if (row["dataset"], row["cell_type"]) != TUNING_SPLIT]
     if rest:
-        lines.append(f"\nMedian coverage over {len(rest)} splits (without the tuning split): {np.median(rest):.1%}.")
+        values = [row["coverage"] for row in rest]
+        lines.append(f"\nMedian coverage over {len(rest)} splits (without the tuning split): {np.median(values):.1%}.")
+        per_dataset = {}
+        for row in rest:
+            per_dataset.setdefault(row["dataset"], []).append(row["coverage"])
+        medians = [f"{d} {np.median(v):.1%} ({len(v)} splits)" for d, v in per_dataset.items()]
+        lines.append(f"Median per data set: {', '.join(medians)}.")
     return "\n".join(lines)
 
 

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from oos.datasets import DATASETS, DatasetSpec, load_dataset
 from oos.paths import CACHE_DIR, DATA_DIR, RESULTS_DIR
-from oos.splits import Split, make_split
+from oos.splits import Split, held_out_pairs, make_split
 
 from scvi_trvae import TRVAEEnsemble, metrics
 from scvi_trvae._blend import on_prediction_scale
@@ -55,7 +55,11 @@ DEFAULT_SPLITS = (
     "haber_salmonella:Enterocyte", "haber_hpoly:Enterocyte.Progenitor", "kang:CD8T", "haber_hpoly:Tuft",
 )  # fmt: skip
 TUNING_SPLIT = ("kang", "NK")
+#: The out-of-sample benchmark's default: splits with fewer control or target cells are not run.
+OOS_MIN_CELLS = 3
 METHODS = ("trVAE few-shot", "k-cell mean", "pooled + k cells")
+#: Results of older versions are run again (2: noise-aware coverage, the target condition in the split labels).
+RESULTS_VERSION = 2
 SCORES = ("pearson_delta_deg", "edist_scaled", "r2_mean_deg")
 
 
@@ -129,15 +133,38 @@ def _score(pred: np.ndarray, scored, control, degs) -> dict[str, float]:
     return {k: float(values[k]) for k in SCORES}
 
 
+def interval_coverage(ensemble: TRVAEEnsemble, split: Split, pred, truth_cells) -> dict[str, float]:
+    """Coverage and mean width of ``pred``'s intervals against the mean response of ``truth_cells``.
+
+    The truth is the mean of ``truth_cells`` minus that of the source cells (the source mean cancels in the error:
+    the prediction's response is taken from the same cells). ``truth_cells`` are a sample, so their mean misses the
+    population's by its standard error ``se``: ``coverage`` counts the genes whose truth lies inside the interval
+    as it is, ``coverage_noise_aware`` those inside it widened to ``sqrt(half_width ** 2 + (z * se) ** 2)``, with
+    ``z`` the normal quantile of the level (what an interval that covers the population mean at that level would
+    show against a sample of this size).
+    """
+    from scipy.stats import norm
+
+    cells = as_dense(on_prediction_scale(ensemble.members[0], truth_cells).X)
+    truth = cells.mean(0) - _scaled_mean(ensemble, split.control)
+    standard_error = np.sqrt(cells.var(0, ddof=1) / len(cells)) if len(cells) > 1 else np.zeros(len(truth))
+    shift, lower, upper = (pred.var[key].to_numpy() for key in (SHIFT_VAR, LOWER_VAR, UPPER_VAR))
+    z = float(norm.ppf(0.5 + ensemble.calibration["level"] / 2))
+    half_width = np.sqrt(((upper - lower) / 2) ** 2 + (z * standard_error) ** 2)
+    return {
+        "coverage": float(np.mean((truth >= lower) & (truth <= upper))),
+        "coverage_noise_aware": float(np.mean(np.abs(truth - (lower + upper) / 2) <= half_width)),
+        "mean_width": float(np.mean(upper - lower)),
+        "median_abs_error": float(np.median(np.abs(shift - truth))),
+        "median_truth_se": float(np.median(standard_error)),
+    }
+
+
 def coverage_row(ensemble: TRVAEEnsemble, split: Split, pred) -> dict[str, Any]:
     """Coverage and mean width of the k = 0 intervals against the mean response of all held-out target cells."""
-    truth = _scaled_mean(ensemble, split.real_target) - _scaled_mean(ensemble, split.control)
-    lower, upper = pred.var[LOWER_VAR].to_numpy(), pred.var[UPPER_VAR].to_numpy()
-    error = np.abs(pred.var[SHIFT_VAR].to_numpy() - truth)
     return {
         "dataset": split.dataset, "cell_type": split.cell_type, "target": split.target,
-        "level": float(ensemble.calibration["level"]), "coverage": float(np.mean((truth >= lower) & (truth <= upper))),
-        "mean_width": float(np.mean(upper - lower)), "median_abs_error": float(np.median(error)),
+        "level": float(ensemble.calibration["level"]), **interval_coverage(ensemble, split, pred, split.real_target),
         "quantile": float(ensemble.calibration["quantile"]), "inner_cell_types": ensemble.calibration["cell_types"],
     }  # fmt: skip
 
@@ -162,19 +189,10 @@ def run_split(split: Split, ensemble: TRVAEEnsemble, pooled: dict, args) -> tupl
                        "draw": d, "method": method, "n_scored": int(scored.n_obs)}  # fmt: skip
                 row.update(_score(x, scored, split.control, degs))
                 if method == "trVAE few-shot":
-                    row.update(_draw_coverage(ensemble, split, pred, scored))
+                    coverage = interval_coverage(ensemble, split, pred, scored)
+                    row.update({k: coverage[k] for k in ("coverage", "coverage_noise_aware", "mean_width")})
                 rows.append(row)
     return rows, coverage_row(ensemble, split, base)
-
-
-def _draw_coverage(ensemble: TRVAEEnsemble, split: Split, pred, scored) -> dict[str, float]:
-    """Coverage and width of the prediction's intervals against the mean response of the scored cells."""
-    truth = _scaled_mean(ensemble, scored) - _scaled_mean(ensemble, split.control)
-    lower, upper = pred.var[LOWER_VAR].to_numpy(), pred.var[UPPER_VAR].to_numpy()
-    return {
-        "coverage": float(np.mean((truth >= lower) & (truth <= upper))),
-        "mean_width": float(np.mean(upper - lower)),
-    }
 
 
 # ------------------------------------------------------------------------------------------------ running
@@ -188,23 +206,42 @@ def quick_split() -> Split:
 
 
 def real_splits(names: list[str], data_dir: Path):
-    """Yield the named splits (``dataset:cell type``) whose data sets are in ``data_dir``, each read once."""
+    """Yield the named splits (``dataset:cell type[:target]``) whose data sets are in ``data_dir``, each read once."""
     loaded: dict[str, Any] = {}
     for name in names:
-        dataset, cell_type = name.split(":", 1)
+        dataset, cell_type, *target = name.split(":")
         spec = DATASETS[dataset]
         if not (data_dir / spec.file).exists():
             logger.warning("%s: %s is not in %s; skipped", name, spec.file, data_dir)
             continue
         if dataset not in loaded:
             loaded[dataset] = load_dataset(spec, data_dir)
-        yield make_split(loaded[dataset], dataset, spec, cell_type, spec.perturbed[0], spec.n_top_genes)
+        yield make_split(
+            loaded[dataset], dataset, spec, cell_type, target[0] if target else spec.perturbed[0], spec.n_top_genes
+        )
+
+
+def all_split_names(data_dir: Path) -> list[str]:
+    """``dataset:cell type:target`` of every split of the out-of-sample benchmark whose data set is in ``data_dir``."""
+    import anndata as ad
+
+    names = []
+    for dataset, spec in DATASETS.items():
+        if (data_dir / spec.file).exists():
+            obs = ad.read_h5ad(data_dir / spec.file, backed="r").obs.astype(str)
+            cells = ad.AnnData(obs=obs)
+            pairs = held_out_pairs(cells, dataset, spec, None, min_cells=OOS_MIN_CELLS)
+            names += [f"{dataset}:{cell_type}:{target}" for cell_type, target in pairs]
+    return names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line of the benchmark."""
     parser = argparse.ArgumentParser(description="Few-shot prediction and interval coverage (issue 24).")
-    parser.add_argument("--splits", nargs="+", default=list(DEFAULT_SPLITS), help="dataset:cell type, in order")
+    parser.add_argument("--splits", nargs="+", default=list(DEFAULT_SPLITS), help="dataset:cell type[:target]")
+    parser.add_argument(
+        "--all-splits", action="store_true", help="every split of the out-of-sample benchmark (after --splits)"
+    )
     parser.add_argument("--ks", nargs="+", type=int, default=[0, 5, 20, 50])
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--min-scored", type=int, default=20, help="target cells always kept for scoring")
@@ -230,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.data_dir.is_dir():
             print(f"No data in {args.data_dir}: the few-shot benchmark needs the shared data sets; skipped.")
             return 0
-        splits = real_splits(args.splits, args.data_dir)
+        names = args.splits + (all_split_names(args.data_dir) if args.all_splits else [])
+        splits = real_splits(list(dict.fromkeys(names)), args.data_dir)
     payload = _read(args.out, args, settings)
     for split in splits:
         name = [split.dataset, split.cell_type, split.target]
@@ -254,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
 def _read(path: Path, args, settings: dict[str, Any]) -> dict[str, Any]:
     """The results written so far with the same settings (resumed split by split), else an empty payload."""
     fresh = {"settings": {**settings, "ks": args.ks, "draws": args.draws, "min_scored": args.min_scored,
-                          "seed": args.seed, "quick": args.quick}, "rows": [], "coverage": []}  # fmt: skip
+                          "seed": args.seed, "quick": args.quick, "results_version": RESULTS_VERSION},
+             "rows": [], "coverage": []}  # fmt: skip
     if path.exists():
         old = json.loads(path.read_text())
         if old.get("settings") == fresh["settings"]:
@@ -278,20 +317,19 @@ def report(payload: dict[str, Any]) -> str:
 
     if not payload["rows"]:
         return "No results."
-    frame = pd.DataFrame(payload["rows"])
-    per = frame.groupby(["dataset", "cell_type", "k", "method"], sort=False)[["pearson_delta_deg", "edist_scaled"]]
+    frame = _with_labels(pd.DataFrame(payload["rows"]))
+    per = frame.groupby(["split", "tuning", "k", "method"], sort=False)[["pearson_delta_deg", "edist_scaled"]]
     median = per.median().reset_index()
     lines = [_SCORES_CAPTION, "", "| split | k | " + " | ".join(f"{m}: Δ-Pearson DEG / E-dist" for m in METHODS) + " |",
              "|---|---|" + "---|" * len(METHODS)]  # fmt: skip
-    for (dataset, cell_type, k), group in median.groupby(["dataset", "cell_type", "k"], sort=False):
+    for (label, tuning, k), group in median.groupby(["split", "tuning", "k"], sort=False):
         cells = []
         for method in METHODS:
             hit = group[group["method"] == method]
             cells.append(
                 "—" if hit.empty else f"{hit['pearson_delta_deg'].iloc[0]:.3f} / {hit['edist_scaled'].iloc[0]:.3f}"
             )
-        tag = " (tuning split)" if (dataset, cell_type) == TUNING_SPLIT else ""
-        lines.append(f"| {dataset} {cell_type}{tag} | {k} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label}{' (tuning split)' if tuning else ''} | {k} | " + " | ".join(cells) + " |")
     lines += ["", beats_counts(median), "", coverage_table(payload["coverage"]), "", coverage_by_k(frame)]
     return "\n".join(lines)
 
@@ -304,9 +342,9 @@ def beats_counts(median) -> str:
         "| k | splits | trVAE best on Δ-Pearson DEG | trVAE best on E-dist | both | median margins |",
         "|---|---|---|---|---|---|",
     ]
-    others = median[[(d, c) != TUNING_SPLIT for d, c in zip(median["dataset"], median["cell_type"], strict=True)]]
+    others = median[~median["tuning"]]
     for k, group in others[others["k"] > 0].groupby("k"):
-        wide = group.pivot_table(index=["dataset", "cell_type"], columns="method",
+        wide = group.pivot_table(index="split", columns="method",
                                  values=["pearson_delta_deg", "edist_scaled"])  # fmt: skip
         trvae, rest = "trVAE few-shot", ["k-cell mean", "pooled + k cells"]
         gain_pearson = (wide["pearson_delta_deg"][trvae] - wide["pearson_delta_deg"][rest].max(axis=1)).to_numpy()
@@ -324,35 +362,65 @@ def coverage_table(coverage: list[dict[str, Any]]) -> str:
     lines = [
         _COVERAGE_CAPTION,
         "",
-        "| split | nominal | coverage | mean width | median abs. error | quantile |",
-        "|---|---|---|---|---|---|",
+        "| split | nominal | coverage | noise-aware coverage | mean width | median abs. error | truth's median se "
+        "| quantile |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in coverage:
-        tag = " (tuning split)" if (row["dataset"], row["cell_type"]) == TUNING_SPLIT else ""
+        tag = " (tuning split)" if _is_tuning(row["dataset"], row["cell_type"]) else ""
         lines.append(
-            f"| {row['dataset']} {row['cell_type']}{tag} | {row['level']:.0%} | {row['coverage']:.1%} | "
-            f"{row['mean_width']:.3f} | {row['median_abs_error']:.3f} | {row['quantile']:.2f} |"
+            f"| {split_label(row['dataset'], row['cell_type'], row['target'])}{tag} | {row['level']:.0%} | "
+            f"{row['coverage']:.1%} | {row['coverage_noise_aware']:.1%} | {row['mean_width']:.3f} | "
+            f"{row['median_abs_error']:.3f} | {row['median_truth_se']:.3f} | {row['quantile']:.2f} |"
         )
-    rest = [row for row in coverage if (row["dataset"], row["cell_type"]) != TUNING_SPLIT]
-    if rest:
-        values = [row["coverage"] for row in rest]
-        lines.append(f"\nMedian coverage over {len(rest)} splits (without the tuning split): {np.median(values):.1%}.")
-        per_dataset = {}
+    rest = [row for row in coverage if not _is_tuning(row["dataset"], row["cell_type"])]
+    for key, name in (("coverage", "Coverage"), ("coverage_noise_aware", "Noise-aware coverage")):
+        if not rest:
+            break
+        values = [row[key] for row in rest]
+        per_dataset: dict[str, list[float]] = {}
         for row in rest:
-            per_dataset.setdefault(row["dataset"], []).append(row["coverage"])
-        medians = [f"{d} {np.median(v):.1%} ({len(v)} splits)" for d, v in per_dataset.items()]
-        lines.append(f"Median per data set: {', '.join(medians)}.")
+            per_dataset.setdefault(row["dataset"], []).append(row[key])
+        medians = ", ".join(f"{d} {np.median(v):.1%} ({len(v)})" for d, v in per_dataset.items())
+        lines.append(
+            f"\n{name}, median over {len(rest)} splits (without the tuning split): {np.median(values):.1%}; "
+            f"per data set (splits): {medians}; lowest split {min(values):.1%}."
+        )
     return "\n".join(lines)
 
 
 def coverage_by_k(frame) -> str:
     """Median over splits of the draws' mean coverage and width of the few-shot intervals, per k (scored cells)."""
-    mine = frame[frame["method"] == "trVAE few-shot"]
-    per_split = mine.groupby(["dataset", "cell_type", "k"])[["coverage", "mean_width"]].mean().reset_index()
-    lines = [_PER_K_CAPTION, "", "| k | splits | median coverage | median mean width |", "|---|---|---|---|"]
+    mine = frame[(frame["method"] == "trVAE few-shot") & ~frame["tuning"]]
+    values = ["coverage", "coverage_noise_aware", "mean_width"]
+    per_split = mine.groupby(["split", "k"])[values].mean().reset_index()
+    lines = [_PER_K_CAPTION, "", "| k | splits | median coverage | median noise-aware coverage | median mean width |",
+             "|---|---|---|---|---|"]  # fmt: skip
     for k, group in per_split.groupby("k"):
-        lines.append(f"| {k} | {len(group)} | {group['coverage'].median():.1%} | {group['mean_width'].median():.3f} |")
+        lines.append(
+            f"| {k} | {len(group)} | {group['coverage'].median():.1%} | {group['coverage_noise_aware'].median():.1%} | "
+            f"{group['mean_width'].median():.3f} |"
+        )
     return "\n".join(lines)
+
+
+def split_label(dataset: str, cell_type: str, target: str) -> str:
+    """``dataset cell type``, with ``-> target`` where the data set has more than one perturbed condition."""
+    spec = DATASETS.get(dataset)
+    return f"{dataset} {cell_type}" + (f" -> {target}" if spec is not None and len(spec.perturbed) > 1 else "")
+
+
+def _is_tuning(dataset: str, cell_type: str) -> bool:
+    return (dataset, cell_type) == TUNING_SPLIT
+
+
+def _with_labels(frame):
+    """``frame`` with the columns ``split`` (:func:`split_label`) and ``tuning`` (the tuning split)."""
+    frame = frame.copy()
+    keys = zip(frame["dataset"], frame["cell_type"], frame["target"], strict=True)
+    frame["split"] = [split_label(*key) for key in keys]
+    frame["tuning"] = [_is_tuning(d, c) for d, c in zip(frame["dataset"], frame["cell_type"], strict=True)]
+    return frame
 
 
 def gain_figure(payload: dict[str, Any], path: Path) -> None:
@@ -363,16 +431,16 @@ def gain_figure(payload: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    frame = pd.DataFrame(payload["rows"])
-    frame = frame[[(d, c) != TUNING_SPLIT for d, c in zip(frame["dataset"], frame["cell_type"], strict=True)]]
+    frame = _with_labels(pd.DataFrame(payload["rows"]))
+    frame = frame[~frame["tuning"]]
     if frame.empty:
         return
-    per_split = frame.groupby(["dataset", "cell_type", "k", "method"])[["pearson_delta_deg", "edist_scaled"]].median()
+    per_split = frame.groupby(["dataset", "split", "k", "method"])[["pearson_delta_deg", "edist_scaled"]].median()
     curves = per_split.groupby(["dataset", "k", "method"]).median().reset_index()
     datasets = list(dict.fromkeys(curves["dataset"]))
     fig, axs = plt.subplots(2, len(datasets), figsize=(4 * len(datasets), 6.5), squeeze=False, layout="constrained")
     for col, dataset in enumerate(datasets):
-        n_splits = frame.loc[frame["dataset"] == dataset, "cell_type"].nunique()
+        n_splits = frame.loc[frame["dataset"] == dataset, "split"].nunique()
         for row, (score, label) in enumerate([("pearson_delta_deg", "Δ-Pearson (DEG)"), ("edist_scaled", "E-dist")]):
             ax = axs[row, col]
             for method in METHODS:

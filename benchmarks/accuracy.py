@@ -74,12 +74,12 @@ def run_split(split, epochs: int | str = AUTO_EPOCHS) -> list[dict[str, Any]]:
     members = ensembles.default_members(split, epochs)
     chosen = ensembles.selection(split, epochs)
     default, (tuned, best_weights) = ensembles.default_ensemble(split, epochs), ensembles.tuned_ensemble(split, epochs)
-    default_weights = (chosen["default_shift_weight"], chosen["default_deviation_weight"])
+    default_weights = ensembles.default_weights(split, epochs)
     preds = {f"trVAE seed {k}": members[k] for k in range(len(members))}
     # every ensemble row is TRVAEEnsemble.predict_perturbation: the package's pipeline, not a copy of its blend
     preds["trVAE ensemble"] = ensembles.predict(split, default)
     preds["trVAE ensemble + shrink"] = ensembles.predict(split, default, default_weights)
-    preds["trVAE ensemble + shrink w=0.5 (fixed)"] = ensembles.predict(split, default, (0.5, 0.5))
+    preds["trVAE ensemble + shrink w=0.5 (fixed)"] = ensembles.predict(split, default, (0.5, 0.5, "pooled"))
     preds["trVAE self-tuned"] = ensembles.predict(split, ensembles.first_member(tuned), best_weights)
     preds["trVAE self-tuned ensemble"] = ensembles.predict(split, tuned, best_weights)
     rho = save_uncertainty(split, members, epochs)
@@ -94,6 +94,7 @@ def run_split(split, epochs: int | str = AUTO_EPOCHS) -> list[dict[str, Any]]:
             "dataset": split.dataset, "cell_type": split.cell_type, "target": split.target, "method": name,
             **{k: float(scores[k]) for k in metrics.METRIC_KEYS}, "shift_weight": weights.get(name, (None,))[0],
             "deviation_weight": weights.get(name, (None, None))[1],
+            "reference_shift": weights.get(name, (None, None, None))[2],
             "tuned_config": chosen["best_config"] if "self-tuned" in name else None,
             "uncertainty_spearman": rho if name == "trVAE ensemble" else None,
         })  # fmt: skip

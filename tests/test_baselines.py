@@ -143,3 +143,31 @@ def test_similarity_bandwidth_and_mean_shift_option():
     assert (pred.obs["condition"] == "stimulated").all()
     with pytest.raises(ValueError, match="Choose one"):
         baselines.mean_shift(adata, cell_type="A", balanced=True, similarity=True, **KEYS)
+
+
+def test_reference_shift_is_one_of_the_three_shifts_without_the_excluded_types():
+    adata, _ = _four_types()
+    for kind, expected in (
+        ("pooled", baselines.pooled_shift(adata, exclude=["A"], **KEYS)),
+        ("balanced", baselines.pooled_shift(adata, exclude=["A"], balanced=True, **KEYS)),
+        ("similarity", baselines.similarity_shift(adata, cell_type="A", **KEYS)),
+    ):
+        np.testing.assert_array_equal(baselines.reference_shift(adata, kind, cell_type="A", **KEYS), expected)
+    # an excluded type (e.g. another predicted one) plays no part in any kind
+    without_d = adata[(adata.obs["cell_type"] != "D").to_numpy()].copy()
+    for kind in baselines.REFERENCE_SHIFTS:
+        np.testing.assert_allclose(
+            baselines.reference_shift(adata, kind, cell_type="A", exclude=["D"], **KEYS),
+            baselines.reference_shift(without_d, kind, cell_type="A", **KEYS), rtol=1e-5, atol=1e-6,
+        )  # fmt: skip
+    weights = baselines.similarity_weights(adata, cell_type="A", exclude=["D"], **KEYS)
+    assert list(weights.index) == ["B", "C"]
+    # cells to predict that were never trained on: their own mean source expression is the centre
+    is_a = (adata.obs["cell_type"] == "A").to_numpy()
+    centre = adata[is_a & (adata.obs["condition"] == "control").to_numpy()].X.mean(0)
+    untrained = baselines.reference_shift(adata[~is_a].copy(), "similarity", cell_type="A", centre=centre, **KEYS)
+    np.testing.assert_allclose(
+        untrained, baselines.reference_shift(adata, "similarity", cell_type="A", **KEYS), rtol=1e-2, atol=1e-3
+    )
+    with pytest.raises(ValueError, match="reference shift must be one of"):
+        baselines.reference_shift(adata, "nearest", cell_type="A", **KEYS)

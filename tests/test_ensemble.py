@@ -12,9 +12,11 @@ import torch
 from crafted_models import malicious_model_dir, truncated_copy
 from make_fixtures import tiny_adata
 
-from scvi_trvae import TRVAE, ModelFileError, TRVAEEnsemble, UnsafeModelFileError
+from scvi_trvae import TRVAE, ModelFileError, TRVAEEnsemble, UnsafeModelFileError, baselines
 from scvi_trvae._ensemble import MEMBER_MEANS_VARM, SHIFT_SD_LAYER, SHIFT_SD_VAR
 from scvi_trvae.baselines import pooled_shift
+
+KEYS = {"cell_type_key": "cell_type", "condition_key": "condition", "source": "control", "target": "stimulated"}
 
 TRAIN = {"max_epochs": 2, "batch_size": 32, "enable_progress_bar": False}
 
@@ -92,6 +94,31 @@ def test_shift_weight_blends_toward_pooled_shift(trained):
         ensemble.predict_perturbation(control, deviation_weight=-1.0, **predict)
 
 
+def test_reference_shift_kind_blends_each_predicted_type_with_its_own_shift(trained, tmp_path):
+    ensemble, train, control = trained
+    predict = {"source": "control", "target": "stimulated", "shift_weight": 0.0, "deviation_weight": 0.0}
+    observed = np.asarray(control.X.toarray() if hasattr(control.X, "toarray") else control.X)
+    for kind in baselines.REFERENCE_SHIFTS:
+        pred = ensemble.predict_perturbation(control, reference_shift=kind, **predict)
+        shift = baselines.reference_shift(train, kind, cell_type="type_A", **KEYS)
+        np.testing.assert_allclose(pred.X, np.clip(observed + shift, 0, None), rtol=1e-5, atol=1e-6)
+        assert pred.uns["trvae_prediction"]["reference_shift"] == kind
+    # the ensemble's default kind is used, saved and loaded
+    ensemble.reference_shift = "similarity"
+    try:
+        default = ensemble.predict_perturbation(control, **predict)
+        ensemble.save(tmp_path / "ens")
+    finally:
+        ensemble.reference_shift = "pooled"
+    loaded = TRVAEEnsemble.load(tmp_path / "ens", adata=train)
+    assert loaded.reference_shift == "similarity"
+    np.testing.assert_array_equal(loaded.predict_perturbation(control, **predict).X, default.X)
+    with pytest.raises(ValueError, match="reference_shift must be one of"):
+        ensemble.predict_perturbation(control, reference_shift="nearest", **predict)
+    with pytest.raises(ValueError, match="reference_shift must be one of"):
+        TRVAEEnsemble(train, reference_shift="nearest")
+
+
 def test_an_ensemble_saved_before_deviation_weight_keeps_its_blend(trained, tmp_path):
     ensemble, train, _ = trained
     ensemble.shift_weight = 0.25
@@ -102,11 +129,11 @@ def test_an_ensemble_saved_before_deviation_weight_keeps_its_blend(trained, tmp_
     manifest_path = tmp_path / "ens" / "ensemble.json"
     manifest = json.loads(manifest_path.read_text())
     assert manifest["deviation_weight"] == 1.0 and manifest["labels_key"] == "cell_type"
-    del manifest["deviation_weight"], manifest["labels_key"]  # as written by version 0.1
+    del manifest["deviation_weight"], manifest["labels_key"], manifest["reference_shift"]  # as version 0.1 wrote it
     manifest_path.write_text(json.dumps(manifest))
     loaded = TRVAEEnsemble.load(tmp_path / "ens", adata=train)
     assert (loaded.shift_weight, loaded.deviation_weight) == (0.25, 0.25)
-    assert loaded.labels_key is None
+    assert loaded.labels_key is None and loaded.reference_shift == "pooled"
 
 
 def test_members_share_the_one_training_anndata(trained):
@@ -232,6 +259,9 @@ DAMAGED = [
     pytest.param(lambda d, m: _edit_manifest(d, seeds="0,1", shift_weight=3),
                  "{dir}/ensemble.json is damaged or was edited: 'seeds' must be a list of one or more integers, got "
                  "'0,1'; 'shift_weight' must be a number between 0 and 1, got 3.", id="settings of wrong types"),
+    pytest.param(lambda d, m: _edit_manifest(d, reference_shift="nearest"),
+                 "{dir}/ensemble.json is damaged or was edited: 'reference_shift' must be one of ['pooled', "
+                 "'balanced', 'similarity'], got 'nearest'.", id="unknown reference shift"),
     pytest.param(lambda d, m: (d / "ensemble.json").unlink(),
                  "{dir} holds ensemble members (member_0, member_1) but no ensemble.json", id="settings missing"),
     pytest.param(lambda d, m: _replace_member_1(d, malicious_model_dir, m),

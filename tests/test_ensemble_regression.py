@@ -38,9 +38,16 @@ def outputs() -> dict[str, np.ndarray]:
         blended = ensemble.predict_perturbation(control, shift_weight=0.5, deviation_weight=0.25,
                                                 cell_type_key="cell_type", **TASK).X  # fmt: skip
     fitted, selection = model_selection.fit_recommended(
-        tiny_adata(), cell_type_key="cell_type", condition_key="condition", n_members=2, max_epochs=1,
-        progress_bar=False, accelerator="cpu", **TASK,
-    )  # fmt: skip
+        tiny_adata(),
+        cell_type_key="cell_type",
+        condition_key="condition",
+        n_members=2,
+        max_epochs=1,
+        progress_bar=False,
+        accelerator="cpu",
+        reference_shifts=("pooled",),
+        **TASK,
+    )  # fmt: skip  (the pooled reference shift alone: the pipeline as the fixture was made)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         recommended = fitted.predict_perturbation(control, cell_type_key="cell_type", **TASK).X

@@ -47,8 +47,9 @@ def test_calibration_uses_only_the_inner_folds(fitted):
     inner = [fold["cell_type"] for fold in selection.fold_responses]
     assert inner == selection.inner_cell_types and "type_A" not in inner
     assert ensemble.calibration["cell_types"] == inner and ensemble.calibration["level"] == 0.9
-    errors = [f["true_shift"] - selection.best_shift_weight * f["model_shift"]
-              - (1 - selection.best_shift_weight) * f["pooled_shift"] for f in selection.fold_responses]  # fmt: skip
+    w, kind = selection.best_shift_weight, selection.best_reference_shift
+    errors = [f["true_shift"] - w * f["model_shift"] - (1 - w) * f["reference_shifts"][kind]
+              for f in selection.fold_responses]  # fmt: skip
     normalised = np.concatenate([e / f["scale"] for e, f in zip(errors, selection.fold_responses, strict=True)])
     assert ensemble.calibration["mean_squared_error"] == pytest.approx(np.mean(normalised**2))
     assert np.mean(np.abs(normalised) <= ensemble.calibration["quantile"]) >= 0.9
@@ -70,7 +71,8 @@ def test_conformal_intervals_cover_the_nominal_share_of_genes():
 
     def fold():
         truth = rng.normal(0.0, scale)
-        return {"cell_type": "x", "model_shift": np.zeros(400), "pooled_shift": np.zeros(400), "true_shift": truth,
+        return {"cell_type": "x", "model_shift": np.zeros(400), "reference_shifts": {"pooled": np.zeros(400)},
+                "true_shift": truth,
                 "scale": scale}  # fmt: skip
 
     calibration = calibrate([fold() for _ in range(5)], 1.0, 0.9)

@@ -72,6 +72,7 @@ def test_selection_never_sees_outer_holdout(outer_split, recorded_fits):
         assert set(obs.index) == set(train.obs_names)
     assert ensemble.shift_weight == selection.best_shift_weight
     assert ensemble.deviation_weight == selection.best_deviation_weight
+    assert ensemble.reference_shift == selection.best_reference_shift
     assert ensemble.model_kwargs["n_layers"] == selection.best_config["n_layers"]
 
 
@@ -80,14 +81,29 @@ def test_results_table_and_choice(outer_split):
     result = _select(train)
     table, summary = result.table, result.summary
     n_deviation = len(model_selection.DEFAULT_DEVIATION_WEIGHTS)
-    assert len(table) == 2 * 2 * 3 * n_deviation  # configs x folds x shift weights x deviation weights
-    columns = {"n_layers", "mmd_weight", "inner_cell_type", "shift_weight", "deviation_weight", "edist_scaled", "score"}
+    n_kinds = len(model_selection.DEFAULT_REFERENCE_SHIFTS)
+    # configs x folds x kinds of reference shift x shift weights x deviation weights
+    assert len(table) == 2 * 2 * n_kinds * 3 * n_deviation
+    columns = {"n_layers", "mmd_weight", "inner_cell_type", "reference_shift", "shift_weight", "deviation_weight",
+               "edist_scaled", "score"}  # fmt: skip
     assert columns <= set(table.columns)
+    assert set(table["reference_shift"]) == set(model_selection.DEFAULT_REFERENCE_SHIFTS)
     np.testing.assert_allclose(table["score"], table["pearson_delta_deg"] - table["edist_scaled"])
-    assert len(summary) == 2 * 3 * n_deviation and summary["score"].is_monotonic_decreasing
+    assert len(summary) == 2 * n_kinds * 3 * n_deviation and summary["score"].is_monotonic_decreasing
     best = summary.iloc[0]
     assert result.best_shift_weight == best["shift_weight"]
     assert result.best_deviation_weight == best["deviation_weight"]
+    assert result.best_reference_shift == best["reference_shift"]
+    # with w = 1 the reference shift plays no part: the same scores for every kind
+    alone = table[table["shift_weight"] == 1.0].pivot_table(
+        index=["config", "inner_cell_type", "deviation_weight"], columns="reference_shift", values="score"
+    )
+    assert np.allclose(alone.to_numpy(), alone.to_numpy()[:, :1])
+    # with w < 1 the kinds differ
+    blended = table[table["shift_weight"] == 0.0].pivot_table(
+        index=["config", "inner_cell_type", "deviation_weight"], columns="reference_shift", values="score"
+    )
+    assert not np.allclose(blended["pooled"], blended["similarity"])
     assert result.best_config == model_selection.candidate_configs(2, SPACE, 0)[int(best["config"])]
     # the default configuration is always the first candidate
     assert table.loc[table["config"] == 0, "n_layers"].eq(2).all()

@@ -99,11 +99,17 @@ def trained_ensemble(split: Split, epochs: int | str, config: dict[str, Any], na
     return ensemble
 
 
-def predict(split: Split, ensemble: TRVAEEnsemble, weights: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
-    """The ensemble's prediction of the split's control cells with ``(w, lambda)``: the package's own blend."""
+#: ``(w, lambda, kind of reference shift)`` of the blend; ``(1, 1, "pooled")`` is the ensemble alone.
+Blend = tuple[float, float, str]
+UNBLENDED: Blend = (1.0, 1.0, "pooled")
+
+
+def predict(split: Split, ensemble: TRVAEEnsemble, weights: Blend = UNBLENDED) -> np.ndarray:
+    """The ensemble's prediction of the split's control cells with ``(w, lambda, kind)``: the package's own blend."""
     pred = ensemble.predict_perturbation(
-        split.control, source=split.source, target=split.target, shift_weight=weights[0], deviation_weight=weights[1]
-    )
+        split.control, source=split.source, target=split.target, shift_weight=weights[0], deviation_weight=weights[1],
+        reference_shift=weights[2],
+    )  # fmt: skip
     return dense(pred.X)
 
 
@@ -149,8 +155,10 @@ def selection(split: Split, epochs: int | str, n_configs: int = N_CONFIGS) -> di
         "best_config": result.best_config,
         "best_shift_weight": result.best_shift_weight,
         "best_deviation_weight": result.best_deviation_weight,
+        "best_reference_shift": result.best_reference_shift,
         "default_shift_weight": float(default_rows.iloc[0]["shift_weight"]),
         "default_deviation_weight": float(default_rows.iloc[0]["deviation_weight"]),
+        "default_reference_shift": str(default_rows.iloc[0]["reference_shift"]),
         "inner_cell_types": result.inner_cell_types,
         "seconds": result.seconds,
         "summary": result.summary.to_dict(orient="records"),
@@ -170,17 +178,18 @@ def default_ensemble(split: Split, epochs: int | str) -> TRVAEEnsemble:
     return trained_ensemble(split, epochs, default_config(split, epochs), "ensemble_default")
 
 
-def tuned_ensemble(split: Split, epochs: int | str) -> tuple[TRVAEEnsemble, tuple[float, float]]:
-    """The chosen configuration's ensemble (three seeds) and the chosen shift and deviation weights."""
+def tuned_ensemble(split: Split, epochs: int | str) -> tuple[TRVAEEnsemble, Blend]:
+    """The chosen configuration's ensemble (three seeds) and the chosen blend."""
     chosen = selection(split, epochs)
-    best, weights = chosen["best_config"], (chosen["best_shift_weight"], chosen["best_deviation_weight"])
+    best = chosen["best_config"]
+    weights = (chosen["best_shift_weight"], chosen["best_deviation_weight"], chosen["best_reference_shift"])
     if best == default_config(split, epochs):
         return default_ensemble(split, epochs), weights
     return trained_ensemble(split, epochs, best, "ensemble_tuned"), weights
 
 
-def default_weights(split: Split, epochs: int | str) -> tuple[float, float]:
-    """The shift and deviation weights the inner validation chose for the default configuration.
+def default_weights(split: Split, epochs: int | str) -> Blend:
+    """The blend (weights and reference shift) the inner validation chose for the default configuration.
 
     Read from the full selection where it was run, else from a selection of the defaults alone.
     """
@@ -188,12 +197,12 @@ def default_weights(split: Split, epochs: int | str) -> tuple[float, float]:
         chosen = selection(split, epochs)
     else:
         chosen = selection(split, epochs, n_configs=1)
-    return chosen["default_shift_weight"], chosen["default_deviation_weight"]
+    return chosen["default_shift_weight"], chosen["default_deviation_weight"], chosen["default_reference_shift"]
 
 
 def fit_predict_ensemble(split: Split, seed: int, epochs: int | str, *, shrink: bool = False) -> np.ndarray:
     """Mean of three default members; ``shrink``: blended with the weights the inner validation chose for them."""
-    return predict(split, default_ensemble(split, epochs), default_weights(split, epochs) if shrink else (1.0, 1.0))
+    return predict(split, default_ensemble(split, epochs), default_weights(split, epochs) if shrink else UNBLENDED)
 
 
 def fit_predict_self_tuned(split: Split, seed: int, epochs: int | str, *, ensemble: bool = False) -> np.ndarray:
@@ -209,7 +218,8 @@ register(
 )  # fmt: skip
 register(
     "trVAE ensemble + shrink", fit_predict_ensemble,
-    "the ensemble blended with the pooled shift, w chosen by inner leave-one-type-out", epochs=AUTO_EPOCHS,
+    "the ensemble blended with a reference shift; w, lambda and its kind chosen by inner leave-one-type-out",
+    epochs=AUTO_EPOCHS,
     seeds="one", options={"shrink": True},
 )  # fmt: skip
 register(

@@ -2,7 +2,8 @@
 
 Each inner fold of :func:`~scvi_trvae.model_selection.select_hyperparameters` knows its held-out type's true mean
 response ``t``, trVAE's mean response ``m`` and the pooled shift ``p`` of the other types (per gene, on the
-prediction scale). With the chosen weight ``w`` the pipeline's predicted mean response is ``w * m + (1 - w) * p``
+prediction scale; of the chosen kind, :func:`scvi_trvae.baselines.reference_shift`). With the chosen weight ``w``
+the pipeline's predicted mean response is ``w * m + (1 - w) * p``
 (the deviations of the blend have mean zero), so the fold's errors are ``t - w * m - (1 - w) * p``. Their
 conformal quantile over the folds, normalised by each fold's :func:`~scvi_trvae._intervals.response_scale`, is
 the half-width of the intervals in units of the scale. Only the training cells given to the selection are used.
@@ -21,14 +22,17 @@ from ._intervals import conformal_quantile
 CALIBRATION_KEYS = ("level", "quantile", "mean_squared_error", "n_folds", "cell_types")
 
 
-def fold_errors(folds: Sequence[Mapping[str, Any]], shift_weight: float) -> list[np.ndarray]:
-    """Per fold: true minus predicted mean response, ``t - (w * m + (1 - w) * p)``, per gene."""
+def fold_errors(folds: Sequence[Mapping[str, Any]], shift_weight: float, reference: str = "pooled") -> list[np.ndarray]:
+    """Per fold and gene: true minus predicted mean response, ``t - (w * m + (1 - w) * p)`` (``p`` of ``reference``)."""
     return [
-        f["true_shift"] - (shift_weight * f["model_shift"] + (1.0 - shift_weight) * f["pooled_shift"]) for f in folds
+        f["true_shift"] - (shift_weight * f["model_shift"] + (1.0 - shift_weight) * f["reference_shifts"][reference])
+        for f in folds
     ]
 
 
-def calibrate(folds: Sequence[Mapping[str, Any]], shift_weight: float, level: float) -> dict[str, Any] | None:
+def calibrate(
+    folds: Sequence[Mapping[str, Any]], shift_weight: float, level: float, reference: str = "pooled"
+) -> dict[str, Any] | None:
     """Calibrate the intervals of the pipeline with weight ``shift_weight`` on the inner folds ``folds``.
 
     Parameters
@@ -37,6 +41,8 @@ def calibrate(folds: Sequence[Mapping[str, Any]], shift_weight: float, level: fl
         :func:`scvi_trvae._inner_folds.fold_responses` of each inner fold (of the chosen configuration).
     shift_weight
         The chosen ``w``.
+    reference
+        The chosen kind of reference shift.
     level
         Share of genes the intervals should hold, in (0, 1).
 
@@ -48,7 +54,7 @@ def calibrate(folds: Sequence[Mapping[str, Any]], shift_weight: float, level: fl
     """
     if not folds:
         return None
-    errors = fold_errors(folds, shift_weight)
+    errors = fold_errors(folds, shift_weight, reference)
     scales = [np.asarray(f["scale"], dtype=np.float64) for f in folds]
     normalised = np.concatenate([e / s for e, s in zip(errors, scales, strict=True)])
     return {

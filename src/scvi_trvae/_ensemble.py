@@ -26,7 +26,7 @@ from ._blend import blend_prediction, check_blend_weight, on_prediction_scale
 from ._ensemble_files import MANIFEST, load_member, member_names, read_manifest
 from ._few_shot import annotate_response
 from ._fitting import fresh_copy, seeded  # noqa: F401  (imported from here before _fitting existed)
-from .baselines import pooled_shift
+from .baselines import REFERENCE_SHIFTS, reference_shift
 from .io._atomic_write import replace_directory
 from .model._model import TRVAE
 from .utils import as_dense
@@ -69,6 +69,9 @@ class TRVAEEnsemble:
     deviation_weight
         Default weight ``lambda`` of each cell's deviation from the members' mean response in
         :meth:`predict_perturbation` (``1``: kept whole; ``docs/accuracy.md``).
+    reference_shift
+        Default kind of the shift of the other cell types blended in when ``w < 1``: ``"pooled"``,
+        ``"balanced"`` or ``"similarity"`` (:func:`scvi_trvae.baselines.reference_shift`). Saved with the ensemble.
     labels_key
         ``obs`` column of cell types (scvi-tools' name for it): the groups of the blend, needed unless
         ``w = lambda = 1``. Saved with the ensemble.
@@ -92,6 +95,7 @@ class TRVAEEnsemble:
         shift_weight: float = 1.0,
         deviation_weight: float = 1.0,
         labels_key: str | None = None,
+        reference_shift: str = "pooled",
         **model_kwargs: Any,
     ):
         seeds = list(range(n_members)) if seeds is None else [int(s) for s in seeds]
@@ -106,6 +110,7 @@ class TRVAEEnsemble:
         self.seeds = seeds
         self.shift_weight = check_blend_weight(shift_weight, "shift_weight")
         self.deviation_weight = check_blend_weight(deviation_weight, "deviation_weight", upper=None)
+        self.reference_shift = _check_reference(reference_shift)
         self.labels_key = labels_key
         self.model_kwargs = dict(model_kwargs)
         self.setup_kwargs = {k: v for k, v in manager.registry["setup_args"].items() if v is not None}
@@ -192,6 +197,7 @@ class TRVAEEnsemble:
         deviation_weight: float | None = None,
         cell_type_key: str | None = None,
         measured: AnnData | None = None,
+        reference_shift: str | None = None,
     ) -> AnnData:
         """Predict ``source`` cells under ``target``: each cell's observation plus the members' mean shift.
 
@@ -208,8 +214,9 @@ class TRVAEEnsemble:
         shift_weight, deviation_weight
             ``w`` and ``lambda`` in ``x + w * m + (1 - w) * pooled + lambda * d``, with ``m`` the members' mean
             response over the predicted cells of a cell type and ``d`` each cell's deviation from it (defaults:
-            the ensemble's). The pooled shift is that of the training cells of all cell types except those of
-            the predicted cells. Anything but ``w = lambda = 1`` needs the ensemble's ``labels_key``.
+            the ensemble's). ``pooled`` is the reference shift of the training cells of all cell types except those
+            of the predicted cells, per predicted cell type. Anything but ``w = lambda = 1`` needs the ensemble's
+            ``labels_key``.
         cell_type_key
             Deprecated: pass ``labels_key`` to :class:`TRVAEEnsemble` instead (a :class:`FutureWarning`;
             when given, it is used instead of ``labels_key``).
@@ -220,6 +227,8 @@ class TRVAEEnsemble:
             (:mod:`scvi_trvae._few_shot`; ``tau2`` from the calibration, ``s2`` the within-type variance of
             the training types under ``target``), and every predicted cell is shifted by ``r - r_model``.
             They are inputs only, never in the output. Needs a calibrated ensemble (``fit_recommended``).
+        reference_shift
+            The kind of reference shift (default: the ensemble's; :func:`scvi_trvae.baselines.reference_shift`).
 
         Returns
         -------
@@ -236,18 +245,23 @@ class TRVAEEnsemble:
         (``uns['trvae_prediction']['interval_level']``; choose it with ``fit_recommended``'s ``interval_level``):
         ``shift ± quantile * scale``, the scale being the spread of the response across the training cell types
         (:mod:`scvi_trvae._intervals`).
-        ``uns['trvae_prediction']`` records ``n_members``, ``seeds``, ``shift_weight`` and ``deviation_weight``.
+        ``uns['trvae_prediction']`` records ``n_members``, ``seeds``, ``shift_weight``, ``deviation_weight`` and
+        ``reference_shift``.
         """
         self._check_trained()
         weight = check_blend_weight(self.shift_weight if shift_weight is None else shift_weight, "shift_weight")
         deviation = self.deviation_weight if deviation_weight is None else deviation_weight
         deviation = check_blend_weight(deviation, "deviation_weight", upper=None)
+        kind = _check_reference(self.reference_shift if reference_shift is None else reference_shift)
         labels_key = self._labels_key(cell_type_key)
         out = self._members_prediction(adata, source, target, indices, batch_size)
         if (weight, deviation) != (1.0, 1.0):
-            out.X = self._blend(out, adata, source, target, (weight, deviation), labels_key)
+            out.X = self._blend(out, adata, source, target, (weight, deviation, kind), labels_key)
         info = out.uns["trvae_prediction"]
-        info.update(n_members=self.n_members, seeds=list(self.seeds), shift_weight=weight, deviation_weight=deviation)
+        info.update(
+            n_members=self.n_members, seeds=list(self.seeds), shift_weight=weight, deviation_weight=deviation,
+            reference_shift=kind,
+        )  # fmt: skip
         reference = self.adata if adata is None else adata
         annotate_response(self, out, reference, (source, target), labels_key, measured)
         return out
@@ -282,13 +296,14 @@ class TRVAEEnsemble:
         return out
 
     def _blend(
-        self, pred: AnnData, adata: AnnData | None, source: str, target: str, weights: tuple[float, float],
+        self, pred: AnnData, adata: AnnData | None, source: str, target: str, weights: tuple[float, float, str],
         labels_key: str | None,
     ) -> np.ndarray:  # fmt: skip
         """:func:`~scvi_trvae._blend.blend_prediction` of the ensemble's prediction, per cell type.
 
-        The observed cells and the pooled shift are taken on the scale of the prediction
-        (:func:`~scvi_trvae._blend.on_prediction_scale`), as the inner folds of the selection take them.
+        ``weights`` are ``(w, lambda, kind of reference shift)``. The observed cells and each predicted type's
+        reference shift (of the training cells of the other types: none of the predicted types) are taken on the
+        scale of the prediction (:func:`~scvi_trvae._blend.on_prediction_scale`), as the inner folds take them.
         """
         if labels_key is None or labels_key not in pred.obs:
             raise ValueError(
@@ -298,12 +313,18 @@ class TRVAEEnsemble:
         reference = self.adata if adata is None else adata
         member = self.members[0]
         types = pred.obs[labels_key].astype(str).to_numpy()
-        shift = pooled_shift(
-            on_prediction_scale(member, self.adata), cell_type_key=labels_key, condition_key=member.condition_key,
-            exclude=np.unique(types), source=source, target=target,
-        )  # fmt: skip
+        training = on_prediction_scale(member, self.adata)
         observed = _dense(on_prediction_scale(member, reference[pred.obs_names]).X)
-        return blend_prediction(observed, _dense(pred.X), shift, *weights, groups=types)
+        predicted, blended = _dense(pred.X), np.empty(observed.shape, dtype=np.float32)
+        for cell_type in np.unique(types):
+            rows = types == cell_type
+            shift = reference_shift(
+                training, weights[2], cell_type_key=labels_key, condition_key=member.condition_key,
+                cell_type=cell_type, exclude=np.unique(types), source=source, target=target,
+                centre=observed[rows].mean(0),
+            )  # fmt: skip
+            blended[rows] = blend_prediction(observed[rows], predicted[rows], shift, *weights[:2])
+        return blended
 
     # ------------------------------------------------------------------ persistence
     def save(self, dir_path: str | Path, overwrite: bool = False, save_anndata: bool = False) -> None:
@@ -330,7 +351,8 @@ class TRVAEEnsemble:
             raise ValueError(f"{target} exists and is not empty; pass overwrite=True to replace it.")
         manifest = {
             "seeds": self.seeds, "shift_weight": self.shift_weight, "deviation_weight": self.deviation_weight,
-            "labels_key": self.labels_key, "model_kwargs": self.model_kwargs, "calibration": self.calibration,
+            "reference_shift": self.reference_shift, "labels_key": self.labels_key, "model_kwargs": self.model_kwargs,
+            "calibration": self.calibration,
         }  # fmt: skip
 
         def write(staging: Path) -> None:
@@ -382,8 +404,15 @@ class TRVAEEnsemble:
         # saved before deviation_weight existed: the blend then shrank the deviations with the mean
         ensemble.deviation_weight = float(manifest.get("deviation_weight", manifest["shift_weight"]))
         ensemble.labels_key = manifest.get("labels_key")  # saved before labels_key existed: None
+        ensemble.reference_shift = manifest.get("reference_shift", "pooled")  # saved before it existed: pooled
         ensemble.model_kwargs = dict(manifest["model_kwargs"])
         ensemble.setup_kwargs = {k: v for k, v in first.registry_["setup_args"].items() if v is not None}
         ensemble.members = members
         ensemble.calibration = manifest.get("calibration")  # saved before intervals existed: None
         return ensemble
+
+
+def _check_reference(kind: str) -> str:
+    if kind not in REFERENCE_SHIFTS:
+        raise ValueError(f"reference_shift must be one of {list(REFERENCE_SHIFTS)}, got {kind!r}.")
+    return kind

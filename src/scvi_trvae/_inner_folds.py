@@ -8,7 +8,7 @@ turn it into the arguments of a fit.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,7 @@ from . import _fitting, metrics
 from ._blend import blend_prediction, on_prediction_scale
 from ._intervals import response_scale
 from ._validation import listed
-from .baselines import cell_type_shifts, pooled_shift
+from .baselines import REFERENCE_SHIFTS, cell_type_shifts, reference_shift
 from .data._splitter import epochs_for_steps
 from .model._architecture import DEFAULT_N_LAYERS
 from .model._model import DEFAULT_TRAINING_STEPS
@@ -38,6 +38,25 @@ _TRAIN_ARGS = ("mmd_weight", "kl_weight")
 BATCH_SIZE = 128
 #: Cells an inner fold's cell type needs in each of ``source`` and ``target``.
 MIN_FOLD_CELLS = 3
+
+
+class BlendGrid(NamedTuple):
+    """The blends an inner fold scores on one fit: every ``w``, ``lambda`` and kind of reference shift."""
+
+    shift_weights: Sequence[float]
+    deviation_weights: Sequence[float]
+    reference_shifts: Sequence[str] = ("pooled",)
+
+    @classmethod
+    def checked(
+        cls, shift_weights: Sequence[float], deviation_weights: Sequence[float], reference_shifts: Sequence[str] | str
+    ) -> BlendGrid:  # fmt: skip
+        """Return the grid after checking each kind of :func:`scvi_trvae.baselines.reference_shift`."""
+        kinds = (reference_shifts,) if isinstance(reference_shifts, str) else tuple(reference_shifts)
+        unknown = [k for k in kinds if k not in REFERENCE_SHIFTS]
+        if not kinds or unknown:
+            raise ValueError(f"reference_shifts must be one or more of {list(REFERENCE_SHIFTS)}, got {list(kinds)}.")
+        return cls(tuple(shift_weights), tuple(deviation_weights), kinds)
 
 
 def config_epochs(n_obs: int, config: Mapping[str, Any]) -> int:
@@ -120,12 +139,16 @@ def fold_rows(
     config: dict,
     seed: int,
     keys: tuple[str, str, str, str],
-    weights: tuple[Sequence[float], Sequence[float]],
+    grid: BlendGrid,
     setup_kwargs,
     train_kwargs,
     responses: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Fit ``config`` without ``(held_out, target)``, predict it and score every (shift, deviation) weight pair.
+    """Fit ``config`` without ``(held_out, target)``, predict it and score every blend of ``grid``.
+
+    The reference shifts (:func:`scvi_trvae.baselines.reference_shift`) are those of the fold's training cells
+    without ``held_out``. With ``w = 1`` the reference shift plays no part: that blend is scored once and its
+    scores are repeated for every kind.
 
     With ``responses``, the fold's per-gene mean responses are appended to it (:func:`fold_responses`): the
     calibration of :mod:`scvi_trvae._calibration`. The scores are the same either way.
@@ -146,32 +169,40 @@ def fold_rows(
     # the observed cells and the pooled shift on the scale of the prediction, as TRVAEEnsemble takes them
     observed = as_dense(on_prediction_scale(model, control), "control cells")
     train_scaled = on_prediction_scale(model, fold_train)
-    shift = pooled_shift(
-        train_scaled, cell_type_key=cell_type_key, condition_key=condition_key, exclude=[held_out], source=source,
-        target=target,
-    )  # fmt: skip
+    shifts = {
+        kind: reference_shift(
+            train_scaled, kind, cell_type_key=cell_type_key, condition_key=condition_key, cell_type=held_out,
+            source=source, target=target,
+        )
+        for kind in grid.reference_shifts
+    }  # fmt: skip
     if responses is not None:
         truth = as_dense(on_prediction_scale(model, real), "target cells").mean(0) - observed.mean(0)
-        fold = fold_responses(held_out, pred.mean(0) - observed.mean(0), shift, truth, train_scaled, keys)
+        fold = fold_responses(held_out, pred.mean(0) - observed.mean(0), shifts, truth, train_scaled, keys)
         if fold is not None:
             responses.append(fold)
     degs = metrics.top_degs(real, control)
-    rows = []
-    for weight in weights[0]:
-        for deviation in weights[1]:
-            blended = blend_prediction(observed, pred, shift, weight, deviation)
-            scores = score_fold(blended, real, control, degs)
-            rows.append(
-                {**config, "inner_cell_type": held_out, "shift_weight": float(weight),
-                 "deviation_weight": float(deviation), **scores}
-            )  # fmt: skip
+    rows, model_alone = [], {}
+    for kind, shift in shifts.items():
+        for weight in grid.shift_weights:
+            for deviation in grid.deviation_weights:
+                if weight == 1.0 and deviation in model_alone:
+                    scores = model_alone[deviation]
+                else:
+                    scores = score_fold(blend_prediction(observed, pred, shift, weight, deviation), real, control, degs)
+                    if weight == 1.0:
+                        model_alone[deviation] = scores
+                rows.append(
+                    {**config, "inner_cell_type": held_out, "reference_shift": kind, "shift_weight": float(weight),
+                     "deviation_weight": float(deviation), **scores}
+                )  # fmt: skip
     return rows
 
 
 def fold_responses(
     held_out: str,
     model_shift: np.ndarray,
-    pooled: np.ndarray,
+    references: Mapping[str, np.ndarray],
     truth: np.ndarray,
     fold_train: AnnData,
     keys: tuple[str, str, str, str],
@@ -182,9 +213,11 @@ def fold_responses(
     ----------
     held_out
         The fold's held-out cell type.
-    model_shift, pooled, truth
-        The model's mean response ``m``, the pooled shift ``p`` of the other types and the held-out type's true
-        mean response ``t`` (mean of its ``target`` cells minus mean of its ``source`` cells).
+    model_shift, truth
+        The model's mean response ``m`` and the held-out type's true mean response ``t`` (mean of its ``target``
+        cells minus mean of its ``source`` cells).
+    references
+        The reference shifts ``p`` of the other types, by kind (:func:`scvi_trvae.baselines.reference_shift`).
     fold_train
         The fold's training cells on the prediction scale: the spread of their cell types' responses is the scale.
     keys
@@ -192,8 +225,9 @@ def fold_responses(
 
     Returns
     -------
-    ``{"cell_type", "model_shift", "pooled_shift", "true_shift", "scale"}``, the vectors as float64 arrays;
-    ``None`` when fewer than 2 other cell types have cells in both conditions (no spread to scale by).
+    ``{"cell_type", "model_shift", "reference_shifts", "true_shift", "scale"}``, the vectors as float64 arrays
+    (``reference_shifts`` a dict by kind); ``None`` when fewer than 2 other cell types have cells in both
+    conditions (no spread to scale by).
     """
     cell_type_key, condition_key, source, target = keys
     shifts = cell_type_shifts(
@@ -202,9 +236,10 @@ def fold_responses(
     )  # fmt: skip
     if len(shifts) < 2:
         return None
-    vectors = {"model_shift": model_shift, "pooled_shift": pooled, "true_shift": truth}
+    vectors = {"model_shift": model_shift, "true_shift": truth}
     return {
         "cell_type": str(held_out),
         **{k: np.asarray(v, dtype=np.float64).ravel() for k, v in vectors.items()},
+        "reference_shifts": {k: np.asarray(v, dtype=np.float64).ravel() for k, v in references.items()},
         "scale": response_scale(shifts.to_numpy()),
     }

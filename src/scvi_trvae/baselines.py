@@ -60,10 +60,8 @@ def mean_shift(
     if balanced and similarity:
         raise ValueError("Choose one of balanced=True and similarity=True.")
     keys = {"cell_type_key": cell_type_key, "condition_key": condition_key, "source": source, "target": target}
-    if similarity:
-        shift = similarity_shift(adata, cell_type=cell_type, **keys)
-    else:
-        shift = pooled_shift(adata, exclude=[cell_type], balanced=balanced, **keys)
+    kind = "similarity" if similarity else "balanced" if balanced else "pooled"
+    shift = reference_shift(adata, kind, cell_type=cell_type, **keys)
     shifted = np.clip(as_dense(cells.X) + shift, 0.0, None)
     pred = AnnData(shifted.astype(np.float32), obs=cells.obs.copy(), var=cells.var.copy())
     pred.obs[condition_key] = str(target)
@@ -138,6 +136,8 @@ def similarity_weights(
     target: str,
     n_comps: int = 50,
     bandwidth: float | None = None,
+    exclude: Sequence[str] = (),
+    centre: np.ndarray | None = None,
 ) -> pd.Series:
     """How much each other cell type's own shift counts in :func:`similarity_shift`: closer types weigh more.
 
@@ -162,6 +162,11 @@ def similarity_weights(
         Principal components of the distance space (at most the cells minus one and the genes).
     bandwidth
         ``h`` of the softmax; ``None``: the median squared distance (all types equally far: equal weights).
+    exclude
+        More cell types to leave out of the weighted ones (e.g. the other cell types predicted together).
+    centre
+        The mean ``source`` expression of ``cell_type`` (genes), when its cells are not in ``adata`` (e.g. cells
+        to predict that were never trained on); default: the mean of its ``source`` cells in ``adata``.
 
     Returns
     -------
@@ -171,16 +176,17 @@ def similarity_weights(
 
     shifts_index = cell_type_shifts(
         adata, cell_type_key=cell_type_key, condition_key=condition_key, source=source, target=target,
-        exclude=[cell_type],
+        exclude=[cell_type, *exclude],
     ).index  # fmt: skip
-    own = _source_cells(adata, cell_type_key, condition_key, cell_type, source)
+    if centre is None:
+        centre = as_dense(_source_cells(adata, cell_type_key, condition_key, cell_type, source).X).mean(0)
     in_source = (adata.obs[condition_key].astype(str) == str(source)).to_numpy()
     x = as_dense(adata.X[in_source])
     n_comps = max(1, min(n_comps, x.shape[0] - 1, x.shape[1]))
     pca = PCA(n_components=n_comps, svd_solver="full" if max(x.shape) <= 500 else "randomized", random_state=0)
     pca.fit(x)
     types = adata.obs[cell_type_key].astype(str).to_numpy()[in_source]
-    centre = pca.transform(as_dense(own.X).mean(0, keepdims=True))[0]
+    centre = pca.transform(np.asarray(centre, dtype=x.dtype).reshape(1, -1))[0]
     means = np.stack([x[types == t].mean(0) for t in shifts_index])
     distances = ((pca.transform(means) - centre) ** 2).sum(1)
     if bandwidth is not None and not bandwidth > 0:
@@ -201,6 +207,8 @@ def similarity_shift(
     target: str,
     n_comps: int = 50,
     bandwidth: float | None = None,
+    exclude: Sequence[str] = (),
+    centre: np.ndarray | None = None,
 ) -> np.ndarray:
     """Average the other types' own shifts (:func:`cell_type_shifts`) with :func:`similarity_weights`.
 
@@ -213,6 +221,43 @@ def similarity_shift(
     The per-gene shift (float64).
     """
     keys = {"cell_type_key": cell_type_key, "condition_key": condition_key, "source": source, "target": target}
-    shifts = cell_type_shifts(adata, exclude=[cell_type], **keys)
-    weights = similarity_weights(adata, cell_type=cell_type, n_comps=n_comps, bandwidth=bandwidth, **keys)
+    shifts = cell_type_shifts(adata, exclude=[cell_type, *exclude], **keys)
+    weights = similarity_weights(
+        adata, cell_type=cell_type, n_comps=n_comps, bandwidth=bandwidth, exclude=exclude, centre=centre, **keys
+    )
     return np.asarray(weights.to_numpy() @ shifts.to_numpy(dtype=np.float64))
+
+
+#: The kinds of :func:`reference_shift`: cells pooled, cell types weighed equally, cell types weighed by similarity.
+REFERENCE_SHIFTS = ("pooled", "balanced", "similarity")
+
+
+def reference_shift(
+    adata: AnnData,
+    kind: str,
+    *,
+    cell_type_key: str,
+    condition_key: str,
+    cell_type: str,
+    source: str,
+    target: str,
+    exclude: Sequence[str] = (),
+    centre: np.ndarray | None = None,
+) -> np.ndarray:
+    """Return the other cell types' shift of one ``kind``: the stand-in for ``cell_type``'s unknown response.
+
+    ``"pooled"``: :func:`pooled_shift` (cells pooled); ``"balanced"``: :func:`pooled_shift` with
+    ``balanced=True``; ``"similarity"``: :func:`similarity_shift` (``centre`` as there). ``cell_type`` and
+    ``exclude`` are left out of the estimate. The recommended pipeline blends its model's response with one of
+    these, chosen on the inner folds (:func:`scvi_trvae.model_selection.select_hyperparameters`).
+
+    Returns
+    -------
+    The per-gene shift.
+    """
+    keys = {"cell_type_key": cell_type_key, "condition_key": condition_key, "source": source, "target": target}
+    if kind == "similarity":
+        return similarity_shift(adata, cell_type=cell_type, exclude=exclude, centre=centre, **keys)
+    if kind in ("pooled", "balanced"):
+        return pooled_shift(adata, exclude=[cell_type, *exclude], balanced=kind == "balanced", **keys)
+    raise ValueError(f"reference shift must be one of {list(REFERENCE_SHIFTS)}, got {kind!r}.")

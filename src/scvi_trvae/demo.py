@@ -206,9 +206,10 @@ def _fit_and_predict(split, cell_type_key, condition_key, source, target, cell_t
         split.train, n_members=members, inner_folds=inner_folds, max_epochs=epochs, seed=seed, **keys, **task
     )
     weight, deviation = selection.best_shift_weight, selection.best_deviation_weight
+    reference = f", the {selection.best_reference_shift} reference shift" if weight < 1 else ""
     print(
-        f"Chose w = {weight:g}, lambda = {deviation:g} by inner leave-one-cell-type-out on the training cells "
-        f"({', '.join(selection.inner_cell_types)}); trained {ensemble.n_members} member(s) "
+        f"Chose w = {weight:g}, lambda = {deviation:g}{reference} by inner leave-one-cell-type-out on the training "
+        f"cells ({', '.join(selection.inner_cell_types)}); trained {ensemble.n_members} member(s) "
         f"in {time.perf_counter() - start:.0f} s in all."
     )
     recommended = f"trVAE ensemble + shrink (w={weight:g}, lambda={deviation:g})"

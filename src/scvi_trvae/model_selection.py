@@ -5,9 +5,10 @@ cell types observed in both conditions. :func:`select_hyperparameters` holds eac
 (an *inner* fold: its ``target`` cells are removed from the training cells), fits every candidate
 configuration on the rest, predicts the held-out type from its ``source`` cells and scores the prediction
 with :mod:`scvi_trvae.metrics`. The configuration with the best mean inner score wins, together with the
-weights ``w`` and ``lambda`` of ``x + w * m + (1 - w) * pooled shift of the other types + lambda * d``, where
-``m`` is trVAE's mean response and ``d`` each cell's deviation from it (``w = lambda = 1``: trVAE alone;
-``docs/accuracy.md`` says why the two are chosen apart). :func:`fit_self_tuned` then trains the chosen
+weights ``w`` and ``lambda`` of ``x + w * m + (1 - w) * p + lambda * d``, where ``m`` is trVAE's mean
+response, ``d`` each cell's deviation from it and ``p`` a reference shift of the other cell types, whose kind is
+chosen too (their cells pooled, or the types weighted by their similarity to the held-out one); ``w = lambda = 1``
+is trVAE alone (``docs/accuracy.md`` says why the parts are chosen apart). :func:`fit_self_tuned` then trains the chosen
 configuration on all the training cells.
 
 Only the AnnData passed in is ever seen: pass the training cells only (without the cells to predict), and
@@ -34,6 +35,7 @@ from ._ensemble import TRVAEEnsemble
 from ._inner_folds import (
     BATCH_SIZE,
     DEFAULT_CONFIG,
+    BlendGrid,
     fit_arguments,
     fold_rows,
     inner_cell_types,
@@ -64,6 +66,8 @@ DEFAULT_SEARCH_SPACE: dict[str, Sequence[Any]] = {
 }
 DEFAULT_SHIFT_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 DEFAULT_DEVIATION_WEIGHTS: tuple[float, ...] = (0.0, 0.5, 1.0)
+#: Kinds of reference shift tried (:func:`scvi_trvae.baselines.reference_shift`); on ties the first wins.
+DEFAULT_REFERENCE_SHIFTS: tuple[str, ...] = ("pooled", "similarity")
 DEFAULT_N_CONFIGS = 4
 DEFAULT_MAX_INNER_FOLDS = 3
 
@@ -88,6 +92,8 @@ class SelectionResult:
         The winning ``w``.
     best_deviation_weight
         The winning ``lambda``.
+    best_reference_shift
+        The winning kind of reference shift (:func:`scvi_trvae.baselines.reference_shift`).
     inner_cell_types
         The cell types held out in turn.
     stopped_early
@@ -109,6 +115,7 @@ class SelectionResult:
     stopped_early: bool = False
     seconds: float = 0.0
     best_deviation_weight: float = 1.0
+    best_reference_shift: str = "pooled"
     extra: dict[str, Any] = field(default_factory=dict)
     fold_responses: list[dict[str, Any]] = field(default_factory=list)
 
@@ -168,6 +175,7 @@ def select_hyperparameters(
     search_space: Mapping[str, Sequence[Any]] | None = None,
     shift_weights: Sequence[float] = DEFAULT_SHIFT_WEIGHTS,
     deviation_weights: Sequence[float] = DEFAULT_DEVIATION_WEIGHTS,
+    reference_shifts: Sequence[str] = DEFAULT_REFERENCE_SHIFTS,
     max_inner_folds: int | None = DEFAULT_MAX_INNER_FOLDS,
     time_budget: float | None = None,
     seed: int = 0,
@@ -199,6 +207,11 @@ def select_hyperparameters(
     deviation_weights
         Values of ``lambda`` (the weight of each cell's deviation from trVAE's mean response) to try with
         every ``w``.
+    reference_shifts
+        Kinds of the shift of the other cell types that trVAE's mean response is blended with, tried with every
+        ``w`` and ``lambda``: ``"pooled"`` (their cells pooled), ``"balanced"`` (each type weighed equally),
+        ``"similarity"`` (types whose ``source`` cells look like the held-out type's weigh more); see
+        :func:`scvi_trvae.baselines.reference_shift`.
     max_inner_folds
         Hold out at most this many cell types (drawn with ``seed``; ``None``: all of them).
     time_budget
@@ -233,6 +246,7 @@ def select_hyperparameters(
     """
     start = time.perf_counter()
     keys = (cell_type_key, condition_key, source, target)
+    grid = BlendGrid.checked(shift_weights, deviation_weights, reference_shifts)
     folds, configs = _plan(adata, keys, n_configs, search_space, max_inner_folds, seed)
     train_kwargs.setdefault("enable_progress_bar", False)
     rows: list[dict[str, Any]] = []
@@ -244,16 +258,15 @@ def select_hyperparameters(
                 stopped = True
                 break
             for held_out in folds:
-                weights = (shift_weights, deviation_weights)
                 fold = fold_rows(
-                    adata, held_out, config, seed, keys, weights, setup_kwargs, train_kwargs, responses[index]
+                    adata, held_out, config, seed, keys, grid, setup_kwargs, train_kwargs, responses[index]
                 )
                 rows += [{"config": index, **row} for row in fold]
                 bar.update(1)
                 if fit_done is not None:
                     fit_done()
     table = pd.DataFrame(rows)
-    group = ["config", *configs[0].keys(), "shift_weight", "deviation_weight"]
+    group = ["config", *configs[0].keys(), "reference_shift", "shift_weight", "deviation_weight"]
     summary = table.groupby(group, sort=False)[[*metrics.METRIC_KEYS, "score"]].mean().reset_index()
     summary = summary.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
     best = summary.iloc[0]
@@ -261,7 +274,7 @@ def select_hyperparameters(
         table=table, summary=summary, best_config=dict(configs[int(best["config"])]),
         best_shift_weight=float(best["shift_weight"]), inner_cell_types=list(folds), stopped_early=stopped,
         seconds=time.perf_counter() - start, best_deviation_weight=float(best["deviation_weight"]),
-        fold_responses=responses[int(best["config"])],
+        best_reference_shift=str(best["reference_shift"]), fold_responses=responses[int(best["config"])],
     )  # fmt: skip
 
 
@@ -340,11 +353,14 @@ def fit_self_tuned(
         ensemble = train_ensemble(
             adata, condition_key=condition_key, config=selection.best_config, seeds=range(seed, seed + n_members),
             shift_weight=selection.best_shift_weight, deviation_weight=selection.best_deviation_weight,
-            labels_key=cell_type_key, setup_kwargs=selection_kwargs.get("setup_kwargs"),
+            reference_shift=selection.best_reference_shift, labels_key=cell_type_key,
+            setup_kwargs=selection_kwargs.get("setup_kwargs"),
             member_done=lambda k: bar.update(1),
             **{k: v for k, v in selection_kwargs.items() if k not in _SELECTION_ONLY},
         )  # fmt: skip
-    ensemble.calibration = calibrate(selection.fold_responses, selection.best_shift_weight, interval_level)
+    ensemble.calibration = calibrate(
+        selection.fold_responses, selection.best_shift_weight, interval_level, selection.best_reference_shift
+    )
     return ensemble, selection
 
 
@@ -356,6 +372,7 @@ def train_ensemble(
     seeds: Sequence[int],
     shift_weight: float = 1.0,
     deviation_weight: float = 1.0,
+    reference_shift: str = "pooled",
     labels_key: str | None = None,
     setup_kwargs: Mapping[str, Any] | None = None,
     member_done: Callable[[int], object] | None = None,
@@ -376,8 +393,8 @@ def train_ensemble(
         The configuration (keys of :data:`DEFAULT_SEARCH_SPACE`: architecture, loss weights, ``training_steps``).
     seeds
         One seed per member.
-    shift_weight, deviation_weight
-        The ensemble's default ``w`` and ``lambda`` (see :class:`~scvi_trvae.TRVAEEnsemble`).
+    shift_weight, deviation_weight, reference_shift
+        The ensemble's default ``w``, ``lambda`` and kind of reference shift (see :class:`~scvi_trvae.TRVAEEnsemble`).
     labels_key
         ``obs`` column of cell types, stored in the ensemble (needed to blend).
     setup_kwargs
@@ -395,22 +412,15 @@ def train_ensemble(
     adata = _fitting.fresh_copy(adata)
     TRVAE.setup_anndata(adata, condition_key=condition_key, **(setup_kwargs or {}))
     ensemble = TRVAEEnsemble(
-        adata, seeds=seeds, shift_weight=shift_weight, deviation_weight=deviation_weight, labels_key=labels_key,
-        **model_arguments(config),
+        adata, seeds=seeds, shift_weight=shift_weight, deviation_weight=deviation_weight,
+        reference_shift=reference_shift, labels_key=labels_key, **model_arguments(config),
     )  # fmt: skip
     ensemble.train(member_done=member_done, **fit_arguments(adata.n_obs, config, train_kwargs))
     return ensemble
 
 
-_SELECTION_ONLY = (
-    "n_configs",
-    "search_space",
-    "shift_weights",
-    "deviation_weights",
-    "max_inner_folds",
-    "time_budget",
-    "setup_kwargs",
-)
+_SELECTION_ONLY = ("n_configs", "search_space", "shift_weights", "deviation_weights", "reference_shifts",
+                   "max_inner_folds", "time_budget", "setup_kwargs")  # fmt: skip
 
 
 def fit_recommended(
@@ -428,9 +438,10 @@ def fit_recommended(
     interval_level: float = DEFAULT_INTERVAL_LEVEL,
     **train_kwargs: Any,
 ) -> tuple[TRVAEEnsemble, SelectionResult]:
-    """Fit the recommended pipeline: an ensemble of default models, its shift blended with the pooled shift.
+    """Fit the recommended pipeline: an ensemble of default models, its shift blended with a reference shift.
 
-    :func:`fit_self_tuned` with the default configuration only: the shift weight ``w`` is chosen by
+    :func:`fit_self_tuned` with the default configuration only: the shift weight ``w``, the deviation weight
+    ``lambda`` and the kind of reference shift of the other cell types are chosen by
     ``inner_folds`` inner held-out cell types of ``adata``; 2 inner folds and 3 members make 5 model fits
     (``docs/ensembles.md``). ``max_epochs`` fixes every fit's length at that many epochs of ``adata``
     (default: the configuration's 1,500 minibatch steps of 128 cells); ``train_kwargs`` go to every

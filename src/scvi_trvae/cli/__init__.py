@@ -170,7 +170,10 @@ def train(
         (staging / TRAINING_RECORD).write_text(json.dumps(record, indent=1))
     what = "the model"
     if not _is_single(model):
-        what = f"{members} members (w = {model.shift_weight:g}, lambda = {model.deviation_weight:g})"
+        what = (
+            f"{members} members (w = {model.shift_weight:g}, lambda = {model.deviation_weight:g}, "
+            f"{model.reference_shift} reference shift)"
+        )
     typer.echo(f"Trained {record['epochs']} epochs; saved {what} to {out}.")
 
 
@@ -217,6 +220,7 @@ def _training_record(data, adata, held_out, holdout_settings, model, condition_k
         "members": None if ensemble is None else ensemble.n_members,
         "shift_weight": None if ensemble is None else ensemble.shift_weight,
         "deviation_weight": None if ensemble is None else ensemble.deviation_weight,
+        "reference_shift": None if ensemble is None else ensemble.reference_shift,
         "version": __version__,
     }
 

@@ -26,7 +26,13 @@ from oos.cache import json_safe, slug
 from oos.peers import META_DIR, PEER_METHODS
 
 #: Reference methods of the benchmark shown beside the peers.
-REFERENCES = ["trVAE", "scGen", "control + mean shift", "no response"]
+REFERENCES = ["trVAE ensemble + shrink", "trVAE", "scGen", "control + mean shift", "no response"]
+#: Ours, counted against each peer: the recommended pipeline and the single default model (seed 0).
+OURS = ("trVAE ensemble + shrink", "trVAE")
+#: The split the defaults were tuned on: shown, never counted.
+TUNING_SPLIT = ("kang", "NK")
+#: Metrics of the win counts, and whether higher is better.
+WIN_METRICS = {"pearson_delta_deg": ("Δ-Pearson (DEG)", True), "edist_scaled": ("E-dist (scaled)", False)}
 #: Metrics in the table (keys of the benchmark's rows), with their column titles.
 COLUMNS = {
     "r2_mean_all": "r² mean (all)", "r2_mean_deg": "r² mean (DEG)", "r2_var_all": "r² var (all)",
@@ -95,6 +101,72 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _scores(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, dict[str, float]]]:
+    """``{split: {method: {metric: value}}}`` of the rows that ran (Kang NK, the tuning split, left out)."""
+    table: dict[tuple, dict[str, dict[str, float]]] = {}
+    for row in rows:
+        split = tuple(row[k] for k in SPLIT)
+        if row.get("status", "ok") != "ok" or split[:2] == TUNING_SPLIT:
+            continue
+        table.setdefault(split, {})[row["method"]] = {k: row.get(k) for k in WIN_METRICS}
+    return table
+
+
+def win_counts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Paired wins of each of :data:`OURS` against each peer, per data set and overall (without the tuning split).
+
+    A win is a strictly better value on a split where both ran (and the metric is defined for both). Returns one
+    record per (ours, peer, data set or ``"all"``, metric): ``wins``, ``splits`` and the splits the peer won,
+    with the margins (the peer's lead, positive).
+    """
+    table, records = _scores(rows), []
+    peers = [name for name, _, _ in PEER_METHODS]
+    for ours in OURS:
+        for peer in peers:
+            for metric, (_, higher) in WIN_METRICS.items():
+                paired = {
+                    split: (methods[ours][metric], methods[peer][metric])
+                    for split, methods in table.items()
+                    if ours in methods and peer in methods
+                    and None not in (methods[ours][metric], methods[peer][metric])
+                }  # fmt: skip
+                for dataset in [*sorted({split[0] for split in paired}), "all"]:
+                    mine = {s: v for s, v in paired.items() if dataset in ("all", s[0])}
+                    lost = {
+                        s: (b - a if higher else a - b) for s, (a, b) in mine.items() if (a > b) != higher or a == b
+                    }
+                    records.append({
+                        "ours": ours, "peer": peer, "dataset": dataset, "metric": metric, "splits": len(mine),
+                        "wins": len(mine) - len(lost), "peer_wins": {" ".join(s): m for s, m in lost.items()},
+                    })  # fmt: skip
+    return records
+
+
+def wins_markdown(records: list[dict[str, Any]]) -> str:
+    """The overall win counts as a table, then the splits each peer won with its margin."""
+    lines = [
+        "**Paired wins** over the splits where both ran (Kang NK, the tuning split, left out): ours / splits.",
+        "",
+        "| ours | peer | " + " | ".join(label for label, _ in WIN_METRICS.values()) + " |",
+        "|---|---|" + "---|" * len(WIN_METRICS),
+    ]
+    overall = [r for r in records if r["dataset"] == "all"]
+    for ours in OURS:
+        for peer in dict.fromkeys(r["peer"] for r in overall):
+            cells = [
+                next(r for r in overall if (r["ours"], r["peer"], r["metric"]) == (ours, peer, m)) for m in WIN_METRICS
+            ]
+            if cells[0]["splits"]:
+                lines.append(f"| {ours} | {peer} | " + " | ".join(f"{c['wins']}/{c['splits']}" for c in cells) + " |")
+    losses = [r for r in overall if r["ours"] == OURS[0] and r["peer_wins"]]
+    if losses:
+        lines += ["", f"Splits a peer won against {OURS[0]} (the peer's lead):", ""]
+        for r in losses:
+            won = ", ".join(f"{s} (+{m:.3f})" for s, m in r["peer_wins"].items())
+            lines.append(f"- {r['peer']}, {WIN_METRICS[r['metric']][0]}: {won}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> str:
     """Collect, write (unless ``--no-write``) and return the markdown."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -107,9 +179,10 @@ def main(argv: list[str] | None = None) -> str:
     splits = {(*(r[k] for k in SPLIT), r["n_genes"], r["n_train"]) for r in peers}
     references = reference_rows(args.results, splits) if args.results.exists() else []
     rows = sorted(peers + references, key=lambda r: tuple(r[k] for k in SPLIT))
+    wins = win_counts(rows)
     if not args.no_write:
-        args.output.write_text(json.dumps(json_safe({"rows": rows}), indent=1) + "\n")
-    text = markdown(rows)
+        args.output.write_text(json.dumps(json_safe({"rows": rows, "wins": wins}), indent=1) + "\n")
+    text = wins_markdown(wins) + "\n\n" + markdown(rows)
     print(text)
     return text
 

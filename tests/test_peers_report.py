@@ -1,0 +1,46 @@
+"""``benchmarks/peers/report.py``: the paired win counts of ours against each peer."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "peers" / "report.py"
+
+
+@pytest.fixture(scope="module")
+def report():
+    spec = importlib.util.spec_from_file_location("peers_report", REPORT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(dataset, cell_type, method, pearson, edist, status="ok"):
+    return {"dataset": dataset, "cell_type": cell_type, "target": "stim", "method": method, "status": status,
+            "pearson_delta_deg": pearson, "edist_scaled": edist}  # fmt: skip
+
+
+def test_wins_are_paired_strict_and_leave_out_the_tuning_split(report):
+    pipeline, peer = "trVAE ensemble + shrink", "CPA"
+    rows = [
+        _row("kang", "NK", pipeline, 0.1, 9.0), _row("kang", "NK", peer, 0.9, 0.1),  # tuning split: not counted
+        _row("kang", "B", pipeline, 0.9, 0.2), _row("kang", "B", peer, 0.8, 0.3),  # ours on both
+        _row("kang", "T", pipeline, 0.7, 0.5), _row("kang", "T", peer, 0.8, 0.5),  # peer on Pearson, tie on E
+        _row("haber", "Tuft", pipeline, 0.5, 0.4), _row("haber", "Tuft", peer, None, 0.6),  # Pearson undefined
+        _row("haber", "Stem", pipeline, 0.5, 0.4), _row("haber", "Stem", peer, 0.1, 0.1, status="failed"),
+        _row("haber", "Goblet", pipeline, 0.5, 0.4),  # the peer did not run
+    ]  # fmt: skip
+    records = report.win_counts(rows)
+    get = {(r["ours"], r["peer"], r["dataset"], r["metric"]): r for r in records}
+    pearson = get[(pipeline, peer, "all", "pearson_delta_deg")]
+    assert (pearson["wins"], pearson["splits"]) == (1, 2)
+    assert pearson["peer_wins"] == {"kang T stim": pytest.approx(0.1)}
+    edist = get[(pipeline, peer, "all", "edist_scaled")]
+    assert (edist["wins"], edist["splits"]) == (2, 3)  # the tie is not a win
+    assert get[(pipeline, peer, "haber", "edist_scaled")]["wins"] == 1
+    assert get[("trVAE", peer, "all", "edist_scaled")]["splits"] == 0  # no single-model rows
+    text = report.wins_markdown(records)
+    assert "| trVAE ensemble + shrink | CPA | 1/2 | 2/3 |" in text and "kang T stim (+0.100)" in text

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from oos.datasets import DATASETS, DatasetSpec, load_dataset
 from oos.paths import CACHE_DIR, DATA_DIR, RESULTS_DIR
+from oos.registry import PACKAGE_SOURCES, hash_sources
 from oos.splits import Split, held_out_pairs, make_split
 
 from scvi_trvae import TRVAEEnsemble, metrics
@@ -44,7 +45,7 @@ from scvi_trvae._few_shot import LOWER_VAR, SHIFT_VAR, UPPER_VAR, shrinkage_weig
 from scvi_trvae._intervals import response_scale
 from scvi_trvae.baselines import cell_type_shifts, pooled_shift
 from scvi_trvae.datasets import synthetic_perturbation
-from scvi_trvae.model_selection import fit_recommended
+from scvi_trvae.model_selection import BATCH_SIZE, fit_recommended, select_hyperparameters
 from scvi_trvae.utils import as_dense
 
 logger = logging.getLogger("few_shot")
@@ -58,8 +59,11 @@ TUNING_SPLIT = ("kang", "NK")
 #: The out-of-sample benchmark's default: splits with fewer control or target cells are not run.
 OOS_MIN_CELLS = 3
 METHODS = ("trVAE few-shot", "k-cell mean", "pooled + k cells")
-#: Results of older versions are run again (2: noise-aware coverage, the target condition in the split labels).
-RESULTS_VERSION = 2
+#: Results of older versions are run again (2: noise-aware coverage, the target condition in the split labels;
+#: 3: the pipeline's selection made by the current code, with the reference shift).
+RESULTS_VERSION = 3
+#: The level of the intervals (``fit_recommended``'s default).
+LEVEL = 0.9
 SCORES = ("pearson_delta_deg", "edist_scaled", "r2_mean_deg")
 
 
@@ -84,23 +88,55 @@ def _settings_key(split: Split, settings: dict[str, Any]) -> str:
 
 
 def fitted_pipeline(split: Split, settings: dict[str, Any], cache_dir: Path) -> tuple[TRVAEEnsemble, dict]:
-    """The recommended pipeline fitted on the split's training cells, and the pooled shift's calibration (cached)."""
+    """The recommended pipeline fitted on the split's training cells, and the pooled shift's calibration (cached).
+
+    The members (3 fits of the default configuration, seeds 0-2) are cached once per split and settings; the
+    selection (2 inner fits choosing ``w``, ``lambda`` and the reference shift, and the calibration) is cached per
+    code version of the package (:func:`oos.registry.hash_sources`), so a changed pipeline is selected again on
+    the cached members: together exactly what ``fit_recommended`` returns with the current code.
+    """
     name = f"{split.dataset}_{split.cell_type}_{split.target}_{_settings_key(split, settings)}".replace("/", "-")
     directory = cache_dir / name
+    selection_path = directory / f"selection_code{hash_sources(PACKAGE_SOURCES)}.pkl"
     setup = {"setup_kwargs": {"layer": "counts", "is_count_data": True}} if split.counts else {}
-    if (directory / "pooled_calibration.pkl").exists():
-        ensemble = TRVAEEnsemble.load(directory / "ensemble", adata=split.train.copy(), accelerator="cpu")
-        return ensemble, pickle.loads((directory / "pooled_calibration.pkl").read_bytes())
+    task = {"cell_type_key": split.cell_type_key, "condition_key": split.condition_key, "source": split.source,
+            "target": split.target}  # fmt: skip
     start = time.perf_counter()
-    ensemble, selection = fit_recommended(
-        split.train, cell_type_key=split.cell_type_key, condition_key=split.condition_key, source=split.source,
-        target=split.target, progress_bar=False, enable_progress_bar=False, accelerator="cpu", **settings, **setup,
-    )  # fmt: skip
-    pooled = calibrate(selection.fold_responses, 0.0, ensemble.calibration["level"])
-    pooled["fit_seconds"] = time.perf_counter() - start
-    ensemble.save(directory / "ensemble", overwrite=True)
-    (directory / "pooled_calibration.pkl").write_bytes(pickle.dumps(pooled))
+    if (directory / "ensemble" / "ensemble.json").exists():
+        ensemble = TRVAEEnsemble.load(directory / "ensemble", adata=split.train.copy(), accelerator="cpu")
+        if not selection_path.exists():
+            selection = select_hyperparameters(
+                split.train, **task, n_configs=1, max_inner_folds=settings["inner_folds"], seed=settings["seed"],
+                progress_bar=False, enable_progress_bar=False, accelerator="cpu", **setup,
+                **({"search_space": _fixed_length(split, settings)} if "max_epochs" in settings else {}),
+            )  # fmt: skip
+            _save_selection(selection, selection_path, time.perf_counter() - start)
+    else:
+        ensemble, selection = fit_recommended(
+            split.train, **task, progress_bar=False, enable_progress_bar=False, accelerator="cpu", **settings, **setup
+        )
+        ensemble.save(directory / "ensemble", overwrite=True)
+        _save_selection(selection, selection_path, time.perf_counter() - start)
+    chosen = pickle.loads(selection_path.read_bytes())
+    ensemble.shift_weight, ensemble.deviation_weight = chosen["shift_weight"], chosen["deviation_weight"]
+    ensemble.reference_shift = chosen["reference_shift"]
+    ensemble.calibration = calibrate(chosen["folds"], chosen["shift_weight"], LEVEL, chosen["reference_shift"])
+    pooled = calibrate(chosen["folds"], 0.0, LEVEL, "pooled")
+    pooled["fit_seconds"] = chosen["seconds"]
     return ensemble, pooled
+
+
+def _fixed_length(split: Split, settings: dict[str, Any]) -> dict[str, tuple[int]]:
+    """The search space of ``fit_recommended(max_epochs=...)`` (``--quick``)."""
+    return {"training_steps": (settings["max_epochs"] * -(-split.train.n_obs // BATCH_SIZE),)}
+
+
+def _save_selection(selection, path: Path, seconds: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    chosen = {"shift_weight": selection.best_shift_weight, "deviation_weight": selection.best_deviation_weight,
+              "reference_shift": selection.best_reference_shift, "folds": selection.fold_responses,
+              "seconds": seconds}  # fmt: skip
+    path.write_bytes(pickle.dumps(chosen))
 
 
 def _scaled_mean(ensemble: TRVAEEnsemble, cells) -> np.ndarray:

@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+
+def load_script(name: str, path: Path) -> ModuleType:
+    """Import the Python file ``path`` (a script outside any package) as the module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 def quick_train(model, **kwargs):
     kwargs.setdefault("max_epochs", 2)

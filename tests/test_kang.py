@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import anndata as ad
 import numpy as np
 import pytest
 import scvi
 from conftest import SCORER, SHARED_DATA
+from helpers import load_script
 
 from scvi_trvae import TRVAE
 from scvi_trvae.utils import as_dense
@@ -19,10 +18,7 @@ pytestmark = pytest.mark.skipif(not (KANG.exists() and SCORER.exists()), reason=
 
 
 def _load_scorer():
-    spec = importlib.util.spec_from_file_location("shared_score", SCORER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("shared_score", SCORER)
 
 
 def test_held_out_nk_beats_no_response_baseline():

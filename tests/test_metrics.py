@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import anndata as ad
@@ -8,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from helpers import load_script
 from scipy.stats import ConstantInputWarning, linregress
 
 from scvi_trvae import metrics
@@ -52,10 +52,7 @@ def _adata(x: np.ndarray, sparse: bool = False) -> ad.AnnData:
 def _load_score():
     if not SCORE_PY.exists():
         pytest.skip(f"{SCORE_PY} not found")
-    spec = importlib.util.spec_from_file_location("shared_bench_score", SCORE_PY)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("shared_bench_score", SCORE_PY)
 
 
 # --- hand-computable cases ------------------------------------------------------------------------------

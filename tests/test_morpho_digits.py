@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_script
 
 pytest.importorskip("skimage")  # the benchmark's SSIM and skeleton (test extra)
 
@@ -16,10 +16,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "morpho_digits.py"
 
 @pytest.fixture(scope="module")
 def morpho():
-    spec = importlib.util.spec_from_file_location("morpho_digits", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("morpho_digits", SCRIPT)
 
 
 def test_styles_change_stroke_thickness_and_the_split_hides_digits_5_to_9(morpho):

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "peers" / "report.py"
 
 
 @pytest.fixture(scope="module")
 def report():
-    spec = importlib.util.spec_from_file_location("peers_report", REPORT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("peers_report", REPORT)
 
 
 def _row(dataset, cell_type, method, pearson, edist, status="ok"):

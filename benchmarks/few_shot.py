@@ -45,7 +45,7 @@ from scvi_trvae._few_shot import LOWER_VAR, SHIFT_VAR, UPPER_VAR, shrinkage_weig
 from scvi_trvae._intervals import response_scale
 from scvi_trvae.baselines import cell_type_shifts, pooled_shift
 from scvi_trvae.datasets import synthetic_perturbation
-from scvi_trvae.model_selection import BATCH_SIZE, fit_recommended, select_hyperparameters
+from scvi_trvae.model_selection import RECOMMENDED_INNER_FOLDS, fit_recommended, select_hyperparameters, training_steps
 from scvi_trvae.utils import as_dense
 
 logger = logging.getLogger("few_shot")
@@ -128,7 +128,7 @@ def fitted_pipeline(split: Split, settings: dict[str, Any], cache_dir: Path) -> 
 
 def _fixed_length(split: Split, settings: dict[str, Any]) -> dict[str, tuple[int]]:
     """The search space of ``fit_recommended(max_epochs=...)`` (``--quick``)."""
-    return {"training_steps": (settings["max_epochs"] * -(-split.train.n_obs // BATCH_SIZE),)}
+    return {"training_steps": (training_steps(split.train.n_obs, settings["max_epochs"]),)}
 
 
 def _save_selection(selection, path: Path, seconds: float) -> None:
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run (or resume) the benchmark, write the JSON after every split and print the tables."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    settings: dict[str, Any] = {"n_members": 3, "inner_folds": 2, "seed": 0}
+    settings: dict[str, Any] = {"n_members": 3, "inner_folds": RECOMMENDED_INNER_FOLDS, "seed": 0}
     if args.quick:
         settings["max_epochs"] = 3
         args.ks, args.draws, args.min_scored = [k for k in args.ks if k <= 20], min(args.draws, 2), 10

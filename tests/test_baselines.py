@@ -169,5 +169,5 @@ def test_reference_shift_is_one_of_the_three_shifts_without_the_excluded_types()
     np.testing.assert_allclose(
         untrained, baselines.reference_shift(adata, "similarity", cell_type="A", **KEYS), rtol=1e-2, atol=1e-3
     )
-    with pytest.raises(ValueError, match="reference shift must be one of"):
+    with pytest.raises(ValueError, match="kind must be one of"):
         baselines.reference_shift(adata, "nearest", cell_type="A", **KEYS)

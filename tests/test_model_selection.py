@@ -138,8 +138,11 @@ def test_fit_recommended_is_the_default_configuration_with_chosen_weight(outer_s
     ensemble, selection = model_selection.fit_recommended(
         train, **TASK, n_members=2, max_epochs=2, progress_bar=False, enable_progress_bar=False
     )
-    steps = 2 * int(np.ceil(train.n_obs / model_selection.BATCH_SIZE))
-    assert [kind for kind, _, _ in recorded_fits] == ["inner", "inner", "final", "final"]  # 2 inner folds, 2 members
+    steps = model_selection.training_steps(train.n_obs, 2)
+    available = model_selection.inner_cell_types(train, *TASK.values())
+    n_inner = min(model_selection.RECOMMENDED_INNER_FOLDS, len(available))
+    assert n_inner > 2  # the test data have more than the 2 folds of earlier versions
+    assert [kind for kind, _, _ in recorded_fits] == ["inner"] * n_inner + ["final", "final"]  # 2 members
     inner = [(len(obs), args) for kind, obs, args in recorded_fits if kind == "inner"]
     assert all(args["max_epochs"] == _inner_folds.config_epochs(n, {"training_steps": steps}) for n, args in inner)
     assert all(train_args["max_epochs"] == 2 for kind, _, train_args in recorded_fits if kind == "final")
@@ -162,7 +165,7 @@ def train_calls(monkeypatch) -> list[dict]:
     return calls
 
 
-QUICK = {"n_members": 2, "max_epochs": 1, "progress_bar": False}
+QUICK = {"n_members": 2, "inner_folds": 2, "max_epochs": 1, "progress_bar": False}
 
 
 def test_fit_recommended_passes_batch_size_to_every_fit(outer_split, train_calls):

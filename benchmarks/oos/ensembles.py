@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -42,7 +43,9 @@ SEARCH_SPACE = {
     "training_steps": (750, 1500),
 }
 N_CONFIGS = 3
-INNER_FOLDS = 2
+INNER_FOLDS = model_selection.RECOMMENDED_INNER_FOLDS
+#: Where the fits train: ``OOS_ACCELERATOR=gpu`` on a machine with CUDA (cached ensembles always load on the CPU).
+ACCELERATOR = os.environ.get("OOS_ACCELERATOR", "cpu")
 
 
 _scratch: list[Path] = []
@@ -73,7 +76,7 @@ def _steps(split: Split, epochs: int | str) -> int | None:
     """Minibatch steps of a run with a fixed number of epochs (None: the configurations' own)."""
     if epochs == AUTO_EPOCHS:
         return None
-    return int(epochs) * -(-split.train.n_obs // model_selection.BATCH_SIZE)
+    return model_selection.training_steps(split.train.n_obs, int(epochs))
 
 
 def default_config(split: Split, epochs: int | str) -> dict[str, Any]:
@@ -93,7 +96,7 @@ def trained_ensemble(split: Split, epochs: int | str, config: dict[str, Any], na
         return TRVAEEnsemble.load(path, adata=fresh_copy(split.train), accelerator="cpu")
     ensemble = model_selection.train_ensemble(
         split.train, condition_key=split.condition_key, config=config, seeds=ENSEMBLE_SEEDS,
-        labels_key=split.cell_type_key, setup_kwargs=_setup_kwargs(split), accelerator="cpu",
+        labels_key=split.cell_type_key, setup_kwargs=_setup_kwargs(split), accelerator=ACCELERATOR,
     )  # fmt: skip
     ensemble.save(path, overwrite=True)
     return ensemble
@@ -148,7 +151,7 @@ def selection(split: Split, epochs: int | str, n_configs: int = N_CONFIGS) -> di
     result = model_selection.select_hyperparameters(
         split.train, cell_type_key=split.cell_type_key, condition_key=split.condition_key, source=split.source,
         target=split.target, n_configs=n_configs, search_space=space, max_inner_folds=INNER_FOLDS, seed=0,
-        progress_bar=False, setup_kwargs=_setup_kwargs(split), accelerator="cpu",
+        progress_bar=False, setup_kwargs=_setup_kwargs(split), accelerator=ACCELERATOR,
     )  # fmt: skip
     default_rows = result.summary[result.summary["config"] == 0]
     out = {

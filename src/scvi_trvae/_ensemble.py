@@ -26,7 +26,7 @@ from ._blend import blend_prediction, check_blend_weight, on_prediction_scale
 from ._ensemble_files import MANIFEST, load_member, member_names, read_manifest
 from ._few_shot import annotate_response
 from ._fitting import fresh_copy, seeded  # noqa: F401  (imported from here before _fitting existed)
-from .baselines import REFERENCE_SHIFTS, reference_shift
+from .baselines import check_reference_shift, reference_shift
 from .io._atomic_write import replace_directory
 from .model._model import TRVAE
 from .utils import as_dense
@@ -110,7 +110,7 @@ class TRVAEEnsemble:
         self.seeds = seeds
         self.shift_weight = check_blend_weight(shift_weight, "shift_weight")
         self.deviation_weight = check_blend_weight(deviation_weight, "deviation_weight", upper=None)
-        self.reference_shift = _check_reference(reference_shift)
+        self.reference_shift = check_reference_shift(reference_shift)
         self.labels_key = labels_key
         self.model_kwargs = dict(model_kwargs)
         self.setup_kwargs = {k: v for k, v in manager.registry["setup_args"].items() if v is not None}
@@ -252,7 +252,7 @@ class TRVAEEnsemble:
         weight = check_blend_weight(self.shift_weight if shift_weight is None else shift_weight, "shift_weight")
         deviation = self.deviation_weight if deviation_weight is None else deviation_weight
         deviation = check_blend_weight(deviation, "deviation_weight", upper=None)
-        kind = _check_reference(self.reference_shift if reference_shift is None else reference_shift)
+        kind = check_reference_shift(self.reference_shift if reference_shift is None else reference_shift)
         labels_key = self._labels_key(cell_type_key)
         out = self._members_prediction(adata, source, target, indices, batch_size)
         if (weight, deviation) != (1.0, 1.0):
@@ -316,13 +316,16 @@ class TRVAEEnsemble:
         training = on_prediction_scale(member, self.adata)
         observed = _dense(on_prediction_scale(member, reference[pred.obs_names]).X)
         predicted, blended = _dense(pred.X), np.empty(observed.shape, dtype=np.float32)
-        for cell_type in np.unique(types):
+        predicted_types = np.unique(types)
+        shift = None  # pooled and balanced shifts leave out every predicted type: one shift for all of them
+        for cell_type in predicted_types:
             rows = types == cell_type
-            shift = reference_shift(
-                training, weights[2], cell_type_key=labels_key, condition_key=member.condition_key,
-                cell_type=cell_type, exclude=np.unique(types), source=source, target=target,
-                centre=observed[rows].mean(0),
-            )  # fmt: skip
+            if shift is None or weights[2] == "similarity":
+                shift = reference_shift(
+                    training, weights[2], cell_type_key=labels_key, condition_key=member.condition_key,
+                    cell_type=cell_type, exclude=predicted_types, source=source, target=target,
+                    centre=observed[rows].mean(0),
+                )  # fmt: skip
             blended[rows] = blend_prediction(observed[rows], predicted[rows], shift, *weights[:2])
         return blended
 
@@ -410,9 +413,3 @@ class TRVAEEnsemble:
         ensemble.members = members
         ensemble.calibration = manifest.get("calibration")  # saved before intervals existed: None
         return ensemble
-
-
-def _check_reference(kind: str) -> str:
-    if kind not in REFERENCE_SHIFTS:
-        raise ValueError(f"reference_shift must be one of {list(REFERENCE_SHIFTS)}, got {kind!r}.")
-    return kind

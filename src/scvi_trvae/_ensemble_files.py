@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._calibration import calibration_problems
-from .baselines import REFERENCE_SHIFTS
+from .baselines import reference_shift_problem
 from .io._persistence import ModelFileError
 from .model._model import TRVAE
 
@@ -74,8 +74,8 @@ def _manifest_problems(manifest: Any) -> list[str]:
     if isinstance(deviation, bool) or not isinstance(deviation, int | float) or not 0.0 <= deviation < float("inf"):
         problems.append(f"'deviation_weight' must be a number >= 0, got {deviation!r}")
     reference = manifest.get("reference_shift", "pooled")  # absent from ensembles saved before it existed
-    if reference not in REFERENCE_SHIFTS:
-        problems.append(f"'reference_shift' must be one of {list(REFERENCE_SHIFTS)}, got {reference!r}")
+    if (problem := reference_shift_problem(reference, "'reference_shift'")) is not None:
+        problems.append(problem)
     labels_key = manifest.get("labels_key")  # absent from ensembles saved before version 0.2
     if labels_key is not None and not isinstance(labels_key, str):
         problems.append(f"'labels_key' must be an obs column name or null, got {labels_key!r}")

@@ -18,8 +18,8 @@ from . import _fitting, metrics
 from ._blend import blend_prediction, on_prediction_scale
 from ._intervals import response_scale
 from ._validation import listed
-from .baselines import REFERENCE_SHIFTS, cell_type_shifts, reference_shift
-from .data._splitter import epochs_for_steps
+from .baselines import REFERENCE_SHIFTS, cell_type_shifts, check_reference_shift, reference_shift
+from .data._splitter import epochs_for_steps, steps_for_epochs
 from .model._architecture import DEFAULT_N_LAYERS
 from .model._model import DEFAULT_TRAINING_STEPS
 from .model._module import DEFAULT_KL_WEIGHT, DEFAULT_MMD_WEIGHT
@@ -53,10 +53,16 @@ class BlendGrid(NamedTuple):
     ) -> BlendGrid:  # fmt: skip
         """Return the grid after checking each kind of :func:`scvi_trvae.baselines.reference_shift`."""
         kinds = (reference_shifts,) if isinstance(reference_shifts, str) else tuple(reference_shifts)
-        unknown = [k for k in kinds if k not in REFERENCE_SHIFTS]
-        if not kinds or unknown:
-            raise ValueError(f"reference_shifts must be one or more of {list(REFERENCE_SHIFTS)}, got {list(kinds)}.")
+        if not kinds:
+            raise ValueError(f"reference_shifts must name one or more of {list(REFERENCE_SHIFTS)}, got none.")
+        for kind in kinds:
+            check_reference_shift(kind, "each of reference_shifts")
         return cls(tuple(shift_weights), tuple(deviation_weights), kinds)
+
+
+def training_steps(n_obs: int, max_epochs: int) -> int:
+    """Minibatch steps of :data:`BATCH_SIZE` cells in ``max_epochs`` epochs of ``n_obs`` cells: a fixed-length fit."""
+    return steps_for_epochs(n_obs, BATCH_SIZE, max_epochs)
 
 
 def config_epochs(n_obs: int, config: Mapping[str, Any]) -> int:

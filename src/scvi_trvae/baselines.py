@@ -232,6 +232,21 @@ def similarity_shift(
 REFERENCE_SHIFTS = ("pooled", "balanced", "similarity")
 
 
+def reference_shift_problem(kind: object, name: str = "reference_shift") -> str | None:
+    """Return what is wrong with ``kind`` as a kind of :func:`reference_shift` (``name``: the argument), or None."""
+    if kind in REFERENCE_SHIFTS:
+        return None
+    return f"{name} must be one of {list(REFERENCE_SHIFTS)}, got {kind!r}"
+
+
+def check_reference_shift(kind: str, name: str = "reference_shift") -> str:
+    """Return ``kind`` if it is a kind of :func:`reference_shift`; else raise a ``ValueError`` naming ``name``."""
+    problem = reference_shift_problem(kind, name)
+    if problem is not None:
+        raise ValueError(f"{problem}.")
+    return kind
+
+
 def reference_shift(
     adata: AnnData,
     kind: str,
@@ -255,9 +270,8 @@ def reference_shift(
     -------
     The per-gene shift.
     """
+    check_reference_shift(kind, "kind")
     keys = {"cell_type_key": cell_type_key, "condition_key": condition_key, "source": source, "target": target}
     if kind == "similarity":
         return similarity_shift(adata, cell_type=cell_type, exclude=exclude, centre=centre, **keys)
-    if kind in ("pooled", "balanced"):
-        return pooled_shift(adata, exclude=[cell_type, *exclude], balanced=kind == "balanced", **keys)
-    raise ValueError(f"reference shift must be one of {list(REFERENCE_SHIFTS)}, got {kind!r}.")
+    return pooled_shift(adata, exclude=[cell_type, *exclude], balanced=kind == "balanced", **keys)

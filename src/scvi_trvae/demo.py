@@ -150,7 +150,9 @@ def run(
     target: Annotated[str, typer.Option(help="Condition to predict.")] = "stimulated",
     cell_type: Annotated[str, typer.Option(help="Cell type whose --target cells are held out.")] = "type_A",
     members: Annotated[int, typer.Option(min=1, help="Seeds in the ensemble (1: a single model).")] = 3,
-    inner_folds: Annotated[int, typer.Option(min=1, help="Inner held-out cell types that choose w.")] = 2,
+    inner_folds: Annotated[
+        int | None, typer.Option(min=1, help="Inner held-out cell types that choose w (default: the pipeline's 4).")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Default: the pipeline's own training length.")] = None,
     state_dependence: Annotated[
         float,
@@ -164,6 +166,10 @@ def run(
     """Hold out one (cell type, condition), train the recommended pipeline without it, predict it and score it."""
     with _libraries_quiet():
         adata, split = _load(data, condition_key, cell_type_key, source, target, cell_type, state_dependence, seed)
+        from .model_selection import RECOMMENDED_INNER_FOLDS, inner_cell_types
+
+        available = len(inner_cell_types(split.train, cell_type_key, condition_key, source, target))
+        inner_folds = min(available, inner_folds or RECOMMENDED_INNER_FOLDS)
         n_fits = inner_folds + members  # the recommended pipeline: one configuration per inner fold, then members
         print(
             f"Data: {'synthetic' if data is None else data}, {adata.n_obs} cells x {adata.n_vars} genes. "

@@ -18,7 +18,6 @@ the selection cannot look at them.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,8 +31,8 @@ from tqdm.auto import tqdm
 from . import _fitting, metrics
 from ._calibration import calibrate
 from ._ensemble import TRVAEEnsemble
+from ._inner_folds import BATCH_SIZE as BATCH_SIZE  # the CLI checks --batch-size against it
 from ._inner_folds import (
-    BATCH_SIZE,
     DEFAULT_CONFIG,
     BlendGrid,
     fit_arguments,
@@ -41,6 +40,7 @@ from ._inner_folds import (
     inner_cell_types,
     model_arguments,
     too_few_folds,
+    training_steps,
 )
 from ._intervals import DEFAULT_INTERVAL_LEVEL
 from ._validation import check_task
@@ -70,6 +70,8 @@ DEFAULT_DEVIATION_WEIGHTS: tuple[float, ...] = (0.0, 0.5, 1.0)
 DEFAULT_REFERENCE_SHIFTS: tuple[str, ...] = ("pooled", "similarity")
 DEFAULT_N_CONFIGS = 4
 DEFAULT_MAX_INNER_FOLDS = 3
+#: Inner folds of the recommended pipeline (:func:`fit_recommended`): more folds choose its blend less noisily.
+RECOMMENDED_INNER_FOLDS = 4
 
 
 @dataclass
@@ -431,7 +433,7 @@ def fit_recommended(
     source: str,
     target: str,
     n_members: int = 3,
-    inner_folds: int = 2,
+    inner_folds: int = RECOMMENDED_INNER_FOLDS,
     max_epochs: int | None = None,
     seed: int = 0,
     progress_bar: bool = True,
@@ -442,10 +444,11 @@ def fit_recommended(
 
     :func:`fit_self_tuned` with the default configuration only: the shift weight ``w``, the deviation weight
     ``lambda`` and the kind of reference shift of the other cell types are chosen by
-    ``inner_folds`` inner held-out cell types of ``adata``; 2 inner folds and 3 members make 5 model fits
-    (``docs/ensembles.md``). ``max_epochs`` fixes every fit's length at that many epochs of ``adata``
-    (default: the configuration's 1,500 minibatch steps of 128 cells); ``train_kwargs`` go to every
-    :meth:`TRVAE.train` (e.g. ``accelerator``, or ``batch_size`` for minibatches of other than 128 cells).
+    ``inner_folds`` inner held-out cell types of ``adata`` (fewer where fewer qualify); 4 inner folds and 3 members
+    make 7 model fits (``docs/ensembles.md``; two folds chose the blend too noisily, ``docs/accuracy.md``).
+    ``max_epochs`` fixes every fit's length at that many epochs of ``adata`` (default: the configuration's 1,500
+    minibatch steps of 128 cells); ``train_kwargs`` go to every :meth:`TRVAE.train` (e.g. ``accelerator``, or
+    ``batch_size`` for minibatches of other than 128 cells).
 
     The task is checked before any training (unknown keys or conditions, missing values, too few cell
     types observed in both conditions for the inner folds: one error naming the problem). The number
@@ -465,7 +468,7 @@ def fit_recommended(
     n_members
         Members of the ensemble.
     inner_folds
-        Inner held-out cell types that choose ``w`` and ``lambda``.
+        Inner held-out cell types that choose ``w``, ``lambda`` and the kind of reference shift (at most).
     max_epochs
         Epochs of every fit (default: the configuration's 1,500 minibatch steps of 128 cells).
     seed
@@ -488,7 +491,7 @@ def fit_recommended(
     """
     length = {}
     if max_epochs is not None:
-        length["search_space"] = {"training_steps": (max_epochs * math.ceil(adata.n_obs / BATCH_SIZE),)}
+        length["search_space"] = {"training_steps": (training_steps(adata.n_obs, max_epochs),)}
     return fit_self_tuned(
         adata, cell_type_key=cell_type_key, condition_key=condition_key, source=source, target=target,
         n_members=n_members, seed=seed, n_configs=1, max_inner_folds=inner_folds, progress_bar=progress_bar,

@@ -204,6 +204,11 @@ def epochs_for_steps(n_obs: int, batch_size: int, steps: int) -> int:
     return max(1, math.ceil(steps / math.ceil(n_obs / batch_size)))
 
 
+def steps_for_epochs(n_obs: int, batch_size: int, epochs: int) -> int:
+    """Return the minibatches of ``batch_size`` in ``epochs`` passes over ``n_obs`` cells (the last one partial)."""
+    return epochs * math.ceil(n_obs / batch_size)
+
+
 def csr_density(matrix) -> float | None:
     """Fraction of non-zero entries of a CSR matrix, in memory or backed; ``None`` for any other."""
     n_entries = max(matrix.shape[0] * matrix.shape[1], 1)

@@ -41,3 +41,5 @@ def test_wins_are_paired_strict_and_leave_out_the_tuning_split(report):
     assert get[("trVAE", peer, "all", "edist_scaled")]["splits"] == 0  # no single-model rows
     text = report.wins_markdown(records)
     assert "| trVAE ensemble + shrink | CPA | 1/2 | 2/3 |" in text and "kang T stim (+0.100)" in text
+    assert "| haber | — / 1/1 |" in text  # Pearson undefined on Tuft, the peer failed or did not run elsewhere
+    assert "| kang | 1/2 / 1/2 |" in text

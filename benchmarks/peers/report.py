@@ -158,6 +158,7 @@ def wins_markdown(records: list[dict[str, Any]]) -> str:
             ]
             if cells[0]["splits"]:
                 lines.append(f"| {ours} | {peer} | " + " | ".join(f"{c['wins']}/{c['splits']}" for c in cells) + " |")
+    lines += ["", *per_dataset_markdown(records)]
     losses = [r for r in overall if r["ours"] == OURS[0] and r["peer_wins"]]
     if losses:
         lines += ["", f"Splits a peer won against {OURS[0]} (the peer's lead):", ""]
@@ -165,6 +166,24 @@ def wins_markdown(records: list[dict[str, Any]]) -> str:
             won = ", ".join(f"{s} (+{m:.3f})" for s, m in r["peer_wins"].items())
             lines.append(f"- {r['peer']}, {WIN_METRICS[r['metric']][0]}: {won}")
     return "\n".join(lines)
+
+
+def per_dataset_markdown(records: list[dict[str, Any]]) -> list[str]:
+    """The wins of :data:`OURS` ``[0]`` per data set: one row per data set, one column per peer (Δ-Pearson / E)."""
+    mine = [r for r in records if r["ours"] == OURS[0] and r["dataset"] != "all"]
+    peers = list(dict.fromkeys(r["peer"] for r in mine))
+    labels = " / ".join(label for label, _ in WIN_METRICS.values())
+    lines = [f"Per data set, {OURS[0]} against each peer ({labels}: ours / splits):", "",
+             "| data set | " + " | ".join(peers) + " |", "|---|" + "---|" * len(peers)]  # fmt: skip
+    for dataset in sorted({r["dataset"] for r in mine}):
+        cells = []
+        for peer in peers:
+            pair = [next((r for r in mine if (r["peer"], r["dataset"], r["metric"]) == (peer, dataset, m)), None)
+                    for m in WIN_METRICS]  # fmt: skip
+            counts = [f"{r['wins']}/{r['splits']}" if r and r["splits"] else "—" for r in pair]
+            cells.append("not run" if set(counts) == {"—"} else " / ".join(counts))
+        lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> str:

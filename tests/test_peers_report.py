@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,19 @@ def test_wins_are_paired_strict_and_leave_out_the_tuning_split(report):
     assert "| trVAE ensemble + shrink | CPA | 1/2 | 2/3 |" in text and "kang T stim (+0.100)" in text
     assert "| haber | — / 1/1 |" in text  # Pearson undefined on Tuft, the peer failed or did not run elsewhere
     assert "| kang | 1/2 / 1/2 |" in text
+
+
+def test_main_writes_the_json_and_the_page_of_per_split_tables(report, tmp_path):
+    row = {**_row("kang", "B", "CPA", 0.8, 0.3), "seed": 0, "source": "control", "n_genes": 50, "n_train": 100,
+           "n_control": 10, "n_target": 12, "epochs": 3, "fit_seconds": 4.0}  # fmt: skip
+    (tmp_path / "cache" / "kang").mkdir(parents=True)
+    (tmp_path / "cache" / "kang" / "B__stim__CPA__seed0.json").write_text(json.dumps({**row, "key": {}}))
+    ours = {**row, "method": "trVAE ensemble + shrink", "pearson_delta_deg": 0.9, "edist_scaled": 0.2}
+    (tmp_path / "results.json").write_text(json.dumps({"rows": [ours]}))
+    paths = {name: tmp_path / name for name in ("peers.json", "tables.md")}
+    text = report.main(["--cache-dir", str(tmp_path / "cache"), "--results", str(tmp_path / "results.json"),
+                        "--output", str(paths["peers.json"]), "--tables", str(paths["tables.md"])])  # fmt: skip
+    assert "| trVAE ensemble + shrink | CPA | 1/1 | 1/1 |" in text
+    page = paths["tables.md"].read_text()
+    assert page.startswith("# Peers: every split") and "**kang: B control → stim**" in page
+    assert {r["method"] for r in json.loads(paths["peers.json"].read_text())["rows"]} == {"CPA", ours["method"]}

@@ -177,4 +177,8 @@ def register_peers() -> None:
     from .registry import register
 
     for name, peer, description in PEER_METHODS:
-        register(name, fit_predict_peer, description, epochs=AUTO_EPOCHS, seeds="one", options={"peer": peer})
+        # a peer runs in its own environment: its results depend on its runner and the protocol, not on this package
+        runner = (f"benchmarks/peers/run_{peer}.py", "benchmarks/peers/_protocol.py")
+        register(
+            name, fit_predict_peer, description, epochs=AUTO_EPOCHS, seeds="one", options={"peer": peer}, sources=runner
+        )

@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-figures", action="store_true")
     parser.add_argument("--cached-only", action="store_true", help="fit nothing: report what the cache holds")
     parser.add_argument(
+        "--keep-predictions", action="store_true",
+        help="keep the seed-0 prediction of every split beside its cached result (default: the figure splits' only), "
+        "for scoring with cell-eval (benchmarks/peers/celleval_score.py)",
+    )  # fmt: skip
+    parser.add_argument(
         "--rebuild-cache", nargs="?", type=Path, const=RESULTS_DIR / "out_of_sample.json", metavar="RESULTS_JSON",
         help="write the cache (--cache-dir) back from a results file (default: the committed one) and exit",
     )  # fmt: skip
@@ -133,6 +138,7 @@ def build_config(args: argparse.Namespace, argv: Sequence[str]) -> RunConfig:
         data_dir=args.data_dir, cache_dir=args.cache_dir or (CACHE_DIR / ("quick/cache" if quick else "full")),
         json_path=json_path, markdown_path=markdown_path, figure_dir=None if args.no_figures else figure_dir,
         quick=quick, argv=list(argv), threads=args.threads, cached_only=args.cached_only,
+        keep_predictions=args.keep_predictions,
     )  # fmt: skip
 
 

@@ -17,6 +17,7 @@ import torch
 from scvi_trvae.metrics import METRIC_KEYS
 
 from .cache import json_safe
+from .celleval_tables import celleval_section, load_celleval
 from .datasets import DATASETS
 from .running import RunConfig
 from .splits import HVG_FLAVOR
@@ -177,6 +178,9 @@ def markdown_report(config: RunConfig, rows: list[dict[str, Any]], wall_seconds:
                 title = f"Tuning split: {dataset}, {cell_type} -> {target} (compare with the published numbers)"
                 table = TUNING_INTRO.format(n=n_splits) + "\n\n" + table
             sections.append(_section(title, table))
+    celleval = "" if config.quick else celleval_section(every_split, methods, load_celleval(), TUNING_SPLIT)
+    if celleval:
+        sections.append(_section("A second scorer: cell-eval", celleval))
     sections += [_section("Published numbers", published_table()), _figures_section(config)]
     return _head(config, every_split, wall_seconds) + "".join(sections)
 

@@ -44,6 +44,8 @@ class RunConfig:
     threads: int = 0
     #: report only what the cache holds; fit nothing
     cached_only: bool = False
+    #: keep the seed-0 prediction of every split (``.npy`` beside its result), not only of the figure splits
+    keep_predictions: bool = False
 
     def n_results(self, n_splits: int) -> int:
         """How many results a run over ``n_splits`` splits has."""
@@ -94,7 +96,7 @@ def _fit_and_score(config: RunConfig, split: Split, name: str, seed: int, row: d
         eval_seconds=time.perf_counter() - start, code_version=key["code_version"], key=key,
     )  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
-    if split.is_figure_split and seed == 0:
+    if seed == 0 and (split.is_figure_split or config.keep_predictions):
         np.save(path.with_suffix(".npy"), pred)
     write_cached(path, row)
     return {**row, "cached": False, "stale": False}

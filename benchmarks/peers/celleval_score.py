@@ -9,9 +9,14 @@ With one perturbation per split, cell-eval's discrimination score ranks a predic
 and is uninformative; predictions are clipped at 0 (cell-eval refuses negative values, which Gaussian decoders
 give); the DE metrics (overlap, direction, Spearman of log-fold changes) and ``pearson_delta`` are.
 
+Other splits' predictions are kept by a benchmark run with ``--keep-predictions``; ``--cache-dir`` may name several
+caches (the first holding a method's prediction wins), e.g. the peers' and a re-prediction of the pipeline from its
+cached ensembles.
+
 Usage::
 
-    .venv/bin/python benchmarks/peers/celleval_score.py --dataset kang --cell-type NK
+    .venv/bin/python benchmarks/peers/celleval_score.py --dataset kang --cell-type NK CD4T \
+        --cache-dir benchmarks/cache/full benchmarks/cache/celleval_preds
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ def _write_inputs(split, predictions: dict[str, Path], directory: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Build the inputs of one split (main environment), score them in the cell-eval environment, write JSON."""
+    """Per split: build the inputs (main environment), score them in the cell-eval environment, add them to the JSON."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from oos import paths
     from oos.cache import cache_path
@@ -77,24 +82,32 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="kang")
-    parser.add_argument("--cell-type", default="NK")
-    parser.add_argument("--cache-dir", type=Path, default=paths.CACHE_DIR / "full")
+    parser.add_argument("--cell-type", nargs="+", default=["NK"], help="held-out cell types, one split each")
+    parser.add_argument(
+        "--cache-dir", nargs="+", type=Path, default=[paths.CACHE_DIR / "full"],
+        help="caches holding the kept predictions (.npy); the first with a method's prediction wins",
+    )  # fmt: skip
     parser.add_argument("--python", type=Path, default=paths.REPO / ".venv-celleval" / "bin" / "python")
     parser.add_argument("--output", type=Path, default=paths.RESULTS_DIR / "peers_celleval.json")
     args = parser.parse_args(argv)
     spec = DATASETS[args.dataset]
-    split = make_split(load_dataset(spec, paths.DATA_DIR), args.dataset, spec, args.cell_type, spec.perturbed[0],
-                       spec.n_top_genes)  # fmt: skip
-    predictions = {m: cache_path(args.cache_dir, split, m, 0).with_suffix(".npy") for m in METHODS}
-    predictions = {m: p for m, p in predictions.items() if p.exists()}
-    with tempfile.TemporaryDirectory() as tmp:
-        _write_inputs(split, predictions, Path(tmp))
-        subprocess.run([str(args.python), __file__, SCORE_FLAG, tmp], check=True, cwd=tmp)
-        scores = json.loads((Path(tmp) / "scores.json").read_text())
-    payload = json.loads(args.output.read_text()) if args.output.exists() else {}
-    payload[f"{args.dataset}/{args.cell_type}/{split.target}"] = {"n_genes": split.train.n_vars, "scores": scores}
-    args.output.write_text(json.dumps(payload, indent=1) + "\n")
-    print(json.dumps(scores, indent=1)[:4000])
+    adata = load_dataset(spec, paths.DATA_DIR)
+    for cell_type in args.cell_type:
+        split = make_split(adata, args.dataset, spec, cell_type, spec.perturbed[0], spec.n_top_genes)
+        predictions = {}
+        for method in METHODS:
+            kept = (cache_path(d, split, method, 0).with_suffix(".npy") for d in args.cache_dir)
+            found = next((path for path in kept if path.exists()), None)
+            if found is not None:
+                predictions[method] = found
+        with tempfile.TemporaryDirectory() as tmp:
+            _write_inputs(split, predictions, Path(tmp))
+            subprocess.run([str(args.python), __file__, SCORE_FLAG, tmp], check=True, cwd=tmp)
+            scores = json.loads((Path(tmp) / "scores.json").read_text())
+        payload = json.loads(args.output.read_text()) if args.output.exists() else {}
+        payload[f"{args.dataset}/{cell_type}/{split.target}"] = {"n_genes": split.train.n_vars, "scores": scores}
+        args.output.write_text(json.dumps(payload, indent=1) + "\n")
+        print(f"{args.dataset}/{cell_type}: scored {len(predictions)} predictions", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,111 @@
+"""The report's second scorer: ``cell-eval``'s metrics of the kept predictions, beside the benchmark's own.
+
+``benchmarks/peers/celleval_score.py`` writes them to ``benchmarks/results/peers_celleval.json`` (per split, per
+method, cell-eval's aggregated table over its one perturbation); this module turns them into the tables of
+``docs/benchmarks.md`` and says where cell-eval ranks the methods differently from :mod:`scvi_trvae.metrics`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .cache import slug
+from .paths import RESULTS_DIR
+
+CELLEVAL_RESULTS = RESULTS_DIR / "peers_celleval.json"
+#: cell-eval's informative metrics here (with one perturbation per split its discrimination score is constant).
+CELLEVAL_METRICS = ("pearson_delta", "overlap_at_N", "de_direction_match", "de_spearman_lfc_sig", "de_sig_genes_recall")
+NOISE_CEILING = "noise ceiling"
+#: The benchmark's metrics set beside cell-eval's (higher is better for both).
+OWN_METRIC = "pearson_delta_deg"
+
+INTRO = (
+    "Every kept prediction (seed 0; `--keep-predictions`) scored by `cell-eval` 0.8.2 "
+    "(`benchmarks/peers/celleval_score.py`, its own environment), on {n} splits{without}: {splits}. "
+    "Medians over those splits; DE metrics are undefined on a split where cell-eval finds no significant gene "
+    "between the real cells, so their medians are over fewer splits (*DE splits*). *noise ceiling*: cell-eval's "
+    "best score the data allow (the real cells split in halves). Δ-Pearson (DEG) is the benchmark's own metric on "
+    "the same splits."
+)
+
+
+def load_celleval(path: Path = CELLEVAL_RESULTS) -> pd.DataFrame:
+    """One row per (split, method, metric) with cell-eval's mean over its one perturbation; empty without a file."""
+    if not path.exists():
+        return pd.DataFrame(columns=["dataset", "cell_type", "target", "method", "metric", "value"])
+    rows = []
+    for split, entry in json.loads(path.read_text()).items():
+        dataset, cell_type, target = split.split("/")
+        for method, table in entry["scores"].items():
+            mean_at = table["statistic"].index("mean")
+            for metric in CELLEVAL_METRICS:
+                if metric in table:
+                    value = table[metric][mean_at]
+                    rows.append((dataset, cell_type, target, method, metric, np.nan if value is None else value))
+    return pd.DataFrame(rows, columns=["dataset", "cell_type", "target", "method", "metric", "value"])
+
+
+def _by_slug(methods: list[str]) -> dict[str, str]:
+    return {slug(method): method for method in methods}
+
+
+def _ranking(values: pd.Series) -> str:
+    """Names best first, ``>`` between them, ``=`` between equal values (to three decimals)."""
+    ordered = values.round(3).sort_values(ascending=False, kind="stable")
+    text = str(ordered.index[0])
+    for previous, (name, value) in zip(ordered.to_numpy(), ordered.iloc[1:].items(), strict=False):
+        text += f" {'=' if value == previous else '>'} {name}"
+    return text
+
+
+def _fmt(value: float) -> str:
+    return "—" if pd.isna(value) else f"{value:.3f}"
+
+
+def celleval_section(
+    frame: pd.DataFrame, methods: list[str], scores: pd.DataFrame, tuning: tuple[str, str, str]
+) -> str:
+    """The cell-eval table (methods of ``methods`` scored by cell-eval) and where the two scorers' rankings differ.
+
+    ``frame``: the benchmark's results (seed-averaged per split below); the tuning split is left out when other
+    splits were scored. Empty when nothing was scored.
+    """
+    names = {**_by_slug(methods), NOISE_CEILING: NOISE_CEILING}
+    scores = scores[scores["method"].isin(names)].assign(method=lambda s: s["method"].map(names))
+    split_cols = ["dataset", "cell_type", "target"]
+    is_tuning = (scores[split_cols] == list(tuning)).all(axis=1)
+    without = ""
+    if is_tuning.any() and (~is_tuning).any():
+        scores, without = scores[~is_tuning], " without the tuning split"
+    if scores.empty:
+        return ""
+    wide = scores.set_index([*split_cols, "method", "metric"])["value"].unstack("metric")
+    own = frame[frame["method"].isin(methods)].groupby([*split_cols, "method"])[OWN_METRIC].mean()
+    wide = wide.join(own.rename(OWN_METRIC), how="left")
+    medians = wide.groupby("method").median()
+    de_splits = wide.groupby("method")["de_spearman_lfc_sig"].count() if "de_spearman_lfc_sig" in wide else None
+    order = [m for m in [*methods, NOISE_CEILING] if m in medians.index]
+    header = ["method", *CELLEVAL_METRICS, "DE splits", "Δ-Pearson (DEG), benchmark"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in order:
+        row = medians.loc[method]
+        n_de = "—" if de_splits is None else str(int(de_splits.get(method, 0)))
+        cells = [*(_fmt(row.get(m, np.nan)) for m in CELLEVAL_METRICS), n_de, _fmt(row.get(OWN_METRIC, np.nan))]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    splits = sorted({f"{d} {c}" for d, c, _ in wide.index.droplevel("method")})
+    intro = INTRO.format(n=len(splits), without=without, splits=", ".join(splits))
+    methods_only = medians.loc[[m for m in order if m != NOISE_CEILING]]
+    by_celleval, by_own = _ranking(methods_only["pearson_delta"]), _ranking(methods_only[OWN_METRIC].dropna())
+    verdict = (
+        "Ranked by median, cell-eval's `pearson_delta` and the benchmark's Δ-Pearson (DEG) "
+        + ("agree" if by_celleval == by_own else "differ")
+        + f": cell-eval {by_celleval}; the benchmark {by_own}."
+    )
+    if "de_sig_genes_recall" in methods_only:
+        recall = _ranking(methods_only["de_sig_genes_recall"].dropna())
+        verdict += f" By recall of the real significant genes: {recall}."
+    return intro + "\n\n" + "\n".join(lines) + "\n\n" + verdict + "\n"

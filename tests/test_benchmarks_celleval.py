@@ -1,0 +1,66 @@
+"""``benchmarks/oos/celleval_tables.py``: cell-eval's scores of the kept predictions as a table of the report."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from helpers import has_row
+from oos.celleval_tables import celleval_section, load_celleval
+
+STATISTIC = ["count", "null_count", "mean", "std", "min", "25%", "50%", "75%", "max"]
+PIPELINE, SHIFT = "trVAE ensemble + shrink", "control + mean shift"
+TUNING = ("kang", "NK", "stim")
+
+
+def _aggregated(**means: float) -> dict[str, list]:
+    """cell-eval's aggregated table of one perturbation: the mean is the third statistic."""
+    return {"statistic": STATISTIC, **{k: [1.0, 0.0, v, None, v, v, v, v, v] for k, v in means.items()}}
+
+
+def _write(path, splits: dict[str, dict[str, dict[str, float]]]) -> None:
+    payload = {
+        split: {"n_genes": 10, "scores": {method: _aggregated(**means) for method, means in methods.items()}}
+        for split, methods in splits.items()
+    }
+    path.write_text(json.dumps(payload))
+
+
+def _own(dataset, cell_type, method, pearson):
+    return {"dataset": dataset, "cell_type": cell_type, "target": "stim", "method": method,
+            "pearson_delta_deg": pearson, "status": "ok"}  # fmt: skip
+
+
+def test_celleval_table_gives_medians_without_the_tuning_split_and_compares_the_rankings(tmp_path):
+    path = tmp_path / "celleval.json"
+    full = {"overlap_at_N": 0.3, "de_direction_match": 0.9, "de_spearman_lfc_sig": 0.6, "de_sig_genes_recall": 0.5}
+    ours, shift = "trVAE_ensemble_+_shrink", "control_+_mean_shift"  # cell-eval's file names the methods by slug
+    _write(path, {
+        "kang/NK/stim": {ours: {"pearson_delta": 0.0}, shift: {"pearson_delta": 1.0}},
+        "kang/B/stim": {ours: {"pearson_delta": 0.9, **full}, shift: {"pearson_delta": 0.8, **full},
+                        "noise ceiling": {"pearson_delta": 0.99, **full}},
+        # no significant gene between the real cells: only pearson_delta
+        "haber/Tuft/stim": {ours: {"pearson_delta": 0.3}, shift: {"pearson_delta": 0.5},
+                            "an_unlisted_method": {"pearson_delta": 1.0}},
+    })  # fmt: skip
+    scores = load_celleval(path)
+    assert set(scores["metric"]) == {"pearson_delta", *full}
+    own = pd.DataFrame([
+        _own("kang", "B", PIPELINE, 0.95), _own("kang", "B", SHIFT, 0.85),
+        _own("haber", "Tuft", PIPELINE, 0.7), _own("haber", "Tuft", SHIFT, 0.5),
+    ])  # fmt: skip
+    text = celleval_section(own, [PIPELINE, SHIFT], scores, TUNING)
+    assert "on 2 splits without the tuning split: haber Tuft, kang B" in text
+    # medians over B and Tuft (NK left out): pipeline (0.9 + 0.3) / 2, mean shift (0.8 + 0.5) / 2
+    assert has_row(text, PIPELINE, "0.600", "0.300", "0.900", "0.600", "0.500", "1", "0.825")
+    assert has_row(text, SHIFT, "0.650", "0.300", "0.900", "0.600", "0.500", "1", "0.675")
+    assert has_row(text, "noise ceiling", "0.990", "0.300", "0.900", "0.600", "0.500", "1", "—")
+    assert "an_unlisted_method" not in text
+    assert f"differ: cell-eval {SHIFT} > {PIPELINE}; the benchmark {PIPELINE} > {SHIFT}." in text
+    assert f"significant genes: {PIPELINE} = {SHIFT}." in text
+
+
+def test_celleval_table_is_empty_without_scores(tmp_path):
+    scores = load_celleval(tmp_path / "missing.json")
+    assert scores.empty
+    assert celleval_section(pd.DataFrame([_own("kang", "B", PIPELINE, 0.9)]), [PIPELINE], scores, TUNING) == ""

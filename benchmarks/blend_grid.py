@@ -31,10 +31,12 @@ import json
 import sys
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
+from anndata import AnnData
 from scipy.stats import ConstantInputWarning
 
 BENCH = Path(__file__).resolve().parent
@@ -42,7 +44,7 @@ sys.path.insert(0, str(BENCH))
 
 import synthetic_state  # noqa: E402
 
-from scvi_trvae import metrics, model_selection  # noqa: E402
+from scvi_trvae import baselines, metrics, model_selection  # noqa: E402
 from scvi_trvae.datasets import synthetic_counterfactual  # noqa: E402
 from scvi_trvae.utils import as_dense  # noqa: E402
 
@@ -56,6 +58,11 @@ GRIDS = {
     "+ balanced": (KINDS, model_selection.DEFAULT_DEVIATION_WEIGHTS),
     "both": (KINDS, WIDE_LAMBDAS),
 }
+MEAN_SHIFTS = {
+    "control + mean shift": {},
+    "control + balanced mean shift": {"balanced": True},
+    "control + similarity mean shift": {"similarity": True},
+}
 SCORES = ("pearson_delta_deg", "edist_scaled", "paired_rmse", "spread_ratio")
 
 
@@ -67,16 +74,28 @@ def grid_choice(summary: pd.DataFrame, kinds, lambdas) -> dict:
             "reference_shift": str(best["reference_shift"]), "inner_score": float(best["score"])}  # fmt: skip
 
 
-def case_data(case: str, quick: bool, data_dir: Path):
-    """``(training, control and real target cells, DEGs, truth)``: ``truth`` is ``None`` on real data, else each
-    control cell's true response and the held-out type's response genes."""
+class Case(NamedTuple):
+    """One held-out (cell type, target) of the tuning data."""
+
+    train: AnnData
+    control: AnnData
+    real: AnnData
+    degs: np.ndarray
+    cell_type: str
+    #: On synthetic data each control cell's true response and the held-out type's response genes; else None.
+    truth: tuple[np.ndarray, np.ndarray] | None
+
+
+def case_data(case: str, quick: bool, data_dir: Path) -> Case:
+    """The cells of ``case`` (``synthetic:S:SEED`` or ``kang:NK``; nothing else: the other splits are the test)."""
     kind, *rest = case.split(":")
     if kind == "synthetic":
         adata, split = synthetic_state.synthetic_split(float(rest[0]), int(rest[1]), quick)
         stimulated, unperturbed = (synthetic_counterfactual(split.control, c) for c in ("stimulated", "control"))
         genes = np.flatnonzero(np.abs(adata.varm["response_lfc_stimulated"][:, 0]) > 0)  # type_A's response genes
         degs = metrics.top_degs(split.real_target, split.control)
-        return split.train, split.control, split.real_target, degs, (stimulated - unperturbed, genes)
+        truth = (stimulated - unperturbed, genes)
+        return Case(split.train, split.control, split.real_target, degs, synthetic_state.HELD_OUT, truth)
     if case != "kang:NK":
         raise SystemExit(f"unknown case {case!r}: the tuning data are synthetic:S:SEED and kang:NK only")
     from oos.datasets import DATASETS, load_dataset
@@ -84,35 +103,48 @@ def case_data(case: str, quick: bool, data_dir: Path):
 
     spec = DATASETS["kang"]
     split = make_split(load_dataset(spec, data_dir), "kang", spec, "NK", "stimulated", spec.n_top_genes)
-    return split.train, split.control, split.real_target, split.degs, None
+    return Case(split.train, split.control, split.real_target, split.degs, "NK", None)
+
+
+def score(x: np.ndarray, data: Case) -> dict[str, float]:
+    """The benchmark's two metrics, and on synthetic data the paired error and spread against each cell's truth."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        scores = metrics.evaluate_prediction(x, data.real, data.control, degs=data.degs, seed=0)
+    row = {k: float(scores[k]) for k in ("pearson_delta_deg", "edist_scaled")}
+    if data.truth is not None:
+        paired = synthetic_state.diagnostics(x, as_dense(data.control.X), *data.truth)
+        row.update(paired_rmse=float(paired["paired_rmse"]), spread_ratio=float(paired["spread_ratio"]))
+    return row
+
+
+def mean_shift_rows(data: Case) -> dict[str, dict[str, float]]:
+    """The three mean shifts (no fit), as the benchmark computes them, beside the grids."""
+    return {
+        name: score(
+            as_dense(baselines.mean_shift(data.train, cell_type=data.cell_type, **synthetic_state.KEYS, **kind).X), data
+        )
+        for name, kind in MEAN_SHIFTS.items()
+    }
 
 
 def run_case(case: str, quick: bool, data_dir: Path, accelerator: str) -> dict:
     """Fit the pipeline once with the widest grid; score each grid's choice on the held-out cells."""
-    train, control, real, degs, truth = case_data(case, quick, data_dir)
+    data = case_data(case, quick, data_dir)
     keys = synthetic_state.KEYS
     ensemble, selection = model_selection.fit_recommended(
-        train, **keys, seed=0, max_epochs=2 if quick else None, progress_bar=False, accelerator=accelerator,
+        data.train, **keys, seed=0, max_epochs=2 if quick else None, progress_bar=False, accelerator=accelerator,
         deviation_weights=WIDE_LAMBDAS, reference_shifts=KINDS,
     )  # fmt: skip
-    observed = as_dense(control.X)
     rows = {}
     for name, (kinds, lambdas) in GRIDS.items():
         choice = grid_choice(selection.summary, kinds, lambdas)
         pred = ensemble.predict_perturbation(
-            control, source=keys["source"], target=keys["target"],
+            data.control, source=keys["source"], target=keys["target"],
             shift_weight=choice["shift_weight"], deviation_weight=choice["deviation_weight"],
             reference_shift=choice["reference_shift"],
         )  # fmt: skip
-        x = as_dense(pred.X)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConstantInputWarning)
-            scores = metrics.evaluate_prediction(x, real, control, degs=degs, seed=0)
-        row = {**choice, **{k: float(scores[k]) for k in ("pearson_delta_deg", "edist_scaled")}}
-        if truth is not None:
-            paired = synthetic_state.diagnostics(x, observed, *truth)
-            row.update(paired_rmse=float(paired["paired_rmse"]), spread_ratio=float(paired["spread_ratio"]))
-        rows[name] = row
+        rows[name] = {**choice, **score(as_dense(pred.X), data)}
     return rows
 
 
@@ -123,7 +155,7 @@ def report(out_dir: Path) -> pd.DataFrame:
         case = json.loads(path.read_text())
         kind, *rest = case["case"].split(":")
         group = f"synthetic, state dependence {rest[0]}" if kind == "synthetic" else case["case"]
-        for grid, row in case["grids"].items():
+        for grid, row in {**case["grids"], **case.get("mean_shifts", {})}.items():
             records.append({"cases": group, "grid": grid, "case": case["case"], **row})
     frame = pd.DataFrame(records)
     if frame.empty:
@@ -149,10 +181,16 @@ def main(argv: list[str] | None = None) -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for case in cases:
         path = args.out_dir / f"case_{case.replace(':', '_')}.json"
-        if path.exists() and not args.quick:
-            continue
-        grids = run_case(case, args.quick, args.data_dir, args.accelerator)
-        path.write_text(json.dumps({"case": case, "quick": args.quick, "grids": grids}, indent=1))
+        result = json.loads(path.read_text()) if path.exists() and not args.quick else None
+        if result is None:
+            result = {
+                "case": case,
+                "quick": args.quick,
+                "grids": run_case(case, args.quick, args.data_dir, args.accelerator),
+            }
+        if "mean_shifts" not in result:  # no fit: added to cases cached before they were part of the table
+            result["mean_shifts"] = mean_shift_rows(case_data(case, args.quick, args.data_dir))
+        path.write_text(json.dumps(result, indent=1))
         print(f"{case}: done", flush=True)
     if args.report or args.quick:
         table = report(args.out_dir)

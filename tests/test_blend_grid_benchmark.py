@@ -39,5 +39,10 @@ def test_quick_mode_scores_every_grid_on_one_synthetic_case(tmp_path):
         assert row["edist_scaled"] >= 0.0 and row["paired_rmse"] > 0.0 and -1.0 <= row["pearson_delta_deg"] <= 1.0
     # the widest grid's inner score is the best of all: it holds every other grid's candidates
     assert case["grids"]["both"]["inner_score"] == max(row["inner_score"] for row in case["grids"].values())
+    assert set(case["mean_shifts"]) == set(blend_grid.MEAN_SHIFTS)
+    # every synthetic cell type has as many cells in each condition: the balanced shift is the pooled one
+    assert case["mean_shifts"]["control + balanced mean shift"] == pytest.approx(
+        case["mean_shifts"]["control + mean shift"]
+    )
     table = (tmp_path / "blend_grid.md").read_text()
-    assert "synthetic, state dependence 1" in table and "lambda to 2" in table
+    assert "synthetic, state dependence 1" in table and "lambda to 2" in table and "similarity mean shift" in table

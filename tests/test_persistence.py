@@ -7,15 +7,18 @@ import re
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import scvi
 import torch
 from crafted_models import malicious_model_dir, truncated_copy
 from make_fixtures import MODEL_DIR, PREDICTION_FILE, PREDICTION_KWARGS, tiny_adata, train_tiny_model
+from scvi.model.base import BaseModelClass
 from typer.testing import CliRunner
 
 from scvi_trvae import TRVAE, ModelFileError, UnsafeModelFileError, cli
 from scvi_trvae.io import _persistence as persistence
+from scvi_trvae.io._history import portable_history
 
 SYSTEM = f"{os.system.__module__}.system"  # posix.system on Linux
 
@@ -120,6 +123,39 @@ def test_model_with_numpy_settings_and_covariates_round_trips(tmp_path):
     assert set(loaded.history) == set(model.history)
 
 
+def test_history_with_arrow_string_labels_saves_loadable(trained, tmp_path):
+    """pandas 3 labels the history with Arrow-backed strings; saved as they are, the safe loader would refuse them."""
+    model, adata = trained
+    arrow = {
+        key: pd.DataFrame(frame.to_numpy(), index=frame.index, columns=pd.Index(frame.columns, dtype="string[pyarrow]"))
+        for key, frame in model.history_.items()
+    }
+    original, model.history_ = model.history_, arrow
+    try:
+        model.save(tmp_path / "model")
+    finally:
+        model.history_ = original
+    assert not any("pyarrow" in name for name in persistence.pickle_globals(tmp_path / "model" / "model.pt"))
+    loaded = TRVAE.load(tmp_path / "model", adata=adata)
+    for key, frame in arrow.items():  # the same labels and losses, now plain strings; the model's own untouched
+        assert list(loaded.history[key].columns) == list(frame.columns) and loaded.history[key].columns.dtype == object
+        np.testing.assert_array_equal(loaded.history[key].to_numpy(), frame.to_numpy())
+    assert model.history_ is original
+
+
+def test_model_file_with_arrow_strings_is_refused_with_its_cause(trained, tmp_path):
+    model, _ = trained
+    directory = tmp_path / "model"
+    BaseModelClass.save(model, str(directory))  # scvi-tools' own save keeps whatever the history holds
+    content = torch.load(directory / "model.pt", weights_only=False)
+    history = content["attr_dict"]["history_"]
+    for frame in history.values():
+        frame.columns = pd.Index(frame.columns, dtype="string[pyarrow]")
+    torch.save(content, directory / "model.pt")
+    with pytest.raises(UnsafeModelFileError, match=r"Arrow-backed strings \(pandas 3's default\) labelling"):
+        TRVAE.load(directory, adata=False)
+
+
 def test_cli_predict_refuses_a_crafted_model(malicious, tmp_path):
     directory, marker = malicious
     cells = tmp_path / "cells.h5ad"
@@ -141,6 +177,7 @@ def scvi_model_dir(tmp_path_factory):
     model = scvi.model.SCVI(adata, n_latent=2, n_hidden=8)
     model.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)
     directory = tmp_path_factory.mktemp("scvi") / "model"
+    model.history_ = portable_history(model.history_)  # under pandas 3 its Arrow-string history would be refused first
     model.save(directory)
     return directory
 

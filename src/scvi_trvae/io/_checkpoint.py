@@ -16,6 +16,7 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from ._atomic_write import replace_directory
+from ._history import portable_history
 from ._persistence import MODEL_FILE, UnsafeModelFileError, pickle_globals, torch_default_globals
 
 #: Lightning's training state (weights, optimiser, loop counters, random states) inside a checkpoint directory.
@@ -90,7 +91,7 @@ class TrainingCheckpoint(Callback):
         self._history = history = _combined_history(model, _logged_history(trainer))
         splitter = trainer.datamodule
         saved_state = {name: getattr(model, name) for name in ("history_", "is_trained_")}
-        model.history_, model.is_trained_ = history, True
+        model.history_, model.is_trained_ = portable_history(history), True
         model.train_indices, model.validation_indices, model.test_indices = (
             getattr(splitter, name, None) for name in ("train_idx", "val_idx", "test_idx")
         )

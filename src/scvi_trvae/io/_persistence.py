@@ -38,6 +38,7 @@ from scvi.model.base import BaseModelClass
 from scvi_trvae._validation import check_same_genes
 
 from ._atomic_write import replace_directory
+from ._history import ARROW_HINT, ARROW_STRING_GLOBALS, portable_history
 
 MODEL_FILE = "model.pt"
 ADATA_FILE = "adata.h5ad"
@@ -45,7 +46,8 @@ MDATA_FILE = "mdata.h5mu"
 
 #: Everything besides tensors that a model saved by scvi-tools 1.4 holds: the registry (dicts,
 #: ``defaultdict(dict)``, numpy arrays of strings and codes), numpy scalars in ``init_params_``,
-#: and ``history_`` (pandas DataFrames). The second entry is the name in the pickle; the
+#: and ``history_`` (pandas DataFrames, saved with numpy-backed labels: :func:`portable_history`). The second
+#: entry is the name in the pickle (pandas 2's module path or pandas 3's top-level name); the
 #: ``numpy.core`` names are those written by numpy 1.x. torch's restricted unpickler only fills
 #: plain dicts, so the registry's ``defaultdict(dict)`` is read as a dict and converted back.
 ALLOWED_GLOBALS: tuple[tuple[object, str], ...] = (
@@ -60,7 +62,9 @@ ALLOWED_GLOBALS: tuple[tuple[object, str], ...] = (
     (multiarray.scalar, "numpy._core.multiarray.scalar"),
     (multiarray.scalar, "numpy.core.multiarray.scalar"),
     (pd.DataFrame, "pandas.core.frame.DataFrame"),
+    (pd.DataFrame, "pandas.DataFrame"),  # pandas 3 pickles its public classes under the top-level name
     (pd.Index, "pandas.core.indexes.base.Index"),
+    (pd.Index, "pandas.Index"),
     (_new_Index, "pandas.core.indexes.base._new_Index"),
     (BlockManager, "pandas.core.internals.managers.BlockManager"),
     (_unpickle_block, "pandas._libs.internals._unpickle_block"),
@@ -197,7 +201,7 @@ def read_saved_model(
         raise UnsafeModelFileError(
             f"Refusing to load {path}: it holds pickled objects of types that a saved model never contains "
             f"({', '.join(disallowed)}); unpickling them could run code, so nothing in the file was loaded. "
-            + _TRUST_HINT
+            + (ARROW_HINT if set(disallowed) <= ARROW_STRING_GLOBALS else _TRUST_HINT)
         )
     content = _load_restricted(path)
     _check_content(content, path)
@@ -394,7 +398,12 @@ class SafePersistenceMixin:
         write = partial(
             super().save, prefix=prefix, overwrite=True, save_anndata=save_anndata, save_kwargs=save_kwargs, **kwargs
         )
-        replace_directory(target, lambda staging: write(str(staging)), saved_file_names(prefix))
+        history = getattr(self, "history_", None)
+        self.history_ = portable_history(history)
+        try:
+            replace_directory(target, lambda staging: write(str(staging)), saved_file_names(prefix))
+        finally:
+            self.history_ = history
 
     @classmethod
     def load(

@@ -41,7 +41,8 @@ def load_celleval(path: Path = CELLEVAL_RESULTS) -> pd.DataFrame:
     for split, entry in json.loads(path.read_text()).items():
         dataset, cell_type, target = split.split("/")
         for method, table in entry["scores"].items():
-            mean_at = table["statistic"].index("mean")
+            # an evaluation's table has one row per statistic; the noise ceiling's has its one value
+            mean_at = table["statistic"].index("mean") if "statistic" in table else 0
             for metric in CELLEVAL_METRICS:
                 if metric in table:
                     value = table[metric][mean_at]

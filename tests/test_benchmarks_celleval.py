@@ -45,10 +45,12 @@ def test_celleval_table_gives_medians_without_the_tuning_split_and_compares_the_
         # no significant gene between the real cells: only pearson_delta
         "haber/Tuft/stim": {ours: {"pearson_delta": 0.3}, shift: {"pearson_delta": 0.5},
                             "an_unlisted_method": {"pearson_delta": 1.0}},
+        "haber/Stem/stim": {ours: {"pearson_delta": 0.0}},  # not a split of this run: not shown
     })  # fmt: skip
     scores = load_celleval(path)
     assert set(scores["metric"]) == {"pearson_delta", *full}
     own = pd.DataFrame([
+        _own("kang", "NK", PIPELINE, 0.1), _own("kang", "NK", SHIFT, 0.9),
         _own("kang", "B", PIPELINE, 0.95), _own("kang", "B", SHIFT, 0.85),
         _own("haber", "Tuft", PIPELINE, 0.7), _own("haber", "Tuft", SHIFT, 0.5),
     ])  # fmt: skip

@@ -33,8 +33,12 @@ INTRO = (
 )
 
 
-def load_celleval(path: Path = CELLEVAL_RESULTS) -> pd.DataFrame:
-    """One row per (split, method, metric) with cell-eval's mean over its one perturbation; empty without a file."""
+def load_celleval(path: Path | None = None) -> pd.DataFrame:
+    """One row per (split, method, metric) with cell-eval's mean over its one perturbation; empty without a file.
+
+    ``path``: default :data:`CELLEVAL_RESULTS`.
+    """
+    path = CELLEVAL_RESULTS if path is None else path
     if not path.exists():
         return pd.DataFrame(columns=["dataset", "cell_type", "target", "method", "metric", "value"])
     rows = []
@@ -55,8 +59,10 @@ def _by_slug(methods: list[str]) -> dict[str, str]:
 
 
 def _ranking(values: pd.Series) -> str:
-    """Names best first, ``>`` between them, ``=`` between equal values (to three decimals)."""
+    """Names best first, ``>`` between them, ``=`` between equal values (to three decimals); "—" for none."""
     ordered = values.round(3).sort_values(ascending=False, kind="stable")
+    if ordered.empty:
+        return "—"
     text = str(ordered.index[0])
     for previous, (name, value) in zip(ordered.to_numpy(), ordered.iloc[1:].items(), strict=False):
         text += f" {'=' if value == previous else '>'} {name}"
@@ -72,12 +78,14 @@ def celleval_section(
 ) -> str:
     """The cell-eval table (methods of ``methods`` scored by cell-eval) and where the two scorers' rankings differ.
 
-    ``frame``: the benchmark's results (seed-averaged per split below); the tuning split is left out when other
-    splits were scored. Empty when nothing was scored.
+    ``frame``: the benchmark's results (seed-averaged per split below); only the splits it holds are shown, and the
+    tuning split is left out when others were scored. Empty when nothing was scored.
     """
     names = {**_by_slug(methods), NOISE_CEILING: NOISE_CEILING}
     scores = scores[scores["method"].isin(names)].assign(method=lambda s: s["method"].map(names))
     split_cols = ["dataset", "cell_type", "target"]
+    in_run = frame[split_cols].drop_duplicates()  # splits of this run only (a run of some data sets shows theirs)
+    scores = scores.merge(in_run, on=split_cols)
     is_tuning = (scores[split_cols] == list(tuning)).all(axis=1)
     without = ""
     if is_tuning.any() and (~is_tuning).any():

@@ -44,8 +44,9 @@ RECOMMENDED = "trVAE ensemble + shrink"
 #: What is known about results made by earlier code, shown beside the stale counts.
 EARLIER_NOTES = {
     RECOMMENDED: (
-        "computed at c278c36 (2026-11-29), before the deviation weight λ (17f23f7) and the blend on counts "
-        "(c6e9388): the previous pipeline; a full rerun is pending"
+        "made with the package of d92e865 (2026-12-04), the 4-fold pipeline; it changed since only in `io/` "
+        "(b40af68: the training history saved with plain labels, for pandas 3), which no prediction reads: "
+        "haber_salmonella TA.Early rerun with today's code gave bit-identical scores"
     ),
 }
 STALE_INTRO = (

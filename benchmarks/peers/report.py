@@ -9,6 +9,7 @@ Usage (from the repository root)::
 
     .venv/bin/python benchmarks/peers/report.py                  # write the JSON, print the table
     .venv/bin/python benchmarks/peers/report.py --cache-dir benchmarks/cache/quick/cache --no-write
+    .venv/bin/python benchmarks/peers/report.py --restore-meta   # on a new machine, after --rebuild-cache
 """
 
 from __future__ import annotations
@@ -56,14 +57,36 @@ def peer_rows(cache_dir: Path) -> list[dict[str, Any]]:
     for name, peer, _ in PEER_METHODS:
         for path in sorted(cache_dir.glob(f"*/*__{slug(name)}__seed*.json")):
             row = {k: v for k, v in json.loads(path.read_text()).items() if k != "key"}
-            meta_name = (
-                f"{slug(row['cell_type'])}__{slug(row['target'])}__{row['n_genes']}g__{peer}__seed{row['seed']}"
-                f"__e{row.get('epochs')}.json"
-            )
-            meta_path = META_DIR / row["dataset"] / meta_name
-            row["runner"] = json.loads(meta_path.read_text()) if meta_path.exists() else None
+            meta = meta_path(row, peer)
+            row["runner"] = json.loads(meta.read_text()) if meta.exists() else None
             rows.append(row)
     return rows
+
+
+def meta_path(row: dict[str, Any], peer: str) -> Path:
+    """Where the runner's ``meta.json`` of a peer's result row is kept (beside the cache)."""
+    name = (
+        f"{slug(row['cell_type'])}__{slug(row['target'])}__{row['n_genes']}g__{peer}__seed{row['seed']}"
+        f"__e{row.get('epochs')}.json"
+    )
+    return META_DIR / row["dataset"] / name
+
+
+def restore_meta(results: Path) -> int:
+    """Write the runners' ``meta.json`` files back from a peers results file (they are not committed, as the cache
+    is not: ``out_of_sample.py --rebuild-cache`` restores the results, this their fit times and peak memory).
+    Files already there are kept. Returns how many were written."""
+    peers = {name: peer for name, peer, _ in PEER_METHODS}
+    n_written = 0
+    for row in json.loads(results.read_text())["rows"]:
+        if row["method"] not in peers or not row.get("runner"):
+            continue
+        path = meta_path(row, peers[row["method"]])
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(row["runner"], indent=1))
+            n_written += 1
+    return n_written
 
 
 def reference_rows(results: Path, splits: set[tuple[str, str, str, int, int]]) -> list[dict[str, Any]]:
@@ -208,7 +231,13 @@ def main(argv: list[str] | None = None) -> str:
         help="the per-split tables go to this page (the win counts are printed)",
     )
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--restore-meta", action="store_true",
+        help="first write the runners' meta.json files back from --output (after out_of_sample.py --rebuild-cache)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.restore_meta:
+        print(f"restored {restore_meta(args.output)} runner meta files from {args.output}", file=sys.stderr)
     peers = peer_rows(args.cache_dir)
     splits = {(*(r[k] for k in SPLIT), r["n_genes"], r["n_train"]) for r in peers}
     references = reference_rows(args.results, splits) if args.results.exists() else []

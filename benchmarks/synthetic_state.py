@@ -4,7 +4,8 @@
 (:func:`~scvi_trvae.datasets.synthetic_counterfactual`). ``type_A`` stimulated cells are held out and predicted
 from ``type_A`` control cells by model variants and baselines; each prediction is scored with the package's
 metrics (Δ-Pearson on the DEGs, scaled E-distance) and against each cell's own truth, the cell's observed control
-expression plus its true response ``truth(stimulated) - truth(control)``:
+expression plus its true response ``truth(stimulated) - truth(control)``
+(:func:`scvi_trvae.datasets.ground_truth_scores`, which ``make demo`` prints too):
 
 * ``paired_rmse``: root mean squared difference to that paired truth over the cells and the true response genes;
 * ``shift_error``: RMSE of the predicted mean response (over cells) against the true mean response, all genes:
@@ -36,7 +37,7 @@ from scipy.stats import ConstantInputWarning
 
 from scvi_trvae import TRVAE, baselines, metrics, model_selection
 from scvi_trvae._blend import blend_prediction
-from scvi_trvae.datasets import holdout_split, synthetic_counterfactual, synthetic_perturbation
+from scvi_trvae.datasets import ground_truth_scores, holdout_split, synthetic_perturbation, synthetic_true_response
 from scvi_trvae.utils import as_dense
 
 BENCH = Path(__file__).resolve().parent
@@ -136,29 +137,11 @@ def baseline_prediction(name: str, split, truth_response: np.ndarray) -> np.ndar
     return control
 
 
-def diagnostics(pred: np.ndarray, control: np.ndarray, truth_response: np.ndarray, genes: np.ndarray) -> dict:
-    """The paired scores of ``pred`` against each control cell's own true response (module docstring)."""
-    response = pred - control
-    paired = ((pred - control - truth_response)[:, genes] ** 2).mean() ** 0.5
-    shift_error = ((response.mean(0) - truth_response.mean(0)) ** 2).mean() ** 0.5
-    predicted_dev = (response - response.mean(0))[:, genes].ravel()
-    true_dev = (truth_response - truth_response.mean(0))[:, genes].ravel()
-    true_sd = truth_response[:, genes].std(0)
-    if (true_sd < 1e-6).all():  # no state dependence: every cell of the type has the same true response
-        return {"paired_rmse": paired, "shift_error": shift_error, "cell_shift_r": np.nan, "spread_ratio": np.nan}
-    r = np.corrcoef(predicted_dev, true_dev)[0, 1] if predicted_dev.std() > 1e-8 else 0.0
-    spread = (response[:, genes].std(0) / np.maximum(true_sd, 1e-8)).mean()
-    return {"paired_rmse": paired, "shift_error": shift_error, "cell_shift_r": r, "spread_ratio": spread}
-
-
 def run_case(state_dependence: float, seed: int, variants: dict[str, Variant], quick: bool, cache: Path) -> dict:
     """Scores of every variant and baseline on one (state dependence, seed); predictions cached per variant."""
-    adata, split = synthetic_split(state_dependence, seed, quick)
+    _, split = synthetic_split(state_dependence, seed, quick)
     control = as_dense(split.control.X)
-    truth_response = synthetic_counterfactual(split.control, "stimulated") - synthetic_counterfactual(
-        split.control, "control"
-    )
-    genes = np.flatnonzero(np.abs(adata.varm["response_lfc_stimulated"][:, 0]) > 0)  # type_A's response genes
+    truth_response, genes = synthetic_true_response(split.control, "control", "stimulated", HELD_OUT)
     base_epochs = 2 if quick else None
     if base_epochs is None:
         n_batches = -(-split.train.n_obs // 128)
@@ -192,7 +175,7 @@ def run_case(state_dependence: float, seed: int, variants: dict[str, Variant], q
         for name, pred in predictions.items():
             standard = metrics.evaluate_prediction(pred, split.real_target, split.control, degs=degs, seed=0)
             row = {key: float(standard[key]) for key in ("pearson_delta_deg", "edist_scaled")}
-            row.update({k: float(v) for k, v in diagnostics(pred, control, truth_response, genes).items()})
+            row.update({k: float(v) for k, v in ground_truth_scores(pred, control, truth_response, genes).items()})
             scores[name] = row
     return scores
 

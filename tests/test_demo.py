@@ -32,11 +32,19 @@ def test_demo_runs_the_recommended_pipeline_end_to_end(tmp_path, capsys):
     assert demo.verdict(scores, recommended, name="the recommended pipeline") in out
     assert "the recommended pipeline beats" in out or "beats the recommended pipeline" in out
     assert out.index("| no response ") < out.index("In plain words:")
+    # synthetic data: each cell's own truth, then who is closer to it
+    assert (
+        out.index("In plain words:") < out.index("Against each cell's own true response") < out.index("Cell by cell,")
+    )
+    assert has_row(out, "control + mean shift") and "| paired error " in out
     assert (tmp_path / "reg_mean_plot.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "scores.json").read_text())
     assert set(saved) == expected
     assert saved["no response"]["edist_scaled"] == 1.0 or abs(saved["no response"]["edist_scaled"] - 1) < 1e-9
     assert scores["no response"]["r2_mean_deg"] < scores["control + mean shift"]["r2_mean_deg"]
+    assert (saved["no response"]["cell_shift_r"], saved["no response"]["spread_ratio"]) == (0.0, 0.0)
+    assert 0 < saved["control + mean shift"]["spread_ratio"] < 1  # a constant shift, varied only by the clip at 0
+    assert saved[recommended]["paired_rmse"] == scores[recommended]["paired_rmse"] > 0
 
 
 def test_demo_data_has_state_dependent_responses_by_default():
@@ -117,3 +125,25 @@ def test_verdict_treats_an_undefined_score_as_a_loss():
     assert "control + mean shift beats trVAE on Δ-Pearson (DEG) 0.910 vs n/a" in said
     said = demo.verdict(_scores((0.95, 0.91, 0.20), (math.nan, math.nan, 0.30)), "trVAE")
     assert said.startswith("trVAE beats control + mean shift on r² mean (DEG) 0.950 vs n/a and on Δ-Pearson (DEG)")
+
+
+def _truth(ours: tuple[float, float, float], theirs: tuple[float, float, float]) -> dict[str, dict[str, float]]:
+    keys = ("paired_rmse", "shift_error", "cell_shift_r")
+    return {"trVAE": dict(zip(keys, ours, strict=True)), demo.MEAN_SHIFT: dict(zip(keys, theirs, strict=True))}
+
+
+def test_ground_truth_verdict_names_the_closer_method_cell_by_cell_and_the_mean_that_costs_it():
+    said = demo.ground_truth_verdict(_truth((1.381, 0.30, 0.42), (1.412, 0.25, 0.0)), "trVAE", name="the pipeline")
+    assert said.startswith(
+        "Cell by cell, the pipeline is closer than control + mean shift to each cell's own true response "
+        "(paired error 1.381 vs 1.412): its per-cell shifts follow the cells' states (r = 0.420)"
+    )
+    assert (
+        "The pipeline's mean response is further from the true mean response than that of control + mean shift "
+        "(0.300 vs 0.250)"
+        in said
+        and "where it loses them" in said
+    )
+    said = demo.ground_truth_verdict(_truth((1.5, 0.2, 0.1), (1.4, 0.25, 0.0)), "trVAE")
+    assert said.startswith("Cell by cell, control + mean shift is at least as close to each cell's own true response")
+    assert "TrVAE's mean response is at least as close" in said and "where it loses" not in said

@@ -7,6 +7,7 @@ public data sets used in the trVAE and scGen papers.
 
 from __future__ import annotations
 
+from scvi_trvae._ground_truth import ground_truth_scores, synthetic_true_response
 from scvi_trvae.image._celeba import celeba as celeba
 
 from ._holdout import HoldoutSplit, holdout_split
@@ -18,9 +19,11 @@ __all__ = [
     "KANG2018_URL",
     "DownloadError",
     "HoldoutSplit",
+    "ground_truth_scores",
     "haber2017",
     "holdout_split",
     "kang2018",
     "synthetic_counterfactual",
     "synthetic_perturbation",
+    "synthetic_true_response",
 ]

@@ -7,6 +7,7 @@ import sys
 
 import anndata
 import numpy as np
+import pandas as pd
 import pytest
 import scvi
 from make_fixtures import tiny_adata
@@ -31,7 +32,13 @@ def experiment(tmp_path):
     # (anndata lists it among the layers under the key None)
     layers = {"data": adata.X, **{name: layer for name, layer in adata.layers.items() if name is not None}}
     ingest = anndata.AnnData(obs=adata.obs, var=adata.var, layers=layers)
-    uri = soma_io.from_anndata(str(tmp_path / "experiment"), ingest, measurement_name="RNA")
+    try:
+        uri = soma_io.from_anndata(str(tmp_path / "experiment"), ingest, measurement_name="RNA")
+    except tiledbsoma.SOMAError as error:
+        if int(pd.__version__.split(".")[0]) < 3:
+            raise
+        # tiledbsoma 2.3.0 cannot write any experiment under pandas 3 (even an obs without columns): upstream
+        pytest.skip(f"tiledbsoma {tiledbsoma.__version__} cannot write a SOMA experiment under pandas 3: {error}")
     return uri, adata
 
 

@@ -69,3 +69,13 @@ def test_celleval_table_is_empty_without_scores(tmp_path):
     scores = load_celleval(tmp_path / "missing.json")
     assert scores.empty
     assert celleval_section(pd.DataFrame([_own("kang", "B", PIPELINE, 0.9)]), [PIPELINE], scores, TUNING) == ""
+
+
+def test_a_prediction_cell_eval_refused_has_no_scores(tmp_path):
+    path = tmp_path / "celleval.json"
+    _write(path, {"kang/B/stim": {"trVAE_ensemble_+_shrink": {"pearson_delta": 0.9}}})
+    payload = json.loads(path.read_text())
+    payload["kang/B/stim"]["scores"]["CPA"] = {"refused": ["Invalid scale: max value 15.05 exceeds log1p threshold"]}
+    path.write_text(json.dumps(payload))
+    scores = load_celleval(path)
+    assert set(scores["method"]) == {"trVAE_ensemble_+_shrink"}

@@ -46,7 +46,8 @@ EARLIER_NOTES = {
     RECOMMENDED: (
         "made with the package of d92e865 (2026-12-04), the 4-fold pipeline; it changed since only in `io/` "
         "(b40af68: the training history saved with plain labels, for pandas 3), which no prediction reads "
-        "(haber_salmonella TA.Early rerun after it gave bit-identical scores), and in the demo and the synthetic "
+        "(reruns after it gave bit-identical scores on haber_salmonella TA.Early and on the Kang 100-gene NK cells, "
+        "FCGR3A+ Monocytes, Megakaryocytes and Dendritic cells), and in the demo and the synthetic "
         "data's ground-truth scores, which the benchmark does not run"
     ),
 }

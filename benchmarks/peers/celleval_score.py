@@ -7,7 +7,8 @@ condition for the held-out type's control cells, the target condition for the re
 (``compute_ceiling``) once, and writes the aggregated metrics to ``benchmarks/results/peers_celleval.json``.
 With one perturbation per split, cell-eval's discrimination score ranks a prediction among one perturbation only
 and is uninformative; predictions are clipped at 0 (cell-eval refuses negative values, which Gaussian decoders
-give); the DE metrics (overlap, direction, Spearman of log-fold changes) and ``pearson_delta`` are.
+give); the DE metrics (overlap, direction, Spearman of log-fold changes) and ``pearson_delta`` are. A prediction
+cell-eval refuses outright (values above its log1p ceiling of 15) is recorded as ``{"refused": [reason]}``.
 
 Other splits' predictions are kept by a benchmark run with ``--keep-predictions``; ``--cache-dir`` may name several
 caches (the first holding a method's prediction wins), e.g. the peers' and a re-prediction of the pipeline from its
@@ -41,9 +42,14 @@ def score(directory: Path) -> None:
     out: dict[str, dict] = {}
     kwargs = {"control_pert": options["control"], "pert_col": "target", "num_threads": 1}
     for path in sorted(directory.glob("pred_*.h5ad")):
-        evaluator = MetricsEvaluator(ad.read_h5ad(path), real, outdir=str(directory / path.stem), **kwargs)
+        method = path.stem.removeprefix("pred_")
+        try:
+            evaluator = MetricsEvaluator(ad.read_h5ad(path), real, outdir=str(directory / path.stem), **kwargs)
+        except ValueError as error:  # e.g. "Invalid scale": a prediction above cell-eval's log1p ceiling of 15
+            out[method] = {"refused": [str(error).split(". ")[0]]}
+            continue
         _, agg = evaluator.compute(profile="full", write_csv=False)
-        out[path.stem.removeprefix("pred_")] = agg.to_pandas().to_dict(orient="list")
+        out[method] = agg.to_pandas().to_dict(orient="list")
     ceiling = MetricsEvaluator(None, real, outdir=str(directory / "ceiling"), **kwargs)
     _, agg = ceiling.compute_ceiling(profile="full", write_csv=False)
     out["noise ceiling"] = agg.to_pandas().to_dict(orient="list")

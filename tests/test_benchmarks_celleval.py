@@ -57,9 +57,9 @@ def test_celleval_table_gives_medians_without_the_tuning_split_and_compares_the_
     text = celleval_section(own, [PIPELINE, SHIFT], scores, TUNING)
     assert "on 2 splits without the tuning split: haber Tuft, kang B" in text
     # medians over B and Tuft (NK left out): pipeline (0.9 + 0.3) / 2, mean shift (0.8 + 0.5) / 2
-    assert has_row(text, PIPELINE, "0.600", "0.300", "0.900", "0.600", "0.500", "1", "0.825")
-    assert has_row(text, SHIFT, "0.650", "0.300", "0.900", "0.600", "0.500", "1", "0.675")
-    assert has_row(text, "noise ceiling", "0.990", "0.300", "0.900", "0.600", "0.500", "1", "—")
+    assert has_row(text, PIPELINE, "2", "0.600", "0.300", "0.900", "0.600", "0.500", "1", "0.825")
+    assert has_row(text, SHIFT, "2", "0.650", "0.300", "0.900", "0.600", "0.500", "1", "0.675")
+    assert has_row(text, "noise ceiling", "1", "0.990", "0.300", "0.900", "0.600", "0.500", "1", "—")
     assert "an_unlisted_method" not in text
     assert f"differ: cell-eval {SHIFT} > {PIPELINE}; the benchmark {PIPELINE} > {SHIFT}." in text
     assert f"significant genes: {PIPELINE} = {SHIFT}." in text

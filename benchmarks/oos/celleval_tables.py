@@ -26,8 +26,10 @@ OWN_METRIC = "pearson_delta_deg"
 INTRO = (
     "Every kept prediction (seed 0; `--keep-predictions`) scored by `cell-eval` 0.8.2 "
     "(`benchmarks/peers/celleval_score.py`, its own environment), on {n} splits{without}: {splits}. "
-    "Medians over those splits; DE metrics are undefined on a split where cell-eval finds no significant gene "
-    "between the real cells, so their medians are over fewer splits (*DE splits*). *noise ceiling*: cell-eval's "
+    "Medians over those splits (*splits*: how many of them each method was scored on: a prediction is scored "
+    "where it was kept and cell-eval accepted it); DE metrics are undefined on a split where cell-eval finds no "
+    "significant gene between the real cells, so their medians are over fewer splits (*DE splits*). "
+    "*noise ceiling*: cell-eval's "
     "best score the data allow (the real cells split in halves). Δ-Pearson (DEG) is the benchmark's own metric on "
     "the same splits."
 )
@@ -98,12 +100,14 @@ def celleval_section(
     medians = wide.groupby("method").median()
     de_splits = wide.groupby("method")["de_spearman_lfc_sig"].count() if "de_spearman_lfc_sig" in wide else None
     order = [m for m in [*methods, NOISE_CEILING] if m in medians.index]
-    header = ["method", *CELLEVAL_METRICS, "DE splits", "Δ-Pearson (DEG), benchmark"]
+    n_scored = wide.groupby("method")["pearson_delta"].count() if "pearson_delta" in wide else None
+    header = ["method", "splits", *CELLEVAL_METRICS, "DE splits", "Δ-Pearson (DEG), benchmark"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in order:
         row = medians.loc[method]
         n_de = "—" if de_splits is None else str(int(de_splits.get(method, 0)))
-        cells = [*(_fmt(row.get(m, np.nan)) for m in CELLEVAL_METRICS), n_de, _fmt(row.get(OWN_METRIC, np.nan))]
+        n = "—" if n_scored is None else str(int(n_scored.get(method, 0)))
+        cells = [n, *(_fmt(row.get(m, np.nan)) for m in CELLEVAL_METRICS), n_de, _fmt(row.get(OWN_METRIC, np.nan))]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     splits = sorted({f"{d} {c}" for d, c, _ in wide.index.droplevel("method")})
     intro = INTRO.format(n=len(splits), without=without, splits=", ".join(splits))

@@ -45,7 +45,7 @@ sys.path.insert(0, str(BENCH))
 import synthetic_state  # noqa: E402
 
 from scvi_trvae import baselines, metrics, model_selection  # noqa: E402
-from scvi_trvae.datasets import synthetic_counterfactual  # noqa: E402
+from scvi_trvae.datasets import ground_truth_scores, synthetic_true_response  # noqa: E402
 from scvi_trvae.utils import as_dense  # noqa: E402
 
 OUT_DIR = BENCH / "results" / "blend_grid"
@@ -90,11 +90,9 @@ def case_data(case: str, quick: bool, data_dir: Path) -> Case:
     """The cells of ``case`` (``synthetic:S:SEED`` or ``kang:NK``; nothing else: the other splits are the test)."""
     kind, *rest = case.split(":")
     if kind == "synthetic":
-        adata, split = synthetic_state.synthetic_split(float(rest[0]), int(rest[1]), quick)
-        stimulated, unperturbed = (synthetic_counterfactual(split.control, c) for c in ("stimulated", "control"))
-        genes = np.flatnonzero(np.abs(adata.varm["response_lfc_stimulated"][:, 0]) > 0)  # type_A's response genes
+        _, split = synthetic_state.synthetic_split(float(rest[0]), int(rest[1]), quick)
+        truth = synthetic_true_response(split.control, "control", "stimulated", synthetic_state.HELD_OUT)
         degs = metrics.top_degs(split.real_target, split.control)
-        truth = (stimulated - unperturbed, genes)
         return Case(split.train, split.control, split.real_target, degs, synthetic_state.HELD_OUT, truth)
     if case != "kang:NK":
         raise SystemExit(f"unknown case {case!r}: the tuning data are synthetic:S:SEED and kang:NK only")
@@ -113,7 +111,7 @@ def score(x: np.ndarray, data: Case) -> dict[str, float]:
         scores = metrics.evaluate_prediction(x, data.real, data.control, degs=data.degs, seed=0)
     row = {k: float(scores[k]) for k in ("pearson_delta_deg", "edist_scaled")}
     if data.truth is not None:
-        paired = synthetic_state.diagnostics(x, as_dense(data.control.X), *data.truth)
+        paired = ground_truth_scores(x, data.control, *data.truth)
         row.update(paired_rmse=float(paired["paired_rmse"]), spread_ratio=float(paired["spread_ratio"]))
     return row
 

@@ -175,7 +175,7 @@ def run_case(state_dependence: float, seed: int, variants: dict[str, Variant], q
         for name, pred in predictions.items():
             standard = metrics.evaluate_prediction(pred, split.real_target, split.control, degs=degs, seed=0)
             row = {key: float(standard[key]) for key in ("pearson_delta_deg", "edist_scaled")}
-            row.update({k: float(v) for k, v in ground_truth_scores(pred, control, truth_response, genes).items()})
+            row.update(ground_truth_scores(pred, control, truth_response, genes))
             scores[name] = row
     return scores
 

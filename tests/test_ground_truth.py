@@ -47,6 +47,7 @@ def test_scores_of_the_truth_itself_of_no_response_and_of_a_constant_shift(type_
     mask = np.zeros(control.n_vars, dtype=bool)
     mask[genes] = True
     assert ground_truth_scores(control, control, response, mask) == none
+    assert ground_truth_scores(control, control, response, control.var_names[genes]) == none  # names, via AnnData
 
 
 def test_a_constant_true_response_has_no_per_cell_scores_and_shapes_must_match():

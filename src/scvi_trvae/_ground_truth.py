@@ -13,17 +13,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .metrics import gene_indices, var_names_of
 from .utils import as_dense
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
-#: The scores of :func:`ground_truth_scores`, with their names in words and whether a higher score is better.
-GROUND_TRUTH_KEYS: dict[str, tuple[str, bool]] = {
-    "paired_rmse": ("paired error", False),
-    "shift_error": ("mean-response error", False),
-    "cell_shift_r": ("per-cell shift r", True),
-    "spread_ratio": ("spread ratio", True),
+#: The scores of :func:`ground_truth_scores`, with their names in words.
+GROUND_TRUTH_KEYS: dict[str, str] = {
+    "paired_rmse": "paired error",
+    "shift_error": "mean-response error",
+    "cell_shift_r": "per-cell shift r",
+    "spread_ratio": "spread ratio",
 }
 
 
@@ -39,7 +40,8 @@ def ground_truth_scores(pred: Any, control: Any, true_response: np.ndarray, gene
     true_response
         Each control cell's true response, cells x genes (e.g. :func:`~scvi_trvae.datasets.synthetic_true_response`).
     genes
-        Integer indices or a boolean mask of the genes of the per-cell scores (default: all genes).
+        The genes of the per-cell scores, as :func:`~scvi_trvae.metrics.gene_indices` reads them: integer indices,
+        a boolean mask, or names when ``pred`` or ``control`` is an AnnData (default: all genes).
 
     Returns
     -------
@@ -51,8 +53,10 @@ def ground_truth_scores(pred: Any, control: Any, true_response: np.ndarray, gene
     the cell-to-cell standard deviation of the predicted response over the true one, averaged over ``genes``
     (0 for a constant shift). The last two are NaN when the true response is the same for every cell.
     """
+    var_names = var_names_of(pred, control)
     control = as_dense(control, "control")
     pred = as_dense(pred, "pred")
+    index = gene_indices(genes, control.shape[1], var_names)
     true_response = np.asarray(true_response, dtype=np.float64)
     if not pred.shape == true_response.shape == control.shape:
         raise ValueError(
@@ -60,8 +64,6 @@ def ground_truth_scores(pred: Any, control: Any, true_response: np.ndarray, gene
             f"{control.shape}"
         )
     response = pred - control
-    index = np.arange(control.shape[1]) if genes is None else np.asarray(genes)
-    index = np.flatnonzero(index) if index.dtype == bool else index
     scores = {
         "paired_rmse": float(np.sqrt(((response - true_response)[:, index] ** 2).mean())),
         "shift_error": float(np.sqrt(((response.mean(0) - true_response.mean(0)) ** 2).mean())),

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from docrep import DocstringProcessor
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -46,6 +47,17 @@ VERDICT_METRICS: dict[str, tuple[str, bool, str]] = {
     "pearson_delta_deg": ("Δ-Pearson (DEG)", True, "the direction of the DEGs' response"),
     "edist_scaled": ("E-distance", False, "the spread of the cells as a whole"),
 }
+
+
+_verdict_dsp = DocstringProcessor(
+    param_comparison="""\
+method
+    The method under test (a model's prediction).
+baseline
+    The method it is compared with.
+name
+    How the sentences call ``method`` (default: ``method`` itself).""",
+)
 
 
 def score_methods(
@@ -66,18 +78,14 @@ def score_methods(
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """Format metrics as a markdown table, one row per method."""
-    import numpy as np
-
     from . import metrics
 
     # Δ-Pearson of "no response" is undefined (a zero response): shown as n/a
-    cells = [
-        [name, *("n/a" if np.isnan(scores[k]) else f"{scores[k]:.3f}" for k in metrics.METRIC_KEYS)]
-        for name, scores in rows.items()
-    ]
+    cells = [[name, *(_number(scores[k]) for k in metrics.METRIC_KEYS)] for name, scores in rows.items()]
     return metrics.markdown_table(["method", *metrics.METRIC_KEYS], cells)
 
 
+@_verdict_dsp.dedent
 def verdict(
     scores: dict[str, dict[str, float]], method: str, baseline: str = MEAN_SHIFT, *, name: str | None = None
 ) -> str:
@@ -87,12 +95,7 @@ def verdict(
     ----------
     scores
         Scores of each method, as :func:`score_methods` returns them.
-    method
-        The method under test (a model's prediction).
-    baseline
-        The method it is compared with.
-    name
-        How the sentences call ``method`` (default: ``method`` itself).
+    %(param_comparison)s
 
     Returns
     -------
@@ -162,9 +165,10 @@ def format_ground_truth(truth: dict[str, dict[str, float]]) -> str:
         "error (lower is better), how the predicted per-cell shifts follow the true ones (r), and their spread "
         "relative to the true spread (1 is right)"
     )
-    return title + "\n" + metrics.markdown_table(["method", *(label for label, _ in keys.values())], rows)
+    return title + "\n" + metrics.markdown_table(["method", *keys.values()], rows)
 
 
+@_verdict_dsp.dedent
 def ground_truth_verdict(
     truth: dict[str, dict[str, float]], method: str, baseline: str = MEAN_SHIFT, *, name: str | None = None
 ) -> str:
@@ -174,12 +178,7 @@ def ground_truth_verdict(
     ----------
     truth
         Scores of :func:`ground_truth`.
-    method
-        The method under test.
-    baseline
-        The method it is compared with.
-    name
-        How the sentences call ``method`` (default: ``method`` itself).
+    %(param_comparison)s
 
     Returns
     -------

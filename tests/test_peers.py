@@ -133,16 +133,31 @@ def test_peers_are_registered_with_one_seed_and_their_tutorial_epochs():
 
 
 def _installed(peer: str) -> bool:
-    return (paths.REPO / f".venv-peer-{peer}" / ".installed").exists()
+    return (peers.PEERS[peer].python.parent.parent / ".installed").exists()
+
+
+def test_the_pipeline_runs_like_a_peer_in_the_package_environment():
+    name, peer, _ = peers.OWN_PROCESS
+    assert METHODS[name].options == {"peer": peer} and METHODS[name].seeds == "one"
+    assert peers.PEERS[peer].python == paths.REPO / ".venv" / "bin" / "python"
+    assert "src/scvi_trvae" in METHODS[name].sources  # its results depend on the package, unlike a peer's
+
+
+def test_a_peer_says_why_it_cannot_run_without_fitting(monkeypatch, tmp_path):
+    with pytest.raises(NotApplicable, match="500,000 iterations"):
+        METHODS["CellFlow"].check(AUTO_EPOCHS)
+    monkeypatch.setenv("PEER_SCPRAM_PYTHON", str(tmp_path / "absent" / "python"))
+    with pytest.raises(NotApplicable, match="make peer-scpram"):
+        METHODS["scPRAM"].check(AUTO_EPOCHS)
 
 
 @pytest.mark.slow  # each peer's quick run on the Kang NK split (500 genes, 3 epochs/iterations; 10 s to 2 min)
-@pytest.mark.parametrize(("name", "peer"), [(name, peer) for name, peer, _ in peers.PEER_METHODS])
+@pytest.mark.parametrize(("name", "peer"), [(name, peer) for name, peer, _ in [*peers.PEER_METHODS, peers.OWN_PROCESS]])
 def test_peer_quick_run(name, peer, tmp_path):
     if peer == "cellflow":
         pytest.skip("CellFlow is not run on CPU: even 3 iterations and a prediction take over 15 minutes here")
     if not _installed(peer):
-        pytest.skip(f"no {peer} environment (make peer-{peer})")
+        pytest.skip(f"no {peer} environment ({peers.PEERS[peer].make_command})")
     if not KANG.exists():
         pytest.skip(f"shared data not found: {KANG}")
     argv = ["--quick", "--methods", name, "--threads", "1", "--no-figures", "--output-dir", str(tmp_path),

@@ -45,7 +45,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import anndata
 import torch
 
 from .cache import rebuild_cache
@@ -199,9 +198,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         n_written = rebuild_cache(args.rebuild_cache, config.data_dir, config.cache_dir)
         logger.info("wrote %d results from %s to %s", n_written, args.rebuild_cache, config.cache_dir)
         return []
-    # the peers' environments read the h5ad files the benchmark writes with anndata < 0.10 (CPA, scPRAM), which
-    # cannot read anndata 0.13's encoding of pandas 3 strings: keep the encoding they read
-    with anndata.settings.override(allow_write_nullable_strings=False):
-        rows = run(config)
+    rows = run(config)
     print(console_summary(config, rows))
     return rows

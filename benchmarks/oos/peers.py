@@ -45,26 +45,42 @@ class Peer:
     runner_override: str | None = None
     #: Why the tutorial's training (``epochs="auto"``) is not run here, if it is not (a number of epochs still runs).
     not_at_tutorial_scale: str | None = None
+    #: The environment's folder in the repository (default ``.venv-peer-NAME``) and the command that makes it.
+    environment: str | None = None
+    make_target: str | None = None
 
     @property
     def python(self) -> Path:
         """The environment's Python (``PEER_NAME_PYTHON`` in the environment overrides it)."""
         override = self.python_override or os.environ.get(f"PEER_{self.name.upper()}_PYTHON")
-        return Path(override) if override else paths.REPO / f".venv-peer-{self.name}" / "bin" / "python"
+        folder = self.environment or f".venv-peer-{self.name}"
+        return Path(override) if override else paths.REPO / folder / "bin" / "python"
+
+    @property
+    def make_command(self) -> str:
+        return f"make {self.make_target or f'peer-{self.name}'}"
 
     @property
     def runner(self) -> Path:
         return Path(self.runner_override) if self.runner_override else PEERS_DIR / f"run_{self.name}.py"
 
-    def check_environment(self) -> None:
-        """Raise :class:`NotApplicable` when the environment is absent or was not completed."""
+    def check_runnable(self, epochs: int | str) -> None:
+        """Raise :class:`NotApplicable` when this peer is not run here with ``epochs`` (and say why).
+
+        Not at its tutorial's scale (unless ``PEER_NAME_CPU=1`` asks for a number of epochs), or its environment is
+        absent or was not completed.
+        """
+        asked_on_cpu = os.environ.get(f"PEER_{self.name.upper()}_CPU")
+        if self.not_at_tutorial_scale and (epochs == AUTO_EPOCHS or not asked_on_cpu):
+            # even a few iterations take many minutes (the ODE solve of prediction through the full network)
+            raise NotApplicable(f"{self.not_at_tutorial_scale}; set PEER_{self.name.upper()}_CPU=1 to run that")
         if not self.python.exists():
-            raise NotApplicable(f"no {self.name} environment at {self.python}; create it with `make peer-{self.name}`")
+            raise NotApplicable(f"no {self.name} environment at {self.python}; create it with `{self.make_command}`")
         stamp = self.python.parent.parent / ".installed"
         if self.python_override is None and not stamp.exists():
             raise NotApplicable(
                 f"the {self.name} environment is incomplete (no {stamp}: its install or import check failed); "
-                f"see docs/peers.md and `make peer-{self.name}`"
+                f"see docs/peers.md and `{self.make_command}`"
             )
 
 
@@ -106,13 +122,12 @@ def run_peer(peer: Peer, split: Split, seed: int, epochs: int | str, *, threads:
     ``epochs`` is :data:`oos.registry.AUTO_EPOCHS` for the peer's tutorial setting, or a number of epochs.
     The runner's meta.json is copied to :func:`meta_path`.
     """
-    peer.check_environment()
-    if peer.not_at_tutorial_scale and (epochs == AUTO_EPOCHS or not os.environ.get(f"PEER_{peer.name.upper()}_CPU")):
-        # even a few iterations take many minutes (the ODE solve of prediction through the full network)
-        raise NotApplicable(f"{peer.not_at_tutorial_scale}; set PEER_{peer.name.upper()}_CPU=1 to run that")
+    peer.check_runnable(epochs)
     with tempfile.TemporaryDirectory() as tmp:
         data_path, out_dir = Path(tmp) / "cells.h5ad", Path(tmp) / "out"
-        runner_input(split).write_h5ad(data_path)
+        # CPA's and scPRAM's anndata < 0.10 cannot read anndata 0.13's encoding of pandas 3 strings
+        with ad.settings.override(allow_write_nullable_strings=False):
+            runner_input(split).write_h5ad(data_path)
         command = [
             str(peer.python), str(peer.runner), str(data_path), str(out_dir),
             "--condition-key", split.condition_key, "--cell-type-key", split.cell_type_key,
@@ -170,15 +185,26 @@ PEERS["cellflow"] = Peer(
         "about 20 s per iteration on one CPU thread (months); run fewer with --epochs CellFlow=N (iterations)"
     ),
 )
+#: This package's recommended pipeline through the same protocol, in its own environment: its fit time and peak
+#: memory are measured as each peer's are (in the benchmark's process they would include everything run before).
+OWN_PROCESS = (
+    "trVAE ensemble + shrink (own process)",
+    "trvae",
+    "the recommended pipeline (fit_recommended) run like a peer: in a fresh process of .venv, timed and measured alike",
+)
+PEERS["trvae"] = Peer("trvae", environment=".venv", make_target=".venv/.installed")
 
 
 def register_peers() -> None:
-    """Register every peer as a benchmark method (one seed: each peer is slow)."""
-    from .registry import register
+    """Register every peer, and the pipeline run like one, as benchmark methods (one seed: each is slow)."""
+    from .registry import PACKAGE_SOURCES, register
 
-    for name, peer, description in PEER_METHODS:
+    for name, peer, description in [*PEER_METHODS, OWN_PROCESS]:
         # a peer runs in its own environment: its results depend on its runner and the protocol, not on this package
-        runner = (f"benchmarks/peers/run_{peer}.py", "benchmarks/peers/_protocol.py")
+        sources = (f"benchmarks/peers/run_{peer}.py", "benchmarks/peers/_protocol.py")
+        if peer == OWN_PROCESS[1]:
+            sources += PACKAGE_SOURCES
         register(
-            name, fit_predict_peer, description, epochs=AUTO_EPOCHS, seeds="one", options={"peer": peer}, sources=runner
-        )
+            name, fit_predict_peer, description, epochs=AUTO_EPOCHS, seeds="one", options={"peer": peer},
+            sources=sources, check=PEERS[peer].check_runnable,
+        )  # fmt: skip

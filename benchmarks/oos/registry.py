@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -56,6 +56,9 @@ class MethodSpec:
     #: Files or folders (relative to the repository) the result depends on, besides the module defining
     #: ``fit_predict`` and the scorer; hashed into :meth:`code_version`. Empty: the whole package.
     sources: tuple[str, ...] = ()
+    #: Raises :class:`NotApplicable` (with the reason) when the method cannot run here with the given epochs;
+    #: asked without fitting, so that ``--cached-only`` can give the reason a result is absent.
+    check: Callable[[int | str], None] | None = None
 
     def code_version(self) -> str:
         """A hash of the source files this method's results depend on (see :func:`hash_sources`)."""

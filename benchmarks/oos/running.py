@@ -114,7 +114,13 @@ def run_one(config: RunConfig, split: Split, name: str, seed: int) -> dict[str, 
     if cached is not None:
         return {**cached, "cached": True}
     if config.cached_only:
-        return {**row, "status": "not run", "reason": "not in the cache (--cached-only: the run was stopped before it)"}
+        reason = "not in the cache (--cached-only: the run was stopped before it)"
+        if METHODS[name].check is not None:
+            try:
+                METHODS[name].check(config.epochs.get(name) or 0)
+            except NotApplicable as not_run:
+                reason = str(not_run)
+        return {**row, "status": "not run", "reason": reason}
     return _fit_and_score(config, split, name, seed, row)
 
 

@@ -77,3 +77,37 @@ def test_restore_meta_writes_the_runners_meta_back_where_peer_rows_finds_it(repo
     kept.write_text(json.dumps({"peak_rss_mb": 1.0}))
     assert report.restore_meta(tmp_path / "peers.json") == 0  # an existing file is kept
     assert json.loads(kept.read_text()) == {"peak_rss_mb": 1.0}
+
+
+def test_resources_compare_each_runner_with_the_pipeline_run_like_a_peer(report):
+    own = report.OWN_PROCESS[0]
+
+    def measured(method, cell_type, seconds, peak):
+        return {**_row("kang", cell_type, method, 0.5, 0.5), "runner": {"fit_predict_seconds": seconds,
+                                                                           "peak_rss_mb": peak}}  # fmt: skip
+
+    rows = [
+        measured(own, "B", 100.0, 700.0), measured(own, "T", 50.0, 600.0),
+        measured("CPA", "B", 50.0, 1400.0), measured("CPA", "T", 100.0, 600.0), measured("CPA", "NK", 10.0, 900.0),
+        {**_row("kang", "B", "biolord", 0.5, 0.5), "runner": None},  # no measurement kept: no record
+    ]  # fmt: skip
+    records = {r["method"]: r for r in report.resources(rows)}
+    assert set(records) == {own, "CPA"}
+    cpa = records["CPA"]
+    assert (cpa["splits"], cpa["shared_with_ours"], cpa["median_seconds"], cpa["max_peak_mb"]) == (3, 2, 50.0, 1400.0)
+    assert cpa["seconds_vs_ours"] == pytest.approx((0.5 + 2.0) / 2) and cpa["peak_vs_ours"] == pytest.approx(1.5)
+    assert "| CPA | 3 | 50 | 100 | 900 | 1400 | 2 | 1.25 | 1.50 |" in report.resources_markdown(list(records.values()))
+
+
+def test_same_scores_names_the_splits_where_the_own_process_run_differs(report):
+    own, pipeline = report.OWN_PROCESS[0], report.OURS[0]
+    scores = dict.fromkeys(report.COLUMNS, 0.5)
+    rows = [
+        {**_row("kang", "B", own, 0.5, 0.5), **scores}, {**_row("kang", "B", pipeline, 0.5, 0.5), **scores},
+        {**_row("kang", "T", own, 0.5, 0.5), **scores},
+        {**_row("kang", "T", pipeline, 0.5, 0.5), **scores, "edist_scaled": 0.6},
+        {**_row("kang", "NK", own, 0.5, 0.5), **scores},  # the in-process row is absent: not compared
+    ]  # fmt: skip
+    same = report.same_scores(rows)
+    assert (same["splits"], same["identical"]) == (2, 1)
+    assert same["differ"] == {"kang T stim": pytest.approx(0.1)}

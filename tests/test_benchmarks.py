@@ -334,6 +334,30 @@ def test_report_shows_the_tuning_split_apart(tmp_path):
     assert "## Tuning split" not in quick and has_row(quick, "trVAE ensemble + shrink", "1 (one seed)", "1", "1")
 
 
+def test_report_gives_the_targets_of_the_pipeline_run_in_its_own_process_too(tmp_path):
+    from oos import report
+    from oos.running import RunConfig
+
+    own = report.OWN_PROCESS[0]
+    methods = [report.RECOMMENDED, own, "control + mean shift"]
+    rows = [
+        {"dataset": "kang", "cell_type": cell_type, "source": "control", "target": "stimulated", "method": method,
+         "seed": 0, "status": "ok", "fit_seconds": 1.0, "eval_seconds": 0.0, **dict.fromkeys(METRIC_KEYS, value)}
+        for method, value in zip(methods, (0.9, 0.3, 0.5), strict=True) for cell_type in ("B", "CD4T")
+    ]  # fmt: skip
+    config = RunConfig(
+        datasets=["kang"], methods=methods, cell_types=None, n_seeds=1, epochs=dict.fromkeys(methods),
+        n_top_genes={"kang": 2000}, min_cells=3, data_dir=tmp_path, cache_dir=tmp_path, json_path=tmp_path / "r.json",
+        markdown_path=tmp_path / "b.md", figure_dir=None, quick=False, argv=["--cached-only"],
+    )  # fmt: skip
+    text = report.markdown_report(config, rows, 0.0)
+    mine, theirs = text.split("## The same pipeline run in a fresh process")
+    assert has_row(mine, "control + mean shift", "Δ-Pearson (DEG)", "2/2") and "fit_recommended" in theirs
+    assert has_row(theirs.split("## Overall")[0], "control + mean shift", "Δ-Pearson (DEG)", "0/2")
+    without = report.markdown_report(config, [r for r in rows if r["method"] != own], 0.0)
+    assert "fresh process, against" not in without
+
+
 def test_code_version_hashes_the_source_files(tmp_path):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "a.py").write_text("x = 1\n")

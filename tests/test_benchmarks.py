@@ -304,24 +304,34 @@ def test_stale_table_lists_results_of_earlier_code():
     assert tables.stale_table(pd.DataFrame(rows), ["trVAE"]) == ""
 
 
+def _kang_result(method: str, cell_type: str, value: float) -> dict:
+    """A Kang result row of ``method`` on ``cell_type`` with every metric equal to ``value``."""
+    return {
+        "dataset": "kang", "cell_type": cell_type, "source": "control", "target": "stimulated", "method": method,
+        "seed": 0, "status": "ok", "fit_seconds": 1.0, "eval_seconds": 0.0, **dict.fromkeys(METRIC_KEYS, value),
+    }  # fmt: skip
+
+
+def _kang_report_config(tmp_path, methods: list[str]):
+    """The configuration of a ``--cached-only`` report of ``methods`` on Kang."""
+    from oos.running import RunConfig
+
+    return RunConfig(
+        datasets=["kang"], methods=methods, cell_types=None, n_seeds=1, epochs=dict.fromkeys(methods),
+        n_top_genes={"kang": 2000}, min_cells=3, data_dir=tmp_path, cache_dir=tmp_path, json_path=tmp_path / "r.json",
+        markdown_path=tmp_path / "b.md", figure_dir=None, quick=False, argv=["--cached-only"],
+    )  # fmt: skip
+
+
 def test_report_shows_the_tuning_split_apart(tmp_path):
     from oos import report
-    from oos.running import RunConfig
 
     methods = ["trVAE ensemble + shrink", "control + mean shift"]
     rows = []
     for method, (tuned, other) in zip(methods, ((0.99, 0.5), (0.1, 0.4)), strict=True):
         for cell_type, value in (("NK", tuned), ("B", other), ("CD4T", other)):
-            rows.append({
-                "dataset": "kang", "cell_type": cell_type, "source": "control", "target": "stimulated",
-                "method": method, "seed": 0, "status": "ok", "fit_seconds": 1.0, "eval_seconds": 0.0,
-                **dict.fromkeys(METRIC_KEYS, value),
-            })  # fmt: skip
-    config = RunConfig(
-        datasets=["kang"], methods=methods, cell_types=None, n_seeds=1, epochs=dict.fromkeys(methods),
-        n_top_genes={"kang": 2000}, min_cells=3, data_dir=tmp_path, cache_dir=tmp_path, json_path=tmp_path / "r.json",
-        markdown_path=tmp_path / "b.md", figure_dir=None, quick=False, argv=["--cached-only"],
-    )  # fmt: skip
+            rows.append(_kang_result(method, cell_type, value))
+    config = _kang_report_config(tmp_path, methods)
     text = report.markdown_report(config, rows, 0.0)
     assert "## Tuning split: kang, NK -> stimulated" in text and "## Overall (all data sets, 2 splits without" in text
     # NK's 0.99 / 0.1 is in no median and no win count: the medians are the other splits' 0.5 and 0.4
@@ -336,20 +346,14 @@ def test_report_shows_the_tuning_split_apart(tmp_path):
 
 def test_report_gives_the_targets_of_the_pipeline_run_in_its_own_process_too(tmp_path):
     from oos import report
-    from oos.running import RunConfig
 
     own = report.OWN_PROCESS[0]
     methods = [report.RECOMMENDED, own, "control + mean shift"]
     rows = [
-        {"dataset": "kang", "cell_type": cell_type, "source": "control", "target": "stimulated", "method": method,
-         "seed": 0, "status": "ok", "fit_seconds": 1.0, "eval_seconds": 0.0, **dict.fromkeys(METRIC_KEYS, value)}
+        _kang_result(method, cell_type, value)
         for method, value in zip(methods, (0.9, 0.3, 0.5), strict=True) for cell_type in ("B", "CD4T")
     ]  # fmt: skip
-    config = RunConfig(
-        datasets=["kang"], methods=methods, cell_types=None, n_seeds=1, epochs=dict.fromkeys(methods),
-        n_top_genes={"kang": 2000}, min_cells=3, data_dir=tmp_path, cache_dir=tmp_path, json_path=tmp_path / "r.json",
-        markdown_path=tmp_path / "b.md", figure_dir=None, quick=False, argv=["--cached-only"],
-    )  # fmt: skip
+    config = _kang_report_config(tmp_path, methods)
     text = report.markdown_report(config, rows, 0.0)
     mine, theirs = text.split("## The same pipeline run in a fresh process")
     assert has_row(mine, "control + mean shift", "Δ-Pearson (DEG)", "2/2") and "fit_recommended" in theirs

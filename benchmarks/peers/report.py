@@ -283,11 +283,10 @@ def same_scores(rows: list[dict[str, Any]], tolerance: float = 1e-6) -> dict[str
         if row.get("status") == "ok" and row["method"] in (OWN_PROCESS[0], OURS[0]):
             by_split.setdefault(tuple(row[k] for k in SPLIT), {})[row["method"]] = row
     pairs = {split: methods for split, methods in by_split.items() if len(methods) == 2}
-    differ = {
-        " ".join(split): max(abs(m[OWN_PROCESS[0]][k] - m[OURS[0]][k]) for k in COLUMNS)
-        for split, m in pairs.items()
-        if any(abs(m[OWN_PROCESS[0]][k] - m[OURS[0]][k]) > tolerance for k in COLUMNS)
+    gaps = {
+        " ".join(split): max(abs(m[OWN_PROCESS[0]][k] - m[OURS[0]][k]) for k in COLUMNS) for split, m in pairs.items()
     }
+    differ = {split: gap for split, gap in gaps.items() if gap > tolerance}
     return {"splits": len(pairs), "identical": len(pairs) - len(differ), "differ": differ}
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
-from helpers import has_row
+from helpers import has_row, load_script
 from oos.celleval_tables import celleval_section, load_celleval
 
 STATISTIC = ["count", "null_count", "mean", "std", "min", "25%", "50%", "75%", "max"]
 PIPELINE, SHIFT = "trVAE ensemble + shrink", "control + mean shift"
 TUNING = ("kang", "NK", "stim")
+SCORE_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "peers" / "celleval_score.py"
 
 
 def _aggregated(**means: float) -> dict[str, list]:
@@ -63,6 +65,9 @@ def test_celleval_table_gives_medians_without_the_tuning_split_and_compares_the_
     assert "an_unlisted_method" not in text
     assert f"differ: cell-eval {SHIFT} > {PIPELINE}; the benchmark {PIPELINE} > {SHIFT}." in text
     assert f"significant genes: {PIPELINE} = {SHIFT}." in text
+    # paired: B won by both scorers; Tuft lost by cell-eval, won by the benchmark; DE recall tied on B
+    assert f"where {PIPELINE} scores higher" in text
+    assert has_row(text, SHIFT, "2", "1/2", "2/2", "0/1", "1")
 
 
 def test_celleval_table_is_empty_without_scores(tmp_path):
@@ -79,3 +84,16 @@ def test_a_prediction_cell_eval_refused_has_no_scores(tmp_path):
     path.write_text(json.dumps(payload))
     scores = load_celleval(path)
     assert set(scores["method"]) == {"trVAE_ensemble_+_shrink"}
+
+
+def test_scoring_a_split_again_replaces_its_methods_and_keeps_the_others_unless_the_genes_changed():
+    merge_scores = load_script("celleval_score", SCORE_SCRIPT).merge_scores
+    payload = {"kang/B/stim": {"n_genes": 10, "scores": {"CPA": {"pearson_delta": [0.5]}, "scPRAM": {"x": [1]}}}}
+    merge_scores(payload, "kang/B/stim", 10, {"CPA": {"pearson_delta": [0.7]}, "biolord": {"x": [2]}})
+    assert payload["kang/B/stim"]["scores"] == {
+        "CPA": {"pearson_delta": [0.7]}, "scPRAM": {"x": [1]}, "biolord": {"x": [2]}
+    }  # fmt: skip
+    merge_scores(payload, "kang/B/stim", 20, {"biolord": {"x": [3]}})
+    assert payload["kang/B/stim"] == {"n_genes": 20, "scores": {"biolord": {"x": [3]}}}
+    merge_scores(payload, "kang/T/stim", 20, {"CPA": {}})
+    assert set(payload) == {"kang/B/stim", "kang/T/stim"}

@@ -18,6 +18,9 @@ Usage::
 
     .venv/bin/python benchmarks/peers/celleval_score.py --dataset kang --cell-type NK CD4T \
         --cache-dir benchmarks/cache/full benchmarks/cache/celleval_preds
+
+Without ``--cell-type`` every split of the data set is scored (each held-out type with each target condition, the
+benchmark's splits). A split scored again keeps the earlier scores of methods whose prediction is not found now.
 """
 
 from __future__ import annotations
@@ -77,6 +80,14 @@ def _write_inputs(split, predictions: dict[str, Path], directory: Path) -> None:
     (directory / "options.json").write_text(json.dumps({"control": split.source}))
 
 
+def merge_scores(payload: dict, key: str, n_genes: int, scores: dict) -> None:
+    """Put one split's new ``scores`` into ``payload``: they replace the same methods' earlier scores; the others'
+    are kept (their predictions may be in a cache not given this time), unless the split's genes changed."""
+    previous = payload.get(key, {})
+    earlier = previous.get("scores", {}) if previous.get("n_genes") == n_genes else {}
+    payload[key] = {"n_genes": n_genes, "scores": {**earlier, **scores}}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Per split: build the inputs (main environment), score them in the cell-eval environment, add them to the JSON."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -84,11 +95,11 @@ def main(argv: list[str] | None = None) -> None:
     from oos.cache import cache_path
     from oos.datasets import DATASETS, load_dataset
     from oos.methods import METHODS
-    from oos.splits import make_split
+    from oos.splits import held_out_pairs, make_split
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="kang")
-    parser.add_argument("--cell-type", nargs="+", default=["NK"], help="held-out cell types, one split each")
+    parser.add_argument("--cell-type", nargs="+", help="held-out cell types (default: all of the data set's splits)")
     parser.add_argument(
         "--cache-dir", nargs="+", type=Path, default=[paths.CACHE_DIR / "full"],
         help="caches holding the kept predictions (.npy); the first with a method's prediction wins",
@@ -98,8 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     spec = DATASETS[args.dataset]
     adata = load_dataset(spec, paths.DATA_DIR)
-    for cell_type in args.cell_type:
-        split = make_split(adata, args.dataset, spec, cell_type, spec.perturbed[0], spec.n_top_genes)
+    for cell_type, target in held_out_pairs(adata, args.dataset, spec, args.cell_type, min_cells=3):
+        split = make_split(adata, args.dataset, spec, cell_type, target, spec.n_top_genes)
         predictions = {}
         for method in METHODS:
             kept = (cache_path(d, split, method, 0).with_suffix(".npy") for d in args.cache_dir)
@@ -111,9 +122,10 @@ def main(argv: list[str] | None = None) -> None:
             subprocess.run([str(args.python), __file__, SCORE_FLAG, tmp], check=True, cwd=tmp)
             scores = json.loads((Path(tmp) / "scores.json").read_text())
         payload = json.loads(args.output.read_text()) if args.output.exists() else {}
-        payload[f"{args.dataset}/{cell_type}/{split.target}"] = {"n_genes": split.train.n_vars, "scores": scores}
+        key = f"{args.dataset}/{cell_type}/{target}"
+        merge_scores(payload, key, split.train.n_vars, scores)
         args.output.write_text(json.dumps(payload, indent=1) + "\n")
-        print(f"{args.dataset}/{cell_type}: scored {len(predictions)} predictions", flush=True)
+        print(f"{key}: scored {len(predictions)} predictions", flush=True)
 
 
 if __name__ == "__main__":

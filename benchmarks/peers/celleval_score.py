@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> None:
         "--cache-dir", nargs="+", type=Path, default=[paths.CACHE_DIR / "full"],
         help="caches holding the kept predictions (.npy); the first with a method's prediction wins",
     )  # fmt: skip
+    parser.add_argument(
+        "--methods", nargs="+", choices=list(METHODS),
+        help="score only these methods' predictions (default: every kept one); the others' earlier scores are kept",
+    )  # fmt: skip
     parser.add_argument("--python", type=Path, default=paths.REPO / ".venv-celleval" / "bin" / "python")
     parser.add_argument("--output", type=Path, default=paths.RESULTS_DIR / "peers_celleval.json")
     args = parser.parse_args(argv)
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     for cell_type, target in held_out_pairs(adata, args.dataset, spec, args.cell_type, min_cells=3):
         split = make_split(adata, args.dataset, spec, cell_type, target, spec.n_top_genes)
         predictions = {}
-        for method in METHODS:
+        for method in args.methods or METHODS:
             kept = (cache_path(d, split, method, 0).with_suffix(".npy") for d in args.cache_dir)
             found = next((path for path in kept if path.exists()), None)
             if found is not None:

@@ -82,9 +82,9 @@ def test_restore_meta_writes_the_runners_meta_back_where_peer_rows_finds_it(repo
 def test_resources_compare_each_runner_with_the_pipeline_run_like_a_peer(report):
     own = report.OWN_PROCESS[0]
 
-    def measured(method, cell_type, seconds, peak):
-        return {**_row("kang", cell_type, method, 0.5, 0.5), "runner": {"fit_predict_seconds": seconds,
-                                                                           "peak_rss_mb": peak}}  # fmt: skip
+    def measured(method, cell_type, seconds, peak):  # CPU time: 80% of the wall time
+        runner = {"fit_predict_seconds": seconds, "fit_predict_cpu_seconds": 0.8 * seconds, "peak_rss_mb": peak}
+        return {**_row("kang", cell_type, method, 0.5, 0.5), "runner": runner}
 
     rows = [
         measured(own, "B", 100.0, 700.0), measured(own, "T", 50.0, 600.0),
@@ -96,7 +96,9 @@ def test_resources_compare_each_runner_with_the_pipeline_run_like_a_peer(report)
     cpa = records["CPA"]
     assert (cpa["splits"], cpa["shared_with_ours"], cpa["median_seconds"], cpa["max_peak_mb"]) == (3, 2, 50.0, 1400.0)
     assert cpa["seconds_vs_ours"] == pytest.approx((0.5 + 2.0) / 2) and cpa["peak_vs_ours"] == pytest.approx(1.5)
-    assert "| CPA | 3 | 50 | 100 | 900 | 1400 | 2 | 1.25 | 1.50 |" in report.resources_markdown(list(records.values()))
+    assert cpa["cpu_seconds_vs_ours"] == pytest.approx(1.25) and cpa["max_cpu_seconds"] == pytest.approx(80.0)
+    table = report.resources_markdown(list(records.values()))
+    assert "| CPA | 3 | 50 | 100 | 40 | 80 | 900 | 1400 | 2 | 1.25 | 1.25 | 1.50 |" in table
 
 
 def test_same_scores_names_the_splits_where_the_own_process_run_differs(report):

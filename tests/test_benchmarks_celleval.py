@@ -97,3 +97,12 @@ def test_scoring_a_split_again_replaces_its_methods_and_keeps_the_others_unless_
     assert payload["kang/B/stim"] == {"n_genes": 20, "scores": {"biolord": {"x": [3]}}}
     merge_scores(payload, "kang/T/stim", 20, {"CPA": {}})
     assert set(payload) == {"kang/B/stim", "kang/T/stim"}
+
+
+def test_many_splits_are_counted_per_data_set_and_a_type_with_two_targets_is_named_twice():
+    from oos.celleval_tables import _split_names
+
+    two = pd.MultiIndex.from_tuples([("haber", "Tuft", "Hpoly"), ("haber", "Tuft", "Salmonella"), ("kang", "B", "s")])
+    assert _split_names(two) == {"n": 3, "splits": "haber Tuft Hpoly, haber Tuft Salmonella, kang B"}
+    many = pd.MultiIndex.from_tuples([("kang", f"T{i}", "s") for i in range(16)] + [("haber", "Tuft", "Hpoly")])
+    assert _split_names(many) == {"n": 17, "splits": "per data set haber 1, kang 16"}

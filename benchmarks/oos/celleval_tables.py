@@ -118,8 +118,7 @@ def celleval_section(
         n = "—" if n_scored is None else str(int(n_scored.get(method, 0)))
         cells = [n, *(_fmt(row.get(m, np.nan)) for m in CELLEVAL_METRICS), n_de, _fmt(row.get(OWN_METRIC, np.nan))]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    splits = sorted({f"{d} {c}" for d, c, _ in wide.index.droplevel("method")})
-    intro = INTRO.format(n=len(splits), without=without, splits=", ".join(splits))
+    intro = INTRO.format(**_split_names(wide.index.droplevel("method")), without=without)
     methods_only = medians.loc[[m for m in order if m != NOISE_CEILING]]
     by_celleval, by_own = _ranking(methods_only["pearson_delta"]), _ranking(methods_only[OWN_METRIC].dropna())
     verdict = (
@@ -132,6 +131,20 @@ def celleval_section(
         verdict += f" By recall of the real significant genes: {recall}."
     paired = paired_wins(wide, [m for m in order if m != NOISE_CEILING])
     return intro + "\n\n" + "\n".join(lines) + "\n\n" + verdict + "\n" + (f"\n{paired}" if paired else "")
+
+
+def _split_names(index: pd.MultiIndex, max_listed: int = 15) -> dict[str, str | int]:
+    """How many (data set, cell type, target) splits ``index`` holds, and their names (a count per data set when
+    there are more than ``max_listed``)."""
+    splits = sorted(set(index))
+    if len(splits) <= max_listed:
+        names = ", ".join(
+            f"{d} {c}" + (f" {t}" if sum(s[:2] == (d, c) for s in splits) > 1 else "") for d, c, t in splits
+        )
+    else:
+        counts = pd.Series([d for d, _, _ in splits]).value_counts(sort=False)
+        names = "per data set " + ", ".join(f"{dataset} {n}" for dataset, n in counts.sort_index().items())
+    return {"n": len(splits), "splits": names}
 
 
 def paired_wins(wide: pd.DataFrame, methods: list[str]) -> str:
@@ -150,6 +163,8 @@ def paired_wins(wide: pd.DataFrame, methods: list[str]) -> str:
     for other in others:
         both = by_method[ours].join(by_method[other], how="inner", lsuffix="_ours", rsuffix="_other")
         both = both[both["pearson_delta_ours"].notna() & both["pearson_delta_other"].notna()]
+        if both.empty:
+            continue
         cells, winners = [str(len(both))], {}
         for metric, _ in PAIRED_METRICS:
             pair = both[[f"{metric}_ours", f"{metric}_other"]].dropna()

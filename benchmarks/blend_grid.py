@@ -164,16 +164,21 @@ def report(out_dir: Path) -> pd.DataFrame:
     return table
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def case_parser(description: str, out_dir: Path) -> argparse.ArgumentParser:
+    """The command line of a benchmark over tuning cases (this one and ``member_shrinkage.py``)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", nargs="+", default=[], help="synthetic:S:SEED or kang:NK")
     parser.add_argument("--report", action="store_true", help="print and write the table of the cached cases")
     parser.add_argument("--quick", action="store_true", help="one tiny synthetic case, 2 epochs")
-    parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
+    parser.add_argument("--out-dir", type=Path, default=out_dir)
     parser.add_argument("--data-dir", type=Path, default=BENCH.parent.parent / "shared" / "data")
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = case_parser(__doc__, OUT_DIR).parse_args(argv)
     torch.set_num_threads(args.threads)
     cases = ["synthetic:1:0"] if args.quick else args.case
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,6 @@ members per case (``lambda = 1``, the value the pipeline chooses on most splits)
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -125,15 +124,7 @@ def report(out_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", nargs="+", default=[], help="synthetic:S:SEED or kang:NK")
-    parser.add_argument("--report", action="store_true", help="print and write the table of the cached cases")
-    parser.add_argument("--quick", action="store_true", help="one tiny synthetic case, 2 epochs")
-    parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
-    parser.add_argument("--data-dir", type=Path, default=BENCH.parent.parent / "shared" / "data")
-    parser.add_argument("--accelerator", default="cpu")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
+    args = blend_grid.case_parser(__doc__, OUT_DIR).parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for case in ["synthetic:1:0"] if args.quick else args.case:

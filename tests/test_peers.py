@@ -93,6 +93,19 @@ def test_fake_peer_tutorial_epochs_pass_no_epochs(fake_peer, toy_split):
     assert peers.read_meta(toy_split, "fake", 0, AUTO_EPOCHS)["settings"]["epochs"] is None
 
 
+def test_a_benchmark_run_keeps_the_runners_meta_beside_its_own_cache(fake_peer, toy_split, tmp_path, monkeypatch):
+    from oos import running
+
+    monkeypatch.setattr(running, "plan_splits", lambda config: [])  # no data: only where this run keeps things
+    cache_dir = tmp_path / "elsewhere" / "full"
+    config = cli.build_config(cli.build_parser().parse_args(["--cache-dir", str(cache_dir), "--no-figures"]), [])
+    running.run_all(config)
+    peers.run_peer(fake_peer, toy_split, seed=0, epochs=1)
+    assert peers.read_meta(toy_split, "fake", 0, 1) is not None
+    assert [p.relative_to(tmp_path / "elsewhere" / "peers") for p in (tmp_path / "elsewhere").rglob("*.json")]
+    assert paths.peer_meta_dir(paths.CACHE_DIR / "full") == paths.CACHE_DIR / "peers"  # the default stays
+
+
 def test_a_peer_too_slow_at_tutorial_scale_runs_only_when_asked(fake_peer, toy_split, monkeypatch):
     slow = peers.Peer("fake", fake_peer.python_override, fake_peer.runner_override, not_at_tutorial_scale="months")
     with pytest.raises(NotApplicable, match="months"):
@@ -153,7 +166,8 @@ def test_a_peer_says_why_it_cannot_run_without_fitting(monkeypatch, tmp_path):
 
 @pytest.mark.slow  # each peer's quick run on the Kang NK split (500 genes, 3 epochs/iterations; 10 s to 2 min)
 @pytest.mark.parametrize(("name", "peer"), [(name, peer) for name, peer, _ in [*peers.PEER_METHODS, peers.OWN_PROCESS]])
-def test_peer_quick_run(name, peer, tmp_path):
+def test_peer_quick_run(name, peer, tmp_path, monkeypatch):
+    monkeypatch.setattr(peers, "META_DIR", peers.META_DIR)  # the run points it beside its cache: restored after
     if peer == "cellflow":
         pytest.skip("CellFlow is not run on CPU: even 3 iterations and a prediction take over 15 minutes here")
     if not _installed(peer):
@@ -173,3 +187,4 @@ def test_peer_quick_run(name, peer, tmp_path):
     assert all(row[k] is not None and math.isfinite(row[k]) for k in METRIC_KEYS)
     payload = json.loads((tmp_path / "out_of_sample.json").read_text())
     assert payload["rows"][0]["method"] == name
+    assert list((tmp_path / "peers" / "kang").glob(f"NK__stimulated__500g__{peer}__seed0__e3.json"))

@@ -62,20 +62,21 @@ def test_main_writes_the_json_and_the_page_of_per_split_tables(report, tmp_path)
     assert {r["method"] for r in json.loads(paths["peers.json"].read_text())["rows"]} == {"CPA", ours["method"]}
 
 
-def test_restore_meta_writes_the_runners_meta_back_where_peer_rows_finds_it(report, tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "META_DIR", tmp_path / "meta")
+def test_restore_meta_writes_the_runners_meta_back_where_peer_rows_finds_it(report, tmp_path):
+    meta_dir = tmp_path / "peers"  # beside the cache, tmp_path / "cache"
     runner = {"peak_rss_mb": 812.0, "fit_predict_seconds": 41.5}
     row = {**_row("kang", "B", "CPA", 0.8, 0.3), "seed": 0, "n_genes": 50, "epochs": 3}
     rows = [{**row, "runner": runner}, {**row, "method": "trVAE", "runner": None}, {**row, "cell_type": "T"}]
     (tmp_path / "peers.json").write_text(json.dumps({"rows": rows}))
-    assert report.restore_meta(tmp_path / "peers.json") == 1  # only the peer row with a runner record
+    assert report.restore_meta(tmp_path / "peers.json", meta_dir) == 1  # only the peer row with a runner record
     (tmp_path / "cache" / "kang").mkdir(parents=True)
     (tmp_path / "cache" / "kang" / "B__stim__CPA__seed0.json").write_text(json.dumps({**row, "key": {}}))
     restored = report.peer_rows(tmp_path / "cache")
     assert [r["runner"] for r in restored] == [runner]
-    kept = report.meta_path(row, "cpa")
+    kept = report.meta_path(row, "cpa", meta_dir)
+    assert kept.is_relative_to(meta_dir)
     kept.write_text(json.dumps({"peak_rss_mb": 1.0}))
-    assert report.restore_meta(tmp_path / "peers.json") == 0  # an existing file is kept
+    assert report.restore_meta(tmp_path / "peers.json", meta_dir) == 0  # an existing file is kept
     assert json.loads(kept.read_text()) == {"peak_rss_mb": 1.0}
 
 

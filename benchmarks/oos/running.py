@@ -14,9 +14,11 @@ import torch
 
 from scvi_trvae import metrics
 
+from . import peers
 from .cache import cache_path, read_cached, result_key, write_cached
 from .datasets import DATASETS, load_dataset
 from .methods import METHODS, NotApplicable
+from .paths import peer_meta_dir
 from .splits import Split, held_out_pairs, make_split
 
 logger = logging.getLogger("out_of_sample")
@@ -149,6 +151,8 @@ def _log_result(row: dict[str, Any], done: int, n_results: int) -> None:
 
 def run_all(config: RunConfig) -> tuple[list[dict[str, Any]], list[Split]]:
     """Every split x method x seed of the run: (result rows, the splits that figures are drawn from)."""
+    # the peers' runners' meta.json go beside this run's cache, not into the default one
+    peers.META_DIR = peer_meta_dir(config.cache_dir)
     plan = plan_splits(config)
     n_results = config.n_results(len(plan))
     rows: list[dict[str, Any]] = []

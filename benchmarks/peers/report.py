@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmark pa
 
 from oos import paths
 from oos.cache import json_safe, slug
-from oos.peers import META_DIR, OWN_PROCESS, PEER_METHODS
+from oos.peers import OWN_PROCESS, PEER_METHODS
 
 #: Reference methods of the benchmark shown beside the peers.
 REFERENCES = ["trVAE ensemble + shrink", "trVAE", "scGen", "control + mean shift", "no response"]
@@ -63,22 +63,23 @@ def peer_rows(cache_dir: Path) -> list[dict[str, Any]]:
     for name, peer, _ in RUNNERS:
         for path in sorted(cache_dir.glob(f"*/*__{slug(name)}__seed*.json")):
             row = {k: v for k, v in json.loads(path.read_text()).items() if k != "key"}
-            meta = meta_path(row, peer)
+            meta = meta_path(row, peer, paths.peer_meta_dir(cache_dir))
             row["runner"] = json.loads(meta.read_text()) if meta.exists() else None
             rows.append(row)
     return rows
 
 
-def meta_path(row: dict[str, Any], peer: str) -> Path:
-    """Where the runner's ``meta.json`` of a peer's result row is kept (beside the cache)."""
+def meta_path(row: dict[str, Any], peer: str, meta_dir: Path) -> Path:
+    """Where the runner's ``meta.json`` of a peer's result row is kept in ``meta_dir`` (beside the cache:
+    :func:`oos.paths.peer_meta_dir`)."""
     name = (
         f"{slug(row['cell_type'])}__{slug(row['target'])}__{row['n_genes']}g__{peer}__seed{row['seed']}"
         f"__e{row.get('epochs')}.json"
     )
-    return META_DIR / row["dataset"] / name
+    return meta_dir / row["dataset"] / name
 
 
-def restore_meta(results: Path) -> int:
+def restore_meta(results: Path, meta_dir: Path) -> int:
     """Write the runners' ``meta.json`` files back from a peers results file (they are not committed, as the cache
     is not: ``out_of_sample.py --rebuild-cache`` restores the results, this their fit times and peak memory).
     Files already there are kept. Returns how many were written."""
@@ -87,7 +88,7 @@ def restore_meta(results: Path) -> int:
     for row in json.loads(results.read_text())["rows"]:
         if row["method"] not in peers or not row.get("runner"):
             continue
-        path = meta_path(row, peers[row["method"]])
+        path = meta_path(row, peers[row["method"]], meta_dir)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(row["runner"], indent=1))
@@ -316,7 +317,8 @@ def main(argv: list[str] | None = None) -> str:
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.restore_meta:
-        print(f"restored {restore_meta(args.output)} runner meta files from {args.output}", file=sys.stderr)
+        n_restored = restore_meta(args.output, paths.peer_meta_dir(args.cache_dir))
+        print(f"restored {n_restored} runner meta files from {args.output}", file=sys.stderr)
     peers = peer_rows(args.cache_dir)
     splits = {(*(r[k] for k in SPLIT), r["n_genes"], r["n_train"]) for r in peers}
     references = reference_rows(args.results, splits) if args.results.exists() else []

@@ -216,6 +216,9 @@ BAD_TASKS = [
                  "out in turn, predicted from its 'control' cells and scored on its 'stimulated' cells); adata has 1: "
                  "'type_B'. Cells per cell type (control / stimulated): type_A 20 / 0, type_B 20 / 20. Seen in one of "
                  "the two only (no inner fold): 'type_A'.", id="one-sided cell type"),
+    pytest.param(lambda a: a, {"fold_source_cells": 0}, ValueError,
+                 "fold_source_cells must be a positive number of cells, 'matched' or None, got 0.",
+                 id="fold_source_cells"),
 ]  # fmt: skip
 
 
@@ -256,3 +259,30 @@ def test_fit_recommended_announces_its_fits_and_shows_one_bar(outer_split, train
     assert "trVAE fits" in err and "4/4" in err
     model_selection.fit_recommended(train, **TASK, **QUICK)
     assert "trVAE fits" not in capsys.readouterr().err
+
+
+def test_matched_inner_folds_keep_as_few_control_cells_as_the_type_to_predict(outer_split, recorded_fits):
+    train, _ = outer_split
+    is_a = (train.obs["cell_type"] == "type_A").to_numpy()
+    rare = train[~is_a | (np.cumsum(is_a) <= 6)].copy()  # type_A, the type to predict: 6 control cells
+    _, selection = model_selection.fit_recommended(rare, **TASK, **QUICK, fold_source_cells="matched")
+    assert selection.extra == {"fold_source_cells": 6}
+    inner = [obs for kind, obs, _ in recorded_fits if kind == "inner"]
+    assert len(inner) == 2
+    for obs, held_out in zip(inner, selection.inner_cell_types, strict=True):
+        counts = pd.crosstab(obs["cell_type"], obs["condition"])
+        assert counts.loc[held_out, "control"] == 6 and held_out not in counts.index[counts["stimulated"] > 0]
+        others = counts.drop(index=held_out)
+        expected = pd.crosstab(rare.obs["cell_type"], rare.obs["condition"]).drop(index=held_out)
+        pd.testing.assert_frame_equal(others, expected, check_names=False)
+    for obs in (obs for kind, obs, _ in recorded_fits if kind == "final"):
+        assert set(obs.index) == set(rare.obs_names)  # the members train on every cell
+    assert not selection.table.empty
+
+
+def test_inner_folds_keep_every_control_cell_by_default(outer_split, recorded_fits):
+    train, _ = outer_split
+    _, selection = model_selection.fit_recommended(train, **TASK, **QUICK)
+    assert selection.extra == {}
+    for obs, held_out in zip((o for k, o, _ in recorded_fits if k == "inner"), selection.inner_cell_types, strict=True):
+        assert (obs["cell_type"] == held_out).sum() == 20  # its 20 control cells, its stimulated ones held out

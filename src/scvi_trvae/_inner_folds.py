@@ -7,6 +7,7 @@ turn it into the arguments of a fit.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -112,6 +113,31 @@ def inner_cell_types(adata: AnnData, cell_type_key: str, condition_key: str, sou
     return sorted(counts.index[enough])
 
 
+def resolve_source_cells(
+    adata: AnnData, keys: tuple[str, str, str, str], fold_source_cells: int | str | None
+) -> int | None:  # fmt: skip
+    """Return the ``source`` cells each inner fold keeps of its held-out type (``None``: all).
+
+    ``"matched"`` is the number of ``source`` cells of the rarest type with ``source`` cells and no ``target``
+    cells: the types a user trains on to predict, so that the folds resemble the hardest of them (``None`` when
+    there is no such type). A number is checked and kept at :data:`MIN_FOLD_CELLS` or more.
+    """
+    if fold_source_cells is None:
+        return None
+    if fold_source_cells == "matched":
+        cell_type_key, condition_key, source, target = keys
+        counts = cells_per_type(adata, cell_type_key, condition_key)
+        if source not in counts:
+            return None
+        to_predict = counts.loc[(counts[source] > 0) & (counts.get(target, 0) == 0), source]
+        return int(to_predict.min()) if len(to_predict) else None
+    if isinstance(fold_source_cells, str) or int(fold_source_cells) != fold_source_cells or fold_source_cells < 1:
+        raise ValueError(
+            f"fold_source_cells must be a positive number of cells, 'matched' or None, got {fold_source_cells!r}."
+        )
+    return max(int(fold_source_cells), MIN_FOLD_CELLS)
+
+
 def too_few_folds(adata: AnnData, keys: tuple[str, str, str, str], folds: list[str]) -> str:
     """Say why fewer than 2 cell types can be inner folds, with the cells of each type in ``source`` / ``target``."""
     cell_type_key, condition_key, source, target = keys
@@ -149,8 +175,13 @@ def fold_rows(
     setup_kwargs,
     train_kwargs,
     responses: list[dict[str, Any]] | None = None,
+    source_cells: int | None = None,
 ) -> list[dict[str, Any]]:
     """Fit ``config`` without ``(held_out, target)``, predict it and score every blend of ``grid``.
+
+    With ``source_cells``, the fold keeps at most that many of ``held_out``'s ``source`` cells (drawn with
+    ``seed``), in its training cells and as the cells it predicts from: the fold then resembles a rare cell type
+    to predict (:func:`resolve_source_cells`).
 
     The reference shifts (:func:`scvi_trvae.baselines.reference_shift`) are those of the fold's training cells
     without ``held_out``. With ``w = 1`` the reference shift plays no part: that blend is scored once and its
@@ -164,7 +195,14 @@ def fold_rows(
     conditions = adata.obs[condition_key].astype(str).to_numpy()
     is_held_out = (types == held_out) & (conditions == target)
     is_control = (types == held_out) & (conditions == source)
-    fold_train = adata[~is_held_out]
+    dropped = np.zeros_like(is_control)
+    if source_cells is not None and is_control.sum() > source_cells:
+        rng = np.random.default_rng([seed, zlib.crc32(held_out.encode())])
+        kept = rng.choice(np.flatnonzero(is_control), size=source_cells, replace=False)
+        dropped = is_control.copy()
+        dropped[kept] = False
+        is_control &= ~dropped
+    fold_train = adata[~(is_held_out | dropped)]
     control, real = adata[is_control], adata[is_held_out]
     model = _fitting.train_model(
         fold_train, seed, model_kwargs=model_arguments(config),

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,7 @@ from ._inner_folds import (
     fold_rows,
     inner_cell_types,
     model_arguments,
+    resolve_source_cells,
     too_few_folds,
     training_steps,
 )
@@ -179,6 +180,7 @@ def select_hyperparameters(
     deviation_weights: Sequence[float] = DEFAULT_DEVIATION_WEIGHTS,
     reference_shifts: Sequence[str] = DEFAULT_REFERENCE_SHIFTS,
     max_inner_folds: int | None = DEFAULT_MAX_INNER_FOLDS,
+    fold_source_cells: int | Literal["matched"] | None = None,
     time_budget: float | None = None,
     seed: int = 0,
     progress_bar: bool = True,
@@ -216,6 +218,11 @@ def select_hyperparameters(
         :func:`scvi_trvae.baselines.reference_shift`.
     max_inner_folds
         Hold out at most this many cell types (drawn with ``seed``; ``None``: all of them).
+    fold_source_cells
+        Keep at most this many ``source`` cells of each inner fold's held-out type (in its training cells and as
+        the cells it predicts from), so that the folds resemble a rare type to predict; ``"matched"``: as many as
+        the rarest type with ``source`` cells and no ``target`` cells has (the type to predict; no limit when there
+        is none). ``None`` (default): every cell. ``docs/accuracy.md`` shows what it changes.
     time_budget
         Seconds: no new configuration is started after this (the defaults are always evaluated in full).
     seed
@@ -249,6 +256,7 @@ def select_hyperparameters(
     start = time.perf_counter()
     keys = (cell_type_key, condition_key, source, target)
     grid = BlendGrid.checked(shift_weights, deviation_weights, reference_shifts)
+    source_cells = resolve_source_cells(adata, keys, fold_source_cells)
     folds, configs = _plan(adata, keys, n_configs, search_space, max_inner_folds, seed)
     train_kwargs.setdefault("enable_progress_bar", False)
     rows: list[dict[str, Any]] = []
@@ -261,8 +269,9 @@ def select_hyperparameters(
                 break
             for held_out in folds:
                 fold = fold_rows(
-                    adata, held_out, config, seed, keys, grid, setup_kwargs, train_kwargs, responses[index]
-                )
+                    adata, held_out, config, seed, keys, grid, setup_kwargs, train_kwargs, responses[index],
+                    source_cells=source_cells,
+                )  # fmt: skip
                 rows += [{"config": index, **row} for row in fold]
                 bar.update(1)
                 if fit_done is not None:
@@ -277,6 +286,7 @@ def select_hyperparameters(
         best_shift_weight=float(best["shift_weight"]), inner_cell_types=list(folds), stopped_early=stopped,
         seconds=time.perf_counter() - start, best_deviation_weight=float(best["deviation_weight"]),
         best_reference_shift=str(best["reference_shift"]), fold_responses=responses[int(best["config"])],
+        extra={} if source_cells is None else {"fold_source_cells": source_cells},
     )  # fmt: skip
 
 
@@ -422,7 +432,7 @@ def train_ensemble(
 
 
 _SELECTION_ONLY = ("n_configs", "search_space", "shift_weights", "deviation_weights", "reference_shifts",
-                   "max_inner_folds", "time_budget", "setup_kwargs")  # fmt: skip
+                   "max_inner_folds", "fold_source_cells", "time_budget", "setup_kwargs")  # fmt: skip
 
 
 def fit_recommended(
@@ -434,6 +444,7 @@ def fit_recommended(
     target: str,
     n_members: int = 3,
     inner_folds: int = RECOMMENDED_INNER_FOLDS,
+    fold_source_cells: int | Literal["matched"] | None = None,
     max_epochs: int | None = None,
     seed: int = 0,
     progress_bar: bool = True,
@@ -469,6 +480,9 @@ def fit_recommended(
         Members of the ensemble.
     inner_folds
         Inner held-out cell types that choose ``w``, ``lambda`` and the kind of reference shift (at most).
+    fold_source_cells
+        Source cells each inner fold keeps of its held-out type, as in :func:`select_hyperparameters`
+        (``"matched"``: as many as the rarest type to predict has).
     max_epochs
         Epochs of every fit (default: the configuration's 1,500 minibatch steps of 128 cells).
     seed
@@ -495,5 +509,5 @@ def fit_recommended(
     return fit_self_tuned(
         adata, cell_type_key=cell_type_key, condition_key=condition_key, source=source, target=target,
         n_members=n_members, seed=seed, n_configs=1, max_inner_folds=inner_folds, progress_bar=progress_bar,
-        interval_level=interval_level, **length, **train_kwargs,
+        interval_level=interval_level, fold_source_cells=fold_source_cells, **length, **train_kwargs,
     )  # fmt: skip

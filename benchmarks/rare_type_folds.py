@@ -109,6 +109,27 @@ def report(out_dir: Path) -> pd.DataFrame:
     return frame[[c for c in columns if c in frame]].round(3)
 
 
+def means(table: pd.DataFrame) -> pd.DataFrame:
+    """Means over the seeds of each kind of case (``synthetic S, N cells`` or the case), one row per prediction,
+    with how many cases the matched folds' choice scores better / worse than the default's (``n better/worse``)."""
+    if table.empty:
+        return table
+    group = table["case"].str.replace(r"^synthetic:([^:]+):\d+:(\d+)$", r"synthetic S=\1, \2 cells", regex=True)
+    frame = table.assign(cases=group)
+    out = frame.groupby(["cases", "prediction"], sort=False)[[s for s in SCORES if s in frame]].mean().round(3)
+    out.insert(0, "n", frame.groupby(["cases", "prediction"], sort=False)["case"].nunique())
+    pivot = frame.pivot_table(index=["cases", "case"], columns="prediction", values=list(SCORES))
+    for metric, better in (("pearson_delta_deg", 1), ("edist_scaled", -1), ("paired_rmse", -1)):
+        if metric not in pivot:
+            continue
+        diff = better * (pivot[metric]["matched"] - pivot[metric]["all control cells"])
+        counts = diff.groupby(level="cases").agg(lambda d: f"{int((d > 0).sum())}/{int((d < 0).sum())}")
+        out[f"{metric}: matched better/worse"] = [
+            counts.get(cases, "") if prediction == "matched" else "" for cases, prediction in out.index
+        ]
+    return out.reset_index()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = case_parser(__doc__, OUT_DIR).parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -123,8 +144,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{case}: done", flush=True)
     if args.report or args.quick:
         table = report(args.out_dir)
-        print(table.to_markdown(index=False))
-        (args.out_dir / "rare_type_folds.md").write_text(table.to_markdown(index=False) + "\n")
+        text = f"{means(table).to_markdown(index=False)}\n\n{table.to_markdown(index=False)}\n"
+        print(text)
+        (args.out_dir / "rare_type_folds.md").write_text(text)
 
 
 if __name__ == "__main__":

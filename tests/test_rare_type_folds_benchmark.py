@@ -35,4 +35,5 @@ def test_quick_mode_scores_both_choices_on_one_rare_synthetic_case(tmp_path):
     for row in case["choices"].values():
         assert row["edist_scaled"] >= 0.0 and row["paired_rmse"] > 0.0 and -1.0 <= row["pearson_delta_deg"] <= 1.0
     table = (tmp_path / "rare_type_folds.md").read_text()
-    assert "matched" in table and "control + similarity mean shift" in table
+    assert "synthetic S=1, 8 cells" in table and "edist_scaled: matched better/worse" in table
+    assert "control + similarity mean shift" in table

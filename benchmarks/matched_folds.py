@@ -1,0 +1,141 @@
+"""The recommended pipeline with inner folds matched to the type to predict, on the benchmark's splits (issue 22).
+
+``fit_recommended(fold_source_cells="matched")`` keeps, in each inner fold, only as many control cells of the
+fold's held-out type as the type to predict has (``benchmarks/rare_type_folds.py`` tried it on the tuning data).
+This runs it on the benchmark's splits, rarest held-out types first, and scores it as the benchmark does. The
+pipeline with the default folds is read from ``benchmarks/results/blend_ceiling/`` (its own-process run on the CPU,
+the same three members: same data, seeds and code path), as is the stronger mean shift (the best of the pooled,
+balanced and similarity-weighted shifts, per split and metric, with hindsight). Each split is cached as JSON in
+``--out-dir``; ``--report`` prints the win counts of the splits done so far.
+
+    python benchmarks/matched_folds.py --datasets haber_hpoly haber_salmonella haber_3cond
+    python benchmarks/matched_folds.py --report
+    python benchmarks/matched_folds.py --quick --out-dir /tmp/matched   # one tiny synthetic split, 2 epochs (tested)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import operator
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import synthetic_state  # noqa: E402
+from blend_ceiling import METRICS, TUNING_SPLIT, score  # noqa: E402
+from blend_ceiling import OUT_DIR as CEILING_DIR  # noqa: E402
+from oos import paths  # noqa: E402
+from oos.cache import slug  # noqa: E402
+from oos.datasets import DATASETS, DatasetSpec, load_dataset  # noqa: E402
+from oos.splits import Split, held_out_pairs, make_split  # noqa: E402
+
+from scvi_trvae import model_selection  # noqa: E402
+from scvi_trvae.utils import as_dense  # noqa: E402
+
+OUT_DIR = BENCH / "results" / "matched_folds"
+
+
+def matched_prediction(split: Split, quick: bool = False) -> tuple[dict[str, Any], dict[str, float]]:
+    """Fit the pipeline with matched inner folds on the split's training cells; its choice and scores."""
+    keys = {"cell_type_key": split.cell_type_key, "condition_key": split.condition_key, "source": split.source,
+            "target": split.target}  # fmt: skip
+    setup = {"layer": "counts", "is_count_data": True} if split.counts else {}
+    ensemble, selection = model_selection.fit_recommended(
+        split.train, **keys, seed=0, fold_source_cells="matched", progress_bar=False, accelerator="cpu",
+        setup_kwargs=setup, **({"max_epochs": 2} if quick else {}),
+    )  # fmt: skip
+    chosen = {"shift_weight": selection.best_shift_weight, "deviation_weight": selection.best_deviation_weight,
+              "reference_shift": selection.best_reference_shift,
+              "fold_source_cells": selection.extra.get("fold_source_cells")}  # fmt: skip
+    pred = ensemble.predict_perturbation(split.control, source=split.source, target=split.target)
+    return chosen, score(as_dense(pred.X).astype(np.float64), split)
+
+
+def rarest_first(datasets: list[str], data_dir: Path) -> Iterator[Split]:
+    """Every split of ``datasets``, each data set's held-out types by their number of control cells, fewest first."""
+    for dataset in datasets:
+        spec = DATASETS[dataset]
+        adata = load_dataset(spec, data_dir)
+        types = adata.obs[spec.cell_type_key].to_numpy()
+        n_control = pd.Series(types[(adata.obs[spec.condition_key] == spec.control).to_numpy()]).value_counts()
+        pairs = sorted(held_out_pairs(adata, dataset, spec, None, 0), key=lambda p: (n_control.get(p[0], 0), p))
+        for cell_type, target in pairs:
+            yield make_split(adata, dataset, spec, cell_type, target, spec.n_top_genes)
+
+
+def quick_split() -> Split:
+    adata, _ = synthetic_state.synthetic_split(1.0, 0, quick=True)
+    keys = synthetic_state.KEYS
+    spec = DatasetSpec(file="", control=keys["source"], perturbed=(keys["target"],), kind="lognorm",
+                       n_top_genes=None, description="synthetic")  # fmt: skip
+    return make_split(adata, "synthetic", spec, synthetic_state.HELD_OUT, keys["target"], None)
+
+
+def case_name(split: Split) -> str:
+    return f"{split.dataset}__{slug(split.cell_type)}__{slug(split.target)}.json"
+
+
+def report(out_dir: Path, ceiling_dir: Path = CEILING_DIR) -> str:
+    """Wins against the stronger mean shift of the matched and the default folds, and matched against default."""
+    records = []
+    for path in sorted(out_dir.glob("*.json")):
+        case = json.loads(path.read_text())
+        reference = ceiling_dir / path.name
+        if (case["dataset"], case["cell_type"]) == TUNING_SPLIT or not reference.exists():
+            continue
+        ceiling = json.loads(reference.read_text())["ceiling"]
+        for metric, higher in METRICS.items():
+            beats = operator.gt if higher else operator.lt
+            matched, default = case["scores"][metric], ceiling[metric]["pipeline"]
+            shift = ceiling[metric]["stronger mean shift"]
+            records.append({
+                "metric": metric, "matched beats mean shift": beats(matched, shift),
+                "default beats mean shift": beats(default, shift), "matched better": beats(matched, default),
+                "matched worse": beats(default, matched), "n_control": case["n_control"],
+            })  # fmt: skip
+    if not records:
+        return "no splits done"
+    frame = pd.DataFrame(records)
+    table = frame.groupby("metric", sort=False)[
+        ["matched beats mean shift", "default beats mean shift", "matched better", "matched worse"]
+    ].sum()
+    table.insert(0, "splits", frame.groupby("metric", sort=False).size())
+    return table.to_markdown()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--data-dir", type=Path, default=paths.DATA_DIR)
+    parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
+    parser.add_argument("--report", action="store_true", help="only print the table of the splits done")
+    parser.add_argument("--quick", action="store_true", help="one tiny synthetic split, 2 epochs")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    cases = [] if args.report else [quick_split()] if args.quick else rarest_first(args.datasets, args.data_dir)
+    for split in cases:
+        path = args.out_dir / case_name(split)
+        if path.exists() and not args.quick:
+            continue
+        chosen, scores = matched_prediction(split, quick=args.quick)
+        result = {"dataset": split.dataset, "cell_type": split.cell_type, "target": split.target,
+                  "n_control": int(split.control.n_obs), "chosen": chosen, "scores": scores}  # fmt: skip
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"{split.dataset} {split.cell_type} {split.target}: {chosen} {scores}", flush=True)
+    text = report(args.out_dir)
+    (args.out_dir / "matched_folds.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

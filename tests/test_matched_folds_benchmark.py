@@ -1,0 +1,51 @@
+"""``benchmarks/matched_folds.py``: the pipeline with matched inner folds on the benchmark's splits."""
+
+from __future__ import annotations
+
+import json
+
+import matched_folds
+import pytest
+
+
+def _write(path, dataset, cell_type, scores, ceiling=None):
+    case = {"dataset": dataset, "cell_type": cell_type, "target": "stim", "n_control": 10, "scores": scores}
+    if ceiling is not None:
+        case = {"dataset": dataset, "cell_type": cell_type, "ceiling": ceiling}
+    path.write_text(json.dumps(case))
+
+
+def _ceiling(pipeline, shift):
+    return {m: {"pipeline": pipeline[m], "stronger mean shift": shift[m]} for m in pipeline}
+
+
+def test_report_counts_wins_of_both_folds_and_leaves_out_the_tuning_split(tmp_path):
+    out, ceilings = tmp_path / "out", tmp_path / "ceiling"
+    out.mkdir(), ceilings.mkdir()
+    shift = {"pearson_delta_deg": 0.9, "edist_scaled": 0.3}
+    # split 1: matched beats the shift on both, the default on neither; split 2: the reverse on E-distance only
+    _write(out / "a.json", "haber", "Tuft", {"pearson_delta_deg": 0.95, "edist_scaled": 0.2})
+    _write(
+        ceilings / "a.json", "haber", "Tuft", None, _ceiling({"pearson_delta_deg": 0.85, "edist_scaled": 0.4}, shift)
+    )
+    _write(out / "b.json", "haber", "Goblet", {"pearson_delta_deg": 0.95, "edist_scaled": 0.35})
+    _write(
+        ceilings / "b.json", "haber", "Goblet", None, _ceiling({"pearson_delta_deg": 0.95, "edist_scaled": 0.25}, shift)
+    )
+    _write(out / "nk.json", "kang", "NK", {"pearson_delta_deg": 0.0, "edist_scaled": 9.0})  # the tuning split
+    _write(ceilings / "nk.json", "kang", "NK", None, _ceiling({"pearson_delta_deg": 1.0, "edist_scaled": 0.0}, shift))
+    _write(out / "c.json", "haber", "Stem", {"pearson_delta_deg": 0.0, "edist_scaled": 9.0})  # no default to pair
+    lines = {line.split("|")[1].strip(): line for line in matched_folds.report(out, ceilings).splitlines()[2:]}
+    cells = {metric: [c.strip() for c in line.split("|")[2:-1]] for metric, line in lines.items()}
+    # splits, matched beats shift, default beats shift, matched better, matched worse
+    assert cells["pearson_delta_deg"] == ["2", "2", "1", "1", "0"]
+    assert cells["edist_scaled"] == ["2", "1", "1", "1", "1"]
+
+
+@pytest.mark.slow  # trains 7 tiny models
+def test_quick_mode_fits_the_pipeline_with_matched_folds_on_a_tiny_split(tmp_path):
+    matched_folds.main(["--quick", "--out-dir", str(tmp_path)])
+    case = json.loads((tmp_path / "synthetic__type_A__stimulated.json").read_text())
+    assert case["chosen"]["fold_source_cells"] == case["n_control"] == 40  # type_A's control cells: nothing rarer
+    assert set(case["scores"]) == {"pearson_delta_deg", "edist_scaled"}
+    assert (tmp_path / "matched_folds.md").read_text().strip() == "no splits done"  # no default run to pair with

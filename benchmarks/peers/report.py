@@ -19,11 +19,13 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmark package ``oos``
 
 from oos import paths
+from oos import peers as runners
 from oos.cache import json_safe, slug
 from oos.peers import OWN_PROCESS, PEER_METHODS
 
@@ -71,12 +73,12 @@ def peer_rows(cache_dir: Path) -> list[dict[str, Any]]:
 
 def meta_path(row: dict[str, Any], peer: str, meta_dir: Path) -> Path:
     """Where the runner's ``meta.json`` of a peer's result row is kept in ``meta_dir`` (beside the cache:
-    :func:`oos.paths.peer_meta_dir`)."""
-    name = (
-        f"{slug(row['cell_type'])}__{slug(row['target'])}__{row['n_genes']}g__{peer}__seed{row['seed']}"
-        f"__e{row.get('epochs')}.json"
-    )
-    return meta_dir / row["dataset"] / name
+    :func:`oos.paths.peer_meta_dir`): the runner's own name for it (:func:`oos.peers.meta_path`), in ``meta_dir``."""
+    split = SimpleNamespace(
+        dataset=row["dataset"], cell_type=row["cell_type"], target=row["target"],
+        train=SimpleNamespace(n_vars=row["n_genes"]),
+    )  # fmt: skip
+    return meta_dir / runners.meta_path(split, peer, row["seed"], row.get("epochs")).relative_to(runners.META_DIR)
 
 
 def restore_meta(results: Path, meta_dir: Path) -> int:

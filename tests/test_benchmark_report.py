@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from helpers import has_row, table_rows
 from oos import cache, registry, scoring, tables
 from oos.methods import METHODS
@@ -20,8 +21,6 @@ def _result_rows(method: str, values: dict[tuple[str, int], tuple[float, float]]
 
 
 def test_median_cell_averages_seeds_per_split_and_spreads_over_common_splits():
-    import pandas as pd
-
     frame = pd.DataFrame(
         _result_rows("trVAE", {("a", 0): (0.9, 0.2), ("a", 1): (0.7, 0.4), ("b", 0): (0.5, 0.6), ("c", 0): (0.1, 0.9)})
     )
@@ -31,8 +30,6 @@ def test_median_cell_averages_seeds_per_split_and_spreads_over_common_splits():
 
 
 def test_paired_table_compares_on_common_splits_only():
-    import pandas as pd
-
     rows = _result_rows("trVAE", {("a", 0): (0.9, 0.2), ("b", 0): (0.5, 0.6), ("c", 0): (0.8, 0.3)})
     rows += _result_rows("other", {("a", 0): (0.8, 0.1), ("b", 0): (0.6, 0.7)})  # no split c
     table = table_rows(tables.paired_table(pd.DataFrame(rows), ["trVAE", "other"]))
@@ -40,8 +37,6 @@ def test_paired_table_compares_on_common_splits_only():
 
 
 def test_target_table_counts_wins_against_each_mean_shift_the_stronger_one_and_cvae():
-    import pandas as pd
-
     pipeline = "trVAE ensemble + shrink"
     rows = _result_rows(pipeline, {("a", 0): (0.9, 0.2), ("b", 0): (0.5, 0.6), ("c", 0): (0.8, 0.3)})
     rows += _result_rows("control + mean shift", {("a", 0): (0.8, 0.3), ("b", 0): (0.4, 0.7), ("c", 0): (0.7, 0.4)})
@@ -62,8 +57,6 @@ def test_target_table_counts_wins_against_each_mean_shift_the_stronger_one_and_c
 
 
 def test_stale_table_lists_results_of_earlier_code():
-    import pandas as pd
-
     rows = _result_rows("trVAE", {("a", 0): (0.9, 0.2), ("b", 0): (0.5, 0.6)})
     rows[0].update(stale=True, code_version=cache.EARLIER_CODE)
     rows[1].update(stale=False, code_version="abc")

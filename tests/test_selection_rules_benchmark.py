@@ -1,0 +1,72 @@
+"""``benchmarks/selection_rules.py``: other rules for choosing the blend from the same inner scores (tuning data)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import selection_rules
+
+
+def _inner(scores: dict[float, list[float]]) -> pd.DataFrame:
+    """Inner scores of the similarity blends with ``lambda = 1``: ``{w: [score of fold a, fold b, fold c]}``."""
+    rows = [
+        {"inner_cell_type": fold, "reference_shift": "similarity", "shift_weight": w, "deviation_weight": 1.0,
+         "pearson_delta_deg": s, "edist_scaled": 1.0 - s, "score": s}
+        for w, values in scores.items()
+        for fold, s in zip("abc", values, strict=True)
+    ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_the_rules_differ_where_they_should():
+    # w = 0.5 has the best mean (0.70, standard error 0.153) but one weak fold; w = 0.25 is steady (0.55) and
+    # within one standard error of it; w = 0 is not (0.30)
+    inner = _inner({0.0: [0.30, 0.30, 0.30], 0.25: [0.55, 0.55, 0.55], 0.5: [0.90, 0.80, 0.40]})
+    weight = {name: rule(inner)[1] for name, rule in selection_rules.RULES.items()}
+    assert weight["mean score"] == 0.5
+    assert weight["one standard error"] == 0.25
+    assert weight["median fold"] == 0.5
+    assert weight["worst fold"] == 0.25
+    assert weight["mean rank"] == 0.5  # mean ranks over the folds 1, 2.33, 2.67
+    assert weight["Δ-Pearson only"] == 0.5 and weight["E-distance only"] == 0.5  # (E-distance = 1 - score here)
+
+
+def test_one_standard_error_takes_the_smallest_weight_among_the_close_ones():
+    inner = _inner({0.0: [0.60, 0.50, 0.55], 0.25: [0.70, 0.40, 0.55], 0.5: [0.80, 0.30, 0.60]})
+    assert selection_rules.one_standard_error(inner) == ("similarity", 0.0, 1.0)
+
+
+def test_one_standard_error_keeps_the_best_when_nothing_else_is_close():
+    inner = _inner({0.0: [0.10, 0.12, 0.11], 0.25: [0.50, 0.52, 0.51], 0.5: [0.80, 0.81, 0.82]})
+    assert selection_rules.one_standard_error(inner) == ("similarity", 0.5, 1.0)
+
+
+def test_a_case_whose_mean_rule_disagrees_with_the_pipeline_is_refused():
+    inner = _inner({0.0: [0.1, 0.1, 0.1], 0.5: [0.9, 0.9, 0.9]})
+    held_out = [
+        {"reference_shift": "similarity", "shift_weight": w, "deviation_weight": 1.0, "pearson_delta_deg": 0.5,
+         "edist_scaled": 0.5}
+        for w in (0.0, 0.5)
+    ]  # fmt: skip
+    chosen = {"reference_shift": "similarity", "shift_weight": 0.5, "deviation_weight": 1.0}
+    case = {"case": "synthetic:1:0", "inner": inner.to_dict(orient="records"), "held_out": held_out,
+            "mean_shifts": {}, "chosen": chosen}  # fmt: skip
+    assert set(selection_rules.choices(case)["prediction"]) == set(selection_rules.RULES)
+    case["chosen"]["shift_weight"] = 0.0
+    with pytest.raises(RuntimeError, match="does not reproduce"):
+        selection_rules.choices(case)
+
+
+@pytest.mark.slow  # trains 7 tiny models
+def test_quick_mode_scores_every_rule_on_one_rare_synthetic_case(tmp_path):
+    selection_rules.main(["--quick", "--out-dir", str(tmp_path)])
+    case = json.loads((tmp_path / "case_synthetic_1_0_8.json").read_text())
+    assert case["quick"] and case["control_cells"] == 8
+    assert len(case["held_out"]) == 30  # 2 kinds x 5 w x 3 lambda
+    assert {row["inner_cell_type"] for row in case["inner"]} and len(case["inner"]) % 30 == 0
+    chosen = selection_rules.choices(case)
+    assert set(chosen["prediction"]) >= set(selection_rules.RULES)
+    table = (tmp_path / "selection_rules.md").read_text()
+    assert "synthetic S=1, 8 cells" in table and "edist_scaled wins" in table and "one standard error" in table

@@ -8,9 +8,9 @@ better blend leans on the reference shift ``p`` (smaller ``w``). Four folds give
 another rule applied to the *same* inner scores would choose better:
 
 * ``mean score``: the pipeline's rule;
-* ``one standard error``: among the blends whose mean score is within one standard error (over the folds) of the
-  best, the one with the smallest ``w`` (the most weight on the reference shift; ties by mean score), the
-  "one-standard-error rule" of model selection applied toward the constant shift;
+* ``one standard error``: among the blends whose mean score is within one standard error of the best (of the
+  paired differences over the folds), the one with the smallest ``w`` (the most weight on the reference shift;
+  ties by mean score), the "one-standard-error rule" of model selection applied toward the constant shift;
 * ``median fold``: the best median score over the folds;
 * ``worst fold``: the best lowest score over the folds;
 * ``mean rank``: the best mean rank within each fold (no fold's scale dominates);
@@ -58,11 +58,17 @@ def _best(values: pd.Series) -> tuple:
 
 
 def one_standard_error(per_fold: pd.DataFrame) -> tuple:
-    """Within one standard error of the best mean score, the blend with the smallest ``w``."""
-    grouped = per_fold.groupby(BLEND, sort=False)["score"]
-    mean, se = grouped.mean(), grouped.std(ddof=1) / np.sqrt(grouped.size())
-    best = _best(mean)
-    close = mean[mean >= mean[best] - se[best]]
+    """The blend with the smallest ``w`` whose mean score is within one standard error of the best one's.
+
+    The standard error is that of the paired differences to the best blend over the folds: the folds differ in
+    how hard they are, and that level is shared by every blend of a fold.
+    """
+    scores = per_fold.pivot_table(index="inner_cell_type", columns=BLEND, values="score", sort=False)
+    best = _best(scores.mean())
+    gap = -scores.sub(scores[best], axis=0)
+    n_folds = len(scores)
+    se = gap.std(ddof=1) / np.sqrt(n_folds) if n_folds > 1 else gap.std(ddof=0)
+    close = scores.mean()[gap.mean() <= se.fillna(0.0)]
     frame = close.rename("score").reset_index()
     frame = frame.sort_values(["shift_weight", "score"], ascending=[True, False], kind="stable")
     return tuple(frame.iloc[0][BLEND])

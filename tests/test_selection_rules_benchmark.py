@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 import selection_rules
+import selection_rules_splits
 
 
 def _inner(scores: dict[float, list[float]]) -> pd.DataFrame:
@@ -70,3 +71,54 @@ def test_quick_mode_scores_every_rule_on_one_rare_synthetic_case(tmp_path):
     assert set(chosen["prediction"]) >= set(selection_rules.RULES)
     table = (tmp_path / "selection_rules.md").read_text()
     assert "synthetic S=1, 8 cells" in table and "edist_scaled wins" in table and "one standard error" in table
+
+
+def _ceiling(chosen_weight: float) -> dict:
+    """A blend_ceiling result with every similarity blend of lambda 1 but w = 0.75 (as where members are unknown)."""
+    rows = [
+        {"row": "blend", "reference_shift": "similarity", "shift_weight": w, "deviation_weight": 1.0,
+         "pearson_delta_deg": 0.9 - w / 10, "edist_scaled": 0.2 + w / 10}
+        for w in (0.0, 0.25, 0.5, 1.0)
+    ]  # fmt: skip
+    ceiling = {metric: {"pipeline": 0.85 if metric == "pearson_delta_deg" else 0.25, "stronger mean shift": 0.88}
+               for metric in ("pearson_delta_deg", "edist_scaled")}  # fmt: skip
+    ceiling["edist_scaled"]["stronger mean shift"] = 0.21
+    chosen = {"reference_shift": "similarity", "shift_weight": chosen_weight, "deviation_weight": 1.0}
+    return {"chosen": chosen, "ceiling": ceiling, "rows": rows}
+
+
+def test_split_choices_score_each_rule_from_the_ceiling_or_leave_it_unscored():
+    case = {"inner": _inner({0.0: [0.55, 0.55, 0.55], 0.5: [0.90, 0.80, 0.40], 0.75: [0.2, 0.2, 0.2]}).to_dict(
+        orient="records")}  # fmt: skip
+    rows = {row["rule"]: row for row in selection_rules_splits.split_choices(case, _ceiling(0.5))}
+    assert rows["mean score"]["shift_weight"] == 0.5 and rows["mean score"]["pearson_delta_deg"] == pytest.approx(0.85)
+    assert rows["one standard error"]["shift_weight"] == 0.0
+    assert rows["one standard error"]["edist_scaled"] == pytest.approx(0.2)
+    case = {"inner": _inner({0.5: [0.1, 0.1, 0.1], 0.75: [0.9, 0.9, 0.9]}).to_dict(orient="records")}
+    rows = {row["rule"]: row for row in selection_rules_splits.split_choices(case, _ceiling(0.75))}
+    assert rows["mean score"]["shift_weight"] == 0.75 and rows["mean score"]["edist_scaled"] is None
+
+
+def test_splits_report_counts_wins_and_leaves_out_a_split_whose_choice_is_not_reproduced(tmp_path):
+    ceiling_dir, out_dir = tmp_path / "ceiling", tmp_path / "out"
+    ceiling_dir.mkdir()
+    out_dir.mkdir()
+    inner = _inner({0.0: [0.55, 0.55, 0.55], 0.5: [0.90, 0.80, 0.40]}).to_dict(orient="records")
+    for name, chosen in (("haber__Tuft__Salmonella.json", 0.5), ("haber__Stem__Salmonella.json", 0.25)):
+        (ceiling_dir / name).write_text(json.dumps(_ceiling(chosen)))
+        (out_dir / name).write_text(json.dumps({"dataset": "haber", "cell_type": name, "inner": inner}))
+    text = selection_rules_splits.report(out_dir, ceiling_dir)
+    assert "haber__Stem__Salmonella" in text.split("Left out")[1]
+    table = text.split("Left out")[0]
+    one_se = next(line for line in table.splitlines() if "one standard error" in line and "edist_scaled" in line)
+    # one split, w = 0 scores E-distance 0.2: beats the mean shift (0.21) and the pipeline (0.25)
+    assert [cell.strip() for cell in one_se.split("|")[2:8]] == ["1", "1", "1", "1", "0", "1"]
+
+
+@pytest.mark.slow  # trains 4 tiny models
+def test_splits_quick_mode_keeps_the_inner_scores_per_fold(tmp_path):
+    selection_rules_splits.main(["--quick", "--out-dir", str(tmp_path)])
+    (case,) = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
+    assert case["dataset"] == "synthetic" and len(case["inner"]) % 30 == 0
+    assert len({row["inner_cell_type"] for row in case["inner"]}) >= 2
+    assert (tmp_path / "selection_rules_splits.md").read_text().strip() == "no splits done"

@@ -65,7 +65,11 @@ def _blend_key(blend) -> tuple:
 def split_choices(case: dict[str, Any], ceiling: dict[str, Any]) -> list[dict[str, Any]]:
     """Each rule's blend on one split and its held-out scores from the ceiling (None where it lacks the blend)."""
     inner = pd.DataFrame(case["inner"])
-    scored = {_blend_key((r["reference_shift"], r["shift_weight"], r["deviation_weight"])): r for r in ceiling["rows"]}
+    scored = {
+        _blend_key((r["reference_shift"], r["shift_weight"], r["deviation_weight"])): r
+        for r in ceiling["rows"]
+        if r["row"] in ("blend", "pipeline")
+    }
     rows = []
     for name, rule in RULES.items():
         blend = rule(inner)

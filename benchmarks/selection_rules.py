@@ -50,6 +50,8 @@ from scvi_trvae.utils import as_dense  # noqa: E402
 OUT_DIR = BENCH / "results" / "selection_rules"
 BLEND = ["reference_shift", "shift_weight", "deviation_weight"]
 SCORES = ("pearson_delta_deg", "edist_scaled", "paired_rmse")
+#: Differences below this are ties: a blend equal to a mean shift scores the same up to rounding.
+TIE = 1e-6
 
 
 def _best(values: pd.Series) -> tuple:
@@ -143,7 +145,7 @@ def case_group(case: str) -> str:
 
 def report(out_dir: Path) -> pd.DataFrame:
     """Means over the cases of each kind, one row per rule, and per metric how many cases the rule's choice beats
-    the stronger of the three mean shifts (with hindsight, as the benchmark counts)."""
+    the stronger of the three mean shifts (with hindsight, as the benchmark counts; a tie is no win)."""
     cases = [json.loads(p.read_text()) for p in sorted(out_dir.glob("case_*.json"))]
     if not cases:
         return pd.DataFrame()
@@ -157,7 +159,7 @@ def report(out_dir: Path) -> pd.DataFrame:
     strongest = {"pearson_delta_deg": shifts["pearson_delta_deg"].max(), "edist_scaled": shifts["edist_scaled"].min()}
     rules = frame[~is_shift]
     for metric, sign in (("pearson_delta_deg", 1), ("edist_scaled", -1)):
-        wins = sign * (rules[metric] - rules["case"].map(strongest[metric])) > 0
+        wins = sign * (rules[metric] - rules["case"].map(strongest[metric])) > TIE
         counts = wins.groupby([rules["cases"], rules["prediction"]], sort=False).sum()
         table[f"{metric} wins"] = counts.reindex(table.index).map(lambda v: "" if pd.isna(v) else int(v))
     return table

@@ -112,14 +112,19 @@ def report(out_dir: Path, ceiling_dir: Path = CEILING_DIR) -> str:
     return table.to_markdown()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def split_parser(description: str, out_dir: Path) -> argparse.ArgumentParser:
+    """The command line of a benchmark over the benchmark's splits (this one and ``selection_rules_splits.py``)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument("--data-dir", type=Path, default=paths.DATA_DIR)
-    parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
+    parser.add_argument("--out-dir", type=Path, default=out_dir)
     parser.add_argument("--report", action="store_true", help="only print the table of the splits done")
     parser.add_argument("--quick", action="store_true", help="one tiny synthetic split, 2 epochs")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = split_parser(__doc__, OUT_DIR).parse_args(argv)
     torch.set_num_threads(1)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     cases = [] if args.report else [quick_split()] if args.quick else rarest_first(args.datasets, args.data_dir)

@@ -19,7 +19,6 @@ a split where it does not is reported and left out. Kang NK, the tuning split, i
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -33,9 +32,7 @@ sys.path.insert(0, str(BENCH))
 
 from blend_ceiling import METRICS, TUNING_SPLIT  # noqa: E402
 from blend_ceiling import OUT_DIR as CEILING_DIR  # noqa: E402
-from matched_folds import case_name, quick_split, rarest_first  # noqa: E402
-from oos import paths  # noqa: E402
-from oos.datasets import DATASETS  # noqa: E402
+from matched_folds import case_name, quick_split, rarest_first, split_parser  # noqa: E402
 from oos.splits import Split  # noqa: E402
 from selection_rules import BLEND, RULES  # noqa: E402
 
@@ -127,13 +124,7 @@ def report(out_dir: Path, ceiling_dir: Path = CEILING_DIR) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    parser.add_argument("--data-dir", type=Path, default=paths.DATA_DIR)
-    parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
-    parser.add_argument("--report", action="store_true", help="only print the table of the splits done")
-    parser.add_argument("--quick", action="store_true", help="one tiny synthetic split, 2 epochs")
-    args = parser.parse_args(argv)
+    args = split_parser(__doc__, OUT_DIR).parse_args(argv)
     torch.set_num_threads(1)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     cases = [] if args.report else [quick_split()] if args.quick else rarest_first(args.datasets, args.data_dir)

@@ -30,6 +30,7 @@ import argparse
 import json
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -126,9 +127,8 @@ def mean_shift_rows(data: Case) -> dict[str, dict[str, float]]:
     }
 
 
-def run_case(case: str, quick: bool, data_dir: Path, accelerator: str) -> dict:
+def run_case(data: Case, quick: bool, accelerator: str) -> dict:
     """Fit the pipeline once with the widest grid; score each grid's choice on the held-out cells."""
-    data = case_data(case, quick, data_dir)
     keys = synthetic_state.KEYS
     ensemble, selection = model_selection.fit_recommended(
         data.train, **keys, seed=0, max_epochs=2 if quick else None, progress_bar=False, accelerator=accelerator,
@@ -177,28 +177,40 @@ def case_parser(description: str, out_dir: Path) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = case_parser(__doc__, OUT_DIR).parse_args(argv)
+def run_cases(
+    args: argparse.Namespace,
+    quick_case: str,
+    run: Callable[[str], dict],
+    report: Callable[[Path], str],
+    report_name: str,
+) -> None:
+    """Run each case of :func:`case_parser`'s command line once, one JSON file a case, then report.
+
+    ``run(case)`` gives what the case's file holds besides the case and the mode (``quick_case`` alone runs with
+    ``--quick``); a case already in ``args.out_dir`` is not run again, except in quick mode. With ``--report`` or
+    ``--quick``, ``report(out_dir)`` is printed and written to ``out_dir / report_name``.
+    """
     torch.set_num_threads(args.threads)
-    cases = ["synthetic:1:0"] if args.quick else args.case
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    for case in cases:
+    for case in [quick_case] if args.quick else args.case:
         path = args.out_dir / f"case_{case.replace(':', '_')}.json"
-        result = json.loads(path.read_text()) if path.exists() and not args.quick else None
-        if result is None:
-            result = {
-                "case": case,
-                "quick": args.quick,
-                "grids": run_case(case, args.quick, args.data_dir, args.accelerator),
-            }
-        if "mean_shifts" not in result:  # no fit: added to cases cached before they were part of the table
-            result["mean_shifts"] = mean_shift_rows(case_data(case, args.quick, args.data_dir))
-        path.write_text(json.dumps(result, indent=1))
+        if args.quick or not path.exists():
+            path.write_text(json.dumps({"case": case, "quick": args.quick, **run(case)}, indent=1))
         print(f"{case}: done", flush=True)
     if args.report or args.quick:
-        table = report(args.out_dir)
-        print(table.to_markdown())
-        (args.out_dir / "blend_grid.md").write_text(table.to_markdown() + "\n")
+        text = report(args.out_dir)
+        print(text)
+        (args.out_dir / report_name).write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = case_parser(__doc__, OUT_DIR).parse_args(argv)
+
+    def run(case: str) -> dict:
+        data = case_data(case, args.quick, args.data_dir)
+        return {"grids": run_case(data, args.quick, args.accelerator), "mean_shifts": mean_shift_rows(data)}
+
+    run_cases(args, "synthetic:1:0", run, lambda out_dir: report(out_dir).to_markdown() + "\n", "blend_grid.md")
 
 
 if __name__ == "__main__":

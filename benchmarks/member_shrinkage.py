@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy.stats import spearmanr
 
 BENCH = Path(__file__).resolve().parent
@@ -125,19 +124,12 @@ def report(out_dir: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = blend_grid.case_parser(__doc__, OUT_DIR).parse_args(argv)
-    torch.set_num_threads(args.threads)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    for case in ["synthetic:1:0"] if args.quick else args.case:
-        path = args.out_dir / f"case_{case.replace(':', '_')}.json"
-        if args.quick or not path.exists():
-            rows, diagnostics = run_case(case, args.quick, args.data_dir, args.accelerator)
-            result = {"case": case, "quick": args.quick, "disagreement_vs_excess_error": diagnostics, "rows": rows}
-            path.write_text(json.dumps(result, indent=1))
-        print(f"{case}: done", flush=True)
-    if args.report or args.quick:
-        text = report(args.out_dir)
-        print(text)
-        (args.out_dir / "member_shrinkage.md").write_text(text)
+
+    def run(case: str) -> dict:
+        rows, diagnostics = run_case(case, args.quick, args.data_dir, args.accelerator)
+        return {"disagreement_vs_excess_error": diagnostics, "rows": rows}
+
+    blend_grid.run_cases(args, "synthetic:1:0", run, report, "member_shrinkage.md")
 
 
 if __name__ == "__main__":

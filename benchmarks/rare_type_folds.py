@@ -26,13 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import synthetic_state  # noqa: E402
-from blend_grid import Case, case_data, case_parser, grid_choice, mean_shift_rows, score  # noqa: E402
+from blend_grid import Case, case_data, case_parser, grid_choice, mean_shift_rows, run_cases, score  # noqa: E402
 
 from scvi_trvae import model_selection  # noqa: E402
 from scvi_trvae.datasets import synthetic_true_response  # noqa: E402
@@ -45,9 +44,12 @@ SCORES = ("pearson_delta_deg", "edist_scaled", "paired_rmse")
 
 
 def rare_case(case: str, quick: bool, data_dir: Path) -> Case:
-    """The cells of ``case``; ``synthetic:S:SEED:N`` keeps ``N`` random control cells of the held-out type."""
+    """The cells of ``case`` (:func:`blend_grid.case_data`).
+
+    ``synthetic:S:SEED:N`` keeps ``N`` random control cells of the held-out type.
+    """
     kind, *rest = case.split(":")
-    if kind != "synthetic":
+    if kind != "synthetic" or len(rest) < 3:
         return case_data(case, quick, data_dir)
     data = case_data(":".join([kind, *rest[:2]]), quick, data_dir)
     n_kept = int(rest[2])
@@ -132,21 +134,15 @@ def means(table: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> None:
     args = case_parser(__doc__, OUT_DIR).parse_args(argv)
-    torch.set_num_threads(args.threads)
-    cases = ["synthetic:1:0:8"] if args.quick else args.case
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    for case in cases:
-        path = args.out_dir / f"case_{case.replace(':', '_')}.json"
-        if path.exists() and not args.quick:
-            continue
-        result = {"case": case, "quick": args.quick, **run_case(case, args.quick, args.data_dir, args.accelerator)}
-        path.write_text(json.dumps(result, indent=1))
-        print(f"{case}: done", flush=True)
-    if args.report or args.quick:
-        table = report(args.out_dir)
-        text = f"{means(table).to_markdown(index=False)}\n\n{table.to_markdown(index=False)}\n"
-        print(text)
-        (args.out_dir / "rare_type_folds.md").write_text(text)
+
+    def tables(out_dir: Path) -> str:
+        table = report(out_dir)
+        return f"{means(table).to_markdown(index=False)}\n\n{table.to_markdown(index=False)}\n"
+
+    def run(case: str) -> dict:
+        return run_case(case, args.quick, args.data_dir, args.accelerator)
+
+    run_cases(args, "synthetic:1:0:8", run, tables, "rare_type_folds.md")
 
 
 if __name__ == "__main__":

@@ -35,13 +35,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import synthetic_state  # noqa: E402
-from blend_grid import case_data, case_parser, mean_shift_rows, score  # noqa: E402
+from blend_grid import case_parser, mean_shift_rows, run_cases, score  # noqa: E402
 from rare_type_folds import rare_case  # noqa: E402
 
 from scvi_trvae import model_selection  # noqa: E402
@@ -95,7 +94,7 @@ RULES: dict[str, Callable[[pd.DataFrame], tuple]] = {
 
 def run_case(case: str, quick: bool, data_dir: Path, accelerator: str) -> dict:
     """Fit the pipeline once; keep its inner scores per fold and every blend's scores on the held-out cells."""
-    data = rare_case(case, quick, data_dir) if case.count(":") == 3 else case_data(case, quick, data_dir)
+    data = rare_case(case, quick, data_dir)
     keys = synthetic_state.KEYS
     length = {"max_epochs": 2} if quick else {}
     ensemble, selection = model_selection.fit_recommended(
@@ -167,19 +166,11 @@ def report(out_dir: Path) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> None:
     args = case_parser(__doc__, OUT_DIR).parse_args(argv)
-    torch.set_num_threads(args.threads)
-    cases = ["synthetic:1:0:8"] if args.quick else args.case
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    for case in cases:
-        path = args.out_dir / f"case_{case.replace(':', '_')}.json"
-        if not path.exists() or args.quick:
-            result = {"case": case, "quick": args.quick, **run_case(case, args.quick, args.data_dir, args.accelerator)}
-            path.write_text(json.dumps(result, indent=1))
-        print(f"{case}: done", flush=True)
-    if args.report or args.quick:
-        table = report(args.out_dir)
-        print(table.to_markdown())
-        (args.out_dir / "selection_rules.md").write_text(table.to_markdown() + "\n")
+
+    def run(case: str) -> dict:
+        return run_case(case, args.quick, args.data_dir, args.accelerator)
+
+    run_cases(args, "synthetic:1:0:8", run, lambda out_dir: report(out_dir).to_markdown() + "\n", "selection_rules.md")
 
 
 if __name__ == "__main__":

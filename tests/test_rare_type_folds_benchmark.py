@@ -19,6 +19,12 @@ def test_a_rare_case_keeps_few_control_cells_of_the_held_out_type_in_training_an
     assert data.train.n_obs == full.train.n_obs - (full.control.n_obs - 8)
 
 
+def test_a_case_without_a_cell_count_keeps_every_control_cell(tmp_path):
+    data = rare_type_folds.rare_case("synthetic:1:0", quick=True, data_dir=tmp_path)
+    full = rare_type_folds.case_data("synthetic:1:0", quick=True, data_dir=tmp_path)
+    assert data.control.n_obs == full.control.n_obs and data.train.n_obs == full.train.n_obs
+
+
 def test_only_the_tuning_data_are_cases(tmp_path):
     with pytest.raises(SystemExit, match="tuning data"):
         rare_type_folds.rare_case("kang:B", quick=True, data_dir=tmp_path)

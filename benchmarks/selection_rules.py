@@ -14,7 +14,10 @@ another rule applied to the *same* inner scores would choose better:
 * ``median fold``: the best median score over the folds;
 * ``worst fold``: the best lowest score over the folds;
 * ``mean rank``: the best mean rank within each fold (no fold's scale dominates);
-* ``E-distance only`` and ``Δ-Pearson only``: the mean of one of the two metrics the score adds.
+* ``E-distance only`` and ``Δ-Pearson only``: the mean of one of the two metrics the score adds;
+* ``similarity-weighted folds`` and ``two nearest folds``: folds whose type resembles the type to predict count
+  more (weights ``1 / d**2``), or alone (the two with the smallest ``d``), where ``d`` is the distance between
+  the mean expression of the cells to predict and that of the fold type's ``source`` cells (:func:`fold_distances`).
 
 Each case fits the pipeline once (:func:`fit_recommended`, default grid), keeps its inner scores per fold and scores
 every blend of the grid on the held-out cells; the rules are then applied to the cached scores, so adding a rule
@@ -40,6 +43,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import synthetic_state  # noqa: E402
+from anndata import AnnData  # noqa: E402
 from blend_grid import case_parser, mean_shift_rows, run_cases, score  # noqa: E402
 from rare_type_folds import rare_case  # noqa: E402
 
@@ -79,6 +83,38 @@ def _by_fold(per_fold: pd.DataFrame, column: str, how: Callable[[pd.Series], pd.
     return _best(how(per_fold.groupby(BLEND, sort=False)[column]))
 
 
+def _weighted_folds(per_fold: pd.DataFrame, weight: pd.Series) -> tuple:
+    """The blend with the best weighted mean score over the folds, ``weight`` per row."""
+    groups = [per_fold[column] for column in BLEND]
+    total = (per_fold["score"] * weight).groupby(groups, sort=False).sum()
+    return _best(total / weight.groupby(groups, sort=False).sum())
+
+
+def _two_nearest(per_fold: pd.DataFrame) -> tuple:
+    nearest = per_fold.drop_duplicates("inner_cell_type").nsmallest(2, "fold_distance")["inner_cell_type"]
+    return _weighted_folds(per_fold, per_fold["inner_cell_type"].isin(nearest).astype(float))
+
+
+def fold_distances(
+    train: AnnData, control: AnnData, folds: list[str], cell_type_key: str, condition_key: str, source: str
+) -> dict[str, float]:  # fmt: skip
+    """Euclidean distance between the mean expression of ``control`` (the cells to predict) and that of each fold
+    type's ``source`` cells in ``train`` (``X``; training cells only)."""
+    is_source = (train.obs[condition_key] == source).to_numpy()
+    types = train.obs[cell_type_key].astype(str).to_numpy()
+    to_predict = as_dense(control.X).mean(axis=0)
+    return {
+        fold: float(np.linalg.norm(as_dense(train.X[is_source & (types == fold)]).mean(axis=0) - to_predict))
+        for fold in folds
+    }
+
+
+def inner_frame(case: dict) -> pd.DataFrame:
+    """A case's inner scores per fold and blend, with each fold's ``fold_distance``."""
+    inner = pd.DataFrame(case["inner"])
+    return inner.assign(fold_distance=inner["inner_cell_type"].map(case["fold_distances"]))
+
+
 RULES: dict[str, Callable[[pd.DataFrame], tuple]] = {
     "mean score": lambda t: _by_fold(t, "score", lambda g: g.mean()),
     "one standard error": one_standard_error,
@@ -89,6 +125,8 @@ RULES: dict[str, Callable[[pd.DataFrame], tuple]] = {
     ),
     "E-distance only": lambda t: _by_fold(t.assign(neg=-t["edist_scaled"]), "neg", lambda g: g.mean()),
     "Δ-Pearson only": lambda t: _by_fold(t, "pearson_delta_deg", lambda g: g.mean()),
+    "similarity-weighted folds": lambda t: _weighted_folds(t, t["fold_distance"] ** -2.0),
+    "two nearest folds": _two_nearest,
 }
 
 
@@ -101,6 +139,8 @@ def run_case(case: str, quick: bool, data_dir: Path, accelerator: str) -> dict:
         data.train, **keys, seed=0, progress_bar=False, accelerator=accelerator, **length
     )
     inner = selection.table[["inner_cell_type", *BLEND, "pearson_delta_deg", "edist_scaled", "score"]]
+    folds = fold_distances(data.train, data.control, selection.inner_cell_types, keys["cell_type_key"],
+                           keys["condition_key"], keys["source"])  # fmt: skip
     held_out = []
     for kind in model_selection.DEFAULT_REFERENCE_SHIFTS:
         for weight in model_selection.DEFAULT_SHIFT_WEIGHTS:
@@ -116,6 +156,7 @@ def run_case(case: str, quick: bool, data_dir: Path, accelerator: str) -> dict:
         "control_cells": int(data.control.n_obs),
         "chosen": dict(zip(BLEND, chosen, strict=True)),
         "inner": inner.to_dict(orient="records"),
+        "fold_distances": folds,
         "held_out": held_out,
         "mean_shifts": mean_shift_rows(data),
     }
@@ -123,7 +164,7 @@ def run_case(case: str, quick: bool, data_dir: Path, accelerator: str) -> dict:
 
 def choices(case: dict) -> pd.DataFrame:
     """Each rule's blend for one cached case and its scores on the held-out cells, then the mean shifts."""
-    inner = pd.DataFrame(case["inner"])
+    inner = inner_frame(case)
     held_out = pd.DataFrame(case["held_out"]).set_index(BLEND)
     rows = []
     for name, rule in RULES.items():

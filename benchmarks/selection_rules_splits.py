@@ -34,7 +34,7 @@ from blend_ceiling import METRICS, TUNING_SPLIT  # noqa: E402
 from blend_ceiling import OUT_DIR as CEILING_DIR  # noqa: E402
 from matched_folds import case_name, quick_split, rarest_first, split_parser  # noqa: E402
 from oos.splits import Split  # noqa: E402
-from selection_rules import BLEND, RULES  # noqa: E402
+from selection_rules import BLEND, RULES, fold_distances, inner_frame  # noqa: E402
 
 from scvi_trvae import model_selection  # noqa: E402
 
@@ -65,7 +65,7 @@ def _blend_key(blend) -> tuple:
 
 def split_choices(case: dict[str, Any], ceiling: dict[str, Any]) -> list[dict[str, Any]]:
     """Each rule's blend on one split and its held-out scores from the ceiling (None where it lacks the blend)."""
-    inner = pd.DataFrame(case["inner"])
+    inner = inner_frame(case)
     # the pipeline's own prediction for its blend; the ceiling's blends, rebuilt from it, for the others
     rows = sorted(
         (r for r in ceiling["rows"] if r["row"] in ("blend", "pipeline")), key=lambda r: r["row"] == "pipeline"
@@ -132,8 +132,12 @@ def main(argv: list[str] | None = None) -> None:
         path = args.out_dir / case_name(split)
         if (split.dataset, split.cell_type) == TUNING_SPLIT or (path.exists() and not args.quick):
             continue
+        inner = inner_scores(split, quick=args.quick)
+        folds = sorted({row["inner_cell_type"] for row in inner})
         result = {"dataset": split.dataset, "cell_type": split.cell_type, "target": split.target,
-                  "n_control": int(split.control.n_obs), "inner": inner_scores(split, quick=args.quick)}  # fmt: skip
+                  "n_control": int(split.control.n_obs), "inner": inner,
+                  "fold_distances": fold_distances(split.train, split.control, folds, split.cell_type_key,
+                                                   split.condition_key, split.source)}  # fmt: skip
         path.write_text(json.dumps(result, indent=1) + "\n")
         print(f"{split.dataset} {split.cell_type} {split.target}: done", flush=True)
     text = report(args.out_dir)

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import selection_rules
 import selection_rules_splits
+from anndata import AnnData
+
+#: Fold c resembles the type to predict most, fold a least.
+DISTANCES = {"a": 4.0, "b": 2.0, "c": 1.0}
 
 
 def _inner(scores: dict[float, list[float]]) -> pd.DataFrame:
     """Inner scores of the similarity blends with ``lambda = 1``: ``{w: [score of fold a, fold b, fold c]}``."""
     rows = [
         {"inner_cell_type": fold, "reference_shift": "similarity", "shift_weight": w, "deviation_weight": 1.0,
-         "pearson_delta_deg": s, "edist_scaled": 1.0 - s, "score": s}
+         "pearson_delta_deg": s, "edist_scaled": 1.0 - s, "score": s, "fold_distance": DISTANCES[fold]}
         for w, values in scores.items()
         for fold, s in zip("abc", values, strict=True)
     ]  # fmt: skip
@@ -32,6 +37,25 @@ def test_the_rules_differ_where_they_should():
     assert weight["worst fold"] == 0.25
     assert weight["mean rank"] == 0.5  # mean ranks over the folds 1, 2.33, 2.67
     assert weight["Δ-Pearson only"] == 0.5 and weight["E-distance only"] == 0.5  # (E-distance = 1 - score here)
+    assert weight["similarity-weighted folds"] == 0.25  # weights 1/16, 1/4, 1: w = 0.5 scores 0.50 there
+    assert weight["two nearest folds"] == 0.5  # folds b and c: 0.60 against 0.55
+
+
+def test_the_similarity_rules_follow_the_folds_nearest_the_type_to_predict():
+    inner = _inner({0.0: [0.9, 0.2, 0.2], 0.5: [0.1, 0.5, 0.5]})  # the far fold a alone prefers w = 0
+    assert selection_rules.RULES["mean score"](inner)[1] == 0.0
+    assert selection_rules.RULES["two nearest folds"](inner)[1] == 0.5
+    assert selection_rules.RULES["similarity-weighted folds"](inner)[1] == 0.5
+
+
+def test_fold_distances_compare_the_cells_to_predict_with_each_fold_types_source_cells():
+    x = np.array([[0.0, 0.0], [2.0, 0.0], [9.0, 9.0], [3.0, 4.0], [5.0, 5.0]])
+    obs = pd.DataFrame({"cell_type": ["a", "a", "a", "b", "b"],
+                        "condition": ["control", "control", "stimulated", "control", "stimulated"]})  # fmt: skip
+    train = AnnData(x, obs=obs.set_axis([str(i) for i in range(5)]))
+    control = AnnData(np.array([[1.0, 0.0], [1.0, 2.0]]))  # mean (1, 1)
+    distances = selection_rules.fold_distances(train, control, ["a", "b"], "cell_type", "condition", "control")
+    assert distances == pytest.approx({"a": 1.0, "b": np.hypot(2.0, 3.0)})  # a: mean (1, 0), stimulated cells left out
 
 
 def test_one_standard_error_takes_the_smallest_weight_among_the_close_ones():
@@ -52,8 +76,8 @@ def test_a_case_whose_mean_rule_disagrees_with_the_pipeline_is_refused():
         for w in (0.0, 0.5)
     ]  # fmt: skip
     chosen = {"reference_shift": "similarity", "shift_weight": 0.5, "deviation_weight": 1.0}
-    case = {"case": "synthetic:1:0", "inner": inner.to_dict(orient="records"), "held_out": held_out,
-            "mean_shifts": {}, "chosen": chosen}  # fmt: skip
+    case = {"case": "synthetic:1:0", "inner": inner.to_dict(orient="records"), "fold_distances": DISTANCES,
+            "held_out": held_out, "mean_shifts": {}, "chosen": chosen}  # fmt: skip
     assert set(selection_rules.choices(case)["prediction"]) == set(selection_rules.RULES)
     case["chosen"]["shift_weight"] = 0.0
     with pytest.raises(RuntimeError, match="does not reproduce"):
@@ -65,6 +89,7 @@ def test_quick_mode_scores_every_rule_on_one_rare_synthetic_case(tmp_path):
     selection_rules.main(["--quick", "--out-dir", str(tmp_path)])
     case = json.loads((tmp_path / "case_synthetic_1_0_8.json").read_text())
     assert case["quick"] and case["control_cells"] == 8
+    assert set(case["fold_distances"]) == {row["inner_cell_type"] for row in case["inner"]}
     assert len(case["held_out"]) == 30  # 2 kinds x 5 w x 3 lambda
     assert {row["inner_cell_type"] for row in case["inner"]} and len(case["inner"]) % 30 == 0
     chosen = selection_rules.choices(case)
@@ -90,12 +115,13 @@ def _ceiling(chosen_weight: float) -> dict:
 
 def test_split_choices_score_each_rule_from_the_ceiling_or_leave_it_unscored():
     case = {"inner": _inner({0.0: [0.55, 0.55, 0.55], 0.5: [0.90, 0.80, 0.40], 0.75: [0.2, 0.2, 0.2]}).to_dict(
-        orient="records")}  # fmt: skip
+        orient="records"), "fold_distances": DISTANCES}  # fmt: skip
     rows = {row["rule"]: row for row in selection_rules_splits.split_choices(case, _ceiling(0.5))}
     assert rows["mean score"]["shift_weight"] == 0.5 and rows["mean score"]["pearson_delta_deg"] == pytest.approx(0.85)
     assert rows["one standard error"]["shift_weight"] == 0.0
     assert rows["one standard error"]["edist_scaled"] == pytest.approx(0.2)
-    case = {"inner": _inner({0.5: [0.1, 0.1, 0.1], 0.75: [0.9, 0.9, 0.9]}).to_dict(orient="records")}
+    case = {"inner": _inner({0.5: [0.1, 0.1, 0.1], 0.75: [0.9, 0.9, 0.9]}).to_dict(orient="records"),
+            "fold_distances": DISTANCES}  # fmt: skip
     rows = {row["rule"]: row for row in selection_rules_splits.split_choices(case, _ceiling(0.75))}
     assert rows["mean score"]["shift_weight"] == 0.75 and rows["mean score"]["edist_scaled"] is None
 
@@ -107,7 +133,8 @@ def test_splits_report_counts_wins_and_leaves_out_a_split_whose_choice_is_not_re
     inner = _inner({0.0: [0.55, 0.55, 0.55], 0.5: [0.90, 0.80, 0.40]}).to_dict(orient="records")
     for name, chosen in (("haber__Tuft__Salmonella.json", 0.5), ("haber__Stem__Salmonella.json", 0.25)):
         (ceiling_dir / name).write_text(json.dumps(_ceiling(chosen)))
-        (out_dir / name).write_text(json.dumps({"dataset": "haber", "cell_type": name, "inner": inner}))
+        case = {"dataset": "haber", "cell_type": name, "inner": inner, "fold_distances": DISTANCES}
+        (out_dir / name).write_text(json.dumps(case))
     text = selection_rules_splits.report(out_dir, ceiling_dir)
     assert "haber__Stem__Salmonella" in text.split("Left out")[1]
     table = text.split("Left out")[0]
@@ -122,4 +149,6 @@ def test_splits_quick_mode_keeps_the_inner_scores_per_fold(tmp_path):
     (case,) = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
     assert case["dataset"] == "synthetic" and len(case["inner"]) % 30 == 0
     assert len({row["inner_cell_type"] for row in case["inner"]}) >= 2
+    assert set(case["fold_distances"]) == {row["inner_cell_type"] for row in case["inner"]}
+    assert all(distance > 0.0 for distance in case["fold_distances"].values())
     assert (tmp_path / "selection_rules_splits.md").read_text().strip() == "no splits done"

@@ -38,12 +38,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import synthetic_state  # noqa: E402
-from anndata import AnnData  # noqa: E402
 from blend_grid import case_parser, mean_shift_rows, run_cases, score  # noqa: E402
 from rare_type_folds import rare_case  # noqa: E402
 

@@ -16,8 +16,8 @@ another rule applied to the *same* inner scores would choose better:
 * ``mean rank``: the best mean rank within each fold (no fold's scale dominates);
 * ``E-distance only`` and ``Δ-Pearson only``: the mean of one of the two metrics the score adds;
 * ``similarity-weighted folds`` and ``two nearest folds``: folds whose type resembles the type to predict count
-  more (weights ``1 / d**2``), or alone (the two with the smallest ``d``), where ``d`` is the distance between
-  the mean expression of the cells to predict and that of the fold type's ``source`` cells (:func:`fold_distances`).
+  more, or alone (the two that resemble it most), by the closeness the pipeline's similarity-weighted reference
+  shift uses (:func:`scvi_trvae.baselines.similarity_weights` restricted to the fold types: :func:`fold_weights`).
 
 Each case fits the pipeline once (:func:`fit_recommended`, default grid), keeps its inner scores per fold and scores
 every blend of the grid on the held-out cells; the rules are then applied to the cached scores, so adding a rule
@@ -48,6 +48,7 @@ from blend_grid import case_parser, mean_shift_rows, run_cases, score  # noqa: E
 from rare_type_folds import rare_case  # noqa: E402
 
 from scvi_trvae import model_selection  # noqa: E402
+from scvi_trvae.baselines import similarity_weights  # noqa: E402
 from scvi_trvae.utils import as_dense  # noqa: E402
 
 OUT_DIR = BENCH / "results" / "selection_rules"
@@ -91,28 +92,31 @@ def _weighted_folds(per_fold: pd.DataFrame, weight: pd.Series) -> tuple:
 
 
 def _two_nearest(per_fold: pd.DataFrame) -> tuple:
-    nearest = per_fold.drop_duplicates("inner_cell_type").nsmallest(2, "fold_distance")["inner_cell_type"]
+    nearest = per_fold.drop_duplicates("inner_cell_type").nlargest(2, "fold_weight")["inner_cell_type"]
     return _weighted_folds(per_fold, per_fold["inner_cell_type"].isin(nearest).astype(float))
 
 
-def fold_distances(
-    train: AnnData, control: AnnData, folds: list[str], cell_type_key: str, condition_key: str, source: str
+def fold_weights(
+    train: AnnData, control: AnnData, folds: list[str], cell_type: str, keys: dict[str, str]
 ) -> dict[str, float]:  # fmt: skip
-    """Euclidean distance between the mean expression of ``control`` (the cells to predict) and that of each fold
-    type's ``source`` cells in ``train`` (``X``; training cells only)."""
-    is_source = (train.obs[condition_key] == source).to_numpy()
-    types = train.obs[cell_type_key].astype(str).to_numpy()
-    to_predict = as_dense(control.X).mean(axis=0)
-    return {
-        fold: float(np.linalg.norm(as_dense(train.X[is_source & (types == fold)]).mean(axis=0) - to_predict))
-        for fold in folds
-    }
+    """How much each fold's type resembles ``cell_type``, the type to predict from ``control``.
+
+    The pipeline's own closeness: :func:`scvi_trvae.baselines.similarity_weights` on ``train`` (``X``; training
+    cells only) centred on the mean of ``control``, with every type that is not a fold left out, so the weights of
+    the folds sum to 1. ``keys``: ``cell_type_key``, ``condition_key``, ``source`` and ``target``. (A count split's
+    ``X`` is ``log1p`` of its counts per 10,000, the scale its pipeline computes this on.)
+    """
+    not_folds = set(train.obs[keys["cell_type_key"]].astype(str)) - set(folds) - {cell_type}
+    weights = similarity_weights(
+        train, cell_type=cell_type, exclude=sorted(not_folds), centre=as_dense(control.X).mean(axis=0), **keys
+    )
+    return {fold: float(weights[fold]) for fold in folds}
 
 
 def inner_frame(case: dict) -> pd.DataFrame:
-    """A case's inner scores per fold and blend, with each fold's ``fold_distance``."""
+    """A case's inner scores per fold and blend, with each fold's ``fold_weight``."""
     inner = pd.DataFrame(case["inner"])
-    return inner.assign(fold_distance=inner["inner_cell_type"].map(case["fold_distances"]))
+    return inner.assign(fold_weight=inner["inner_cell_type"].map(case["fold_weights"]))
 
 
 RULES: dict[str, Callable[[pd.DataFrame], tuple]] = {
@@ -125,7 +129,7 @@ RULES: dict[str, Callable[[pd.DataFrame], tuple]] = {
     ),
     "E-distance only": lambda t: _by_fold(t.assign(neg=-t["edist_scaled"]), "neg", lambda g: g.mean()),
     "Δ-Pearson only": lambda t: _by_fold(t, "pearson_delta_deg", lambda g: g.mean()),
-    "similarity-weighted folds": lambda t: _weighted_folds(t, t["fold_distance"] ** -2.0),
+    "similarity-weighted folds": lambda t: _weighted_folds(t, t["fold_weight"]),
     "two nearest folds": _two_nearest,
 }
 
@@ -139,8 +143,7 @@ def run_case(case: str, quick: bool, data_dir: Path, accelerator: str) -> dict:
         data.train, **keys, seed=0, progress_bar=False, accelerator=accelerator, **length
     )
     inner = selection.table[["inner_cell_type", *BLEND, "pearson_delta_deg", "edist_scaled", "score"]]
-    folds = fold_distances(data.train, data.control, selection.inner_cell_types, keys["cell_type_key"],
-                           keys["condition_key"], keys["source"])  # fmt: skip
+    folds = fold_weights(data.train, data.control, selection.inner_cell_types, data.cell_type, keys)
     held_out = []
     for kind in model_selection.DEFAULT_REFERENCE_SHIFTS:
         for weight in model_selection.DEFAULT_SHIFT_WEIGHTS:
@@ -156,7 +159,7 @@ def run_case(case: str, quick: bool, data_dir: Path, accelerator: str) -> dict:
         "control_cells": int(data.control.n_obs),
         "chosen": dict(zip(BLEND, chosen, strict=True)),
         "inner": inner.to_dict(orient="records"),
-        "fold_distances": folds,
+        "fold_weights": folds,
         "held_out": held_out,
         "mean_shifts": mean_shift_rows(data),
     }

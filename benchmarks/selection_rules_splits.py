@@ -34,7 +34,7 @@ from blend_ceiling import METRICS, TUNING_SPLIT  # noqa: E402
 from blend_ceiling import OUT_DIR as CEILING_DIR  # noqa: E402
 from matched_folds import case_name, quick_split, rarest_first, split_parser  # noqa: E402
 from oos.splits import Split  # noqa: E402
-from selection_rules import BLEND, RULES, fold_distances, inner_frame  # noqa: E402
+from selection_rules import BLEND, RULES, fold_weights, inner_frame  # noqa: E402
 
 from scvi_trvae import model_selection  # noqa: E402
 
@@ -134,10 +134,11 @@ def main(argv: list[str] | None = None) -> None:
             continue
         inner = inner_scores(split, quick=args.quick)
         folds = sorted({row["inner_cell_type"] for row in inner})
+        keys = {"cell_type_key": split.cell_type_key, "condition_key": split.condition_key, "source": split.source,
+                "target": split.target}  # fmt: skip
         result = {"dataset": split.dataset, "cell_type": split.cell_type, "target": split.target,
                   "n_control": int(split.control.n_obs), "inner": inner,
-                  "fold_distances": fold_distances(split.train, split.control, folds, split.cell_type_key,
-                                                   split.condition_key, split.source)}  # fmt: skip
+                  "fold_weights": fold_weights(split.train, split.control, folds, split.cell_type, keys)}  # fmt: skip
         path.write_text(json.dumps(result, indent=1) + "\n")
         print(f"{split.dataset} {split.cell_type} {split.target}: done", flush=True)
     text = report(args.out_dir)

@@ -11,15 +11,15 @@ import selection_rules
 import selection_rules_splits
 from anndata import AnnData
 
-#: Fold c resembles the type to predict most, fold a least.
-DISTANCES = {"a": 4.0, "b": 2.0, "c": 1.0}
+#: Fold c resembles the type to predict most, fold a least (weights in the proportions 1/16, 1/4, 1).
+WEIGHTS = {"a": 1 / 21, "b": 4 / 21, "c": 16 / 21}
 
 
 def _inner(scores: dict[float, list[float]]) -> pd.DataFrame:
     """Inner scores of the similarity blends with ``lambda = 1``: ``{w: [score of fold a, fold b, fold c]}``."""
     rows = [
         {"inner_cell_type": fold, "reference_shift": "similarity", "shift_weight": w, "deviation_weight": 1.0,
-         "pearson_delta_deg": s, "edist_scaled": 1.0 - s, "score": s, "fold_distance": DISTANCES[fold]}
+         "pearson_delta_deg": s, "edist_scaled": 1.0 - s, "score": s, "fold_weight": WEIGHTS[fold]}
         for w, values in scores.items()
         for fold, s in zip("abc", values, strict=True)
     ]  # fmt: skip
@@ -37,7 +37,7 @@ def test_the_rules_differ_where_they_should():
     assert weight["worst fold"] == 0.25
     assert weight["mean rank"] == 0.5  # mean ranks over the folds 1, 2.33, 2.67
     assert weight["Δ-Pearson only"] == 0.5 and weight["E-distance only"] == 0.5  # (E-distance = 1 - score here)
-    assert weight["similarity-weighted folds"] == 0.25  # weights 1/16, 1/4, 1: w = 0.5 scores 0.50 there
+    assert weight["similarity-weighted folds"] == 0.25  # w = 0.5 scores 0.50 with these weights
     assert weight["two nearest folds"] == 0.5  # folds b and c: 0.60 against 0.55
 
 
@@ -48,14 +48,26 @@ def test_the_similarity_rules_follow_the_folds_nearest_the_type_to_predict():
     assert selection_rules.RULES["similarity-weighted folds"](inner)[1] == 0.5
 
 
-def test_fold_distances_compare_the_cells_to_predict_with_each_fold_types_source_cells():
-    x = np.array([[0.0, 0.0], [2.0, 0.0], [9.0, 9.0], [3.0, 4.0], [5.0, 5.0]])
-    obs = pd.DataFrame({"cell_type": ["a", "a", "a", "b", "b"],
-                        "condition": ["control", "control", "stimulated", "control", "stimulated"]})  # fmt: skip
-    train = AnnData(x, obs=obs.set_axis([str(i) for i in range(5)]))
-    control = AnnData(np.array([[1.0, 0.0], [1.0, 2.0]]))  # mean (1, 1)
-    distances = selection_rules.fold_distances(train, control, ["a", "b"], "cell_type", "condition", "control")
-    assert distances == pytest.approx({"a": 1.0, "b": np.hypot(2.0, 3.0)})  # a: mean (1, 0), stimulated cells left out
+def test_fold_weights_are_the_pipelines_similarity_weights_among_the_folds():
+    # types a and b are folds, c is not; the type to predict ("new") has control cells near a's
+    rng = np.random.default_rng(0)
+    centres = {"a": [0.0, 0.0, 0.0], "b": [4.0, 0.0, 1.0], "c": [0.5, 0.5, 0.0], "new": [0.5, 0.0, 0.0]}
+    cells, obs = [], []
+    for cell_type, centre in centres.items():
+        for condition in ("control", "stimulated"):
+            cells.append(rng.normal(centre, 0.1, size=(10, 3)) + (condition == "stimulated"))
+            obs += [(cell_type, condition)] * 10
+    obs = pd.DataFrame(obs, columns=["cell_type", "condition"]).set_axis([str(i) for i in range(len(obs))])
+    train = AnnData(np.vstack(cells), obs=obs)
+    keys = {"cell_type_key": "cell_type", "condition_key": "condition", "source": "control", "target": "stimulated"}
+    control = train[(obs["cell_type"] == "new").to_numpy() & (obs["condition"] == "control").to_numpy()]
+    weights = selection_rules.fold_weights(train, control, ["a", "b"], "new", keys)
+    assert set(weights) == {"a", "b"} and sum(weights.values()) == pytest.approx(1.0)
+    assert weights["a"] > 0.5 > weights["b"]
+    # only training cells of the source condition count: moving the stimulated cells of b changes nothing
+    moved = train.copy()
+    moved.X[((obs["cell_type"] == "b") & (obs["condition"] == "stimulated")).to_numpy()] += 5.0
+    assert selection_rules.fold_weights(moved, control, ["a", "b"], "new", keys) == pytest.approx(weights)
 
 
 def test_one_standard_error_takes_the_smallest_weight_among_the_close_ones():
@@ -76,7 +88,7 @@ def test_a_case_whose_mean_rule_disagrees_with_the_pipeline_is_refused():
         for w in (0.0, 0.5)
     ]  # fmt: skip
     chosen = {"reference_shift": "similarity", "shift_weight": 0.5, "deviation_weight": 1.0}
-    case = {"case": "synthetic:1:0", "inner": inner.to_dict(orient="records"), "fold_distances": DISTANCES,
+    case = {"case": "synthetic:1:0", "inner": inner.to_dict(orient="records"), "fold_weights": WEIGHTS,
             "held_out": held_out, "mean_shifts": {}, "chosen": chosen}  # fmt: skip
     assert set(selection_rules.choices(case)["prediction"]) == set(selection_rules.RULES)
     case["chosen"]["shift_weight"] = 0.0
@@ -89,7 +101,7 @@ def test_quick_mode_scores_every_rule_on_one_rare_synthetic_case(tmp_path):
     selection_rules.main(["--quick", "--out-dir", str(tmp_path)])
     case = json.loads((tmp_path / "case_synthetic_1_0_8.json").read_text())
     assert case["quick"] and case["control_cells"] == 8
-    assert set(case["fold_distances"]) == {row["inner_cell_type"] for row in case["inner"]}
+    assert set(case["fold_weights"]) == {row["inner_cell_type"] for row in case["inner"]}
     assert len(case["held_out"]) == 30  # 2 kinds x 5 w x 3 lambda
     assert {row["inner_cell_type"] for row in case["inner"]} and len(case["inner"]) % 30 == 0
     chosen = selection_rules.choices(case)
@@ -115,13 +127,13 @@ def _ceiling(chosen_weight: float) -> dict:
 
 def test_split_choices_score_each_rule_from_the_ceiling_or_leave_it_unscored():
     case = {"inner": _inner({0.0: [0.55, 0.55, 0.55], 0.5: [0.90, 0.80, 0.40], 0.75: [0.2, 0.2, 0.2]}).to_dict(
-        orient="records"), "fold_distances": DISTANCES}  # fmt: skip
+        orient="records"), "fold_weights": WEIGHTS}  # fmt: skip
     rows = {row["rule"]: row for row in selection_rules_splits.split_choices(case, _ceiling(0.5))}
     assert rows["mean score"]["shift_weight"] == 0.5 and rows["mean score"]["pearson_delta_deg"] == pytest.approx(0.85)
     assert rows["one standard error"]["shift_weight"] == 0.0
     assert rows["one standard error"]["edist_scaled"] == pytest.approx(0.2)
     case = {"inner": _inner({0.5: [0.1, 0.1, 0.1], 0.75: [0.9, 0.9, 0.9]}).to_dict(orient="records"),
-            "fold_distances": DISTANCES}  # fmt: skip
+            "fold_weights": WEIGHTS}  # fmt: skip
     rows = {row["rule"]: row for row in selection_rules_splits.split_choices(case, _ceiling(0.75))}
     assert rows["mean score"]["shift_weight"] == 0.75 and rows["mean score"]["edist_scaled"] is None
 
@@ -133,7 +145,7 @@ def test_splits_report_counts_wins_and_leaves_out_a_split_whose_choice_is_not_re
     inner = _inner({0.0: [0.55, 0.55, 0.55], 0.5: [0.90, 0.80, 0.40]}).to_dict(orient="records")
     for name, chosen in (("haber__Tuft__Salmonella.json", 0.5), ("haber__Stem__Salmonella.json", 0.25)):
         (ceiling_dir / name).write_text(json.dumps(_ceiling(chosen)))
-        case = {"dataset": "haber", "cell_type": name, "inner": inner, "fold_distances": DISTANCES}
+        case = {"dataset": "haber", "cell_type": name, "inner": inner, "fold_weights": WEIGHTS}
         (out_dir / name).write_text(json.dumps(case))
     text = selection_rules_splits.report(out_dir, ceiling_dir)
     assert "haber__Stem__Salmonella" in text.split("Left out")[1]
@@ -149,6 +161,6 @@ def test_splits_quick_mode_keeps_the_inner_scores_per_fold(tmp_path):
     (case,) = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
     assert case["dataset"] == "synthetic" and len(case["inner"]) % 30 == 0
     assert len({row["inner_cell_type"] for row in case["inner"]}) >= 2
-    assert set(case["fold_distances"]) == {row["inner_cell_type"] for row in case["inner"]}
-    assert all(distance > 0.0 for distance in case["fold_distances"].values())
+    assert set(case["fold_weights"]) == {row["inner_cell_type"] for row in case["inner"]}
+    assert sum(case["fold_weights"].values()) == pytest.approx(1.0)
     assert (tmp_path / "selection_rules_splits.md").read_text().strip() == "no splits done"

@@ -84,8 +84,9 @@ def case_name(split: Split) -> str:
     return f"{split.dataset}__{slug(split.cell_type)}__{slug(split.target)}.json"
 
 
-def report(out_dir: Path, ceiling_dir: Path = CEILING_DIR) -> str:
-    """Wins against the stronger mean shift of the matched and the default folds, and matched against default."""
+def report(out_dir: Path, ceiling_dir: Path = CEILING_DIR, label: str = "matched") -> str:
+    """Wins against the stronger mean shift of the splits' pipeline (``label``: what it changes) and of the default
+    pipeline, and the one against the other (``pipeline_variant.py`` reports with this too)."""
     records = []
     for path in sorted(out_dir.glob("*.json")):
         case = json.loads(path.read_text())
@@ -98,15 +99,15 @@ def report(out_dir: Path, ceiling_dir: Path = CEILING_DIR) -> str:
             matched, default = case["scores"][metric], ceiling[metric]["pipeline"]
             shift = ceiling[metric]["stronger mean shift"]
             records.append({
-                "metric": metric, "matched beats mean shift": beats(matched, shift),
-                "default beats mean shift": beats(default, shift), "matched better": beats(matched, default),
-                "matched worse": beats(default, matched), "n_control": case["n_control"],
+                "metric": metric, f"{label} beats mean shift": beats(matched, shift),
+                "default beats mean shift": beats(default, shift), f"{label} better": beats(matched, default),
+                f"{label} worse": beats(default, matched), "n_control": case["n_control"],
             })  # fmt: skip
     if not records:
         return "no splits done"
     frame = pd.DataFrame(records)
     table = frame.groupby("metric", sort=False)[
-        ["matched beats mean shift", "default beats mean shift", "matched better", "matched worse"]
+        [f"{label} beats mean shift", "default beats mean shift", f"{label} better", f"{label} worse"]
     ].sum()
     table.insert(0, "splits", frame.groupby("metric", sort=False).size())
     return table.to_markdown()

@@ -76,18 +76,24 @@ VARIANTS: dict[str, Variant] = {
     "trVAE, latent 10": Variant(model={"n_latent": 10}),
     "trVAE, KL weight 0.01": Variant(train={"kl_weight": 0.01}),
     "trVAE, 3x training": Variant(epochs_factor=3.0),
+    "trVAE, no batch norm": Variant(model={"use_batch_norm": False}),
+    "trVAE, layer norm": Variant(model={"use_batch_norm": False, "use_layer_norm": True}),
+    "trVAE, no dropout": Variant(model={"dropout_rate": 0.0}),
+    "trVAE, MMD on z": Variant(model={"mmd_on": "z"}),
     "recommended pipeline": Variant(pipeline=True),
 }
 BASELINES = ("control + mean shift", "control + balanced mean shift", "control + true mean response", "no response")
-#: Predictions derived from the default trVAE's: ``(w, lambda)`` in ``x + w * m + (1 - w) * pooled + lambda * d_i``
-#: (``m`` trVAE's mean response over the cells, ``d_i`` cell i's deviation from it); ``lambda=None`` is the
-#: ensemble's current blend, ``x + w * (m + d_i) + (1 - w) * pooled``.
+#: Predictions derived from a trVAE's (see ``DERIVED_FROM``): ``(w, lambda)`` in
+#: ``x + w * m + (1 - w) * pooled + lambda * d_i`` (``m`` trVAE's mean response over the cells, ``d_i`` cell i's
+#: deviation from it); ``lambda=None`` is the ensemble's earlier blend, ``x + w * (m + d_i) + (1 - w) * pooled``.
 DERIVED = {
     "blend w=0.5 (current)": (0.5, None),
     "pooled mean + trVAE deviations": (0.0, 1.0),
     "pooled mean + 2x trVAE deviations": (0.0, 2.0),
     "w=0.5 mean + trVAE deviations": (0.5, 1.0),
 }
+#: The variants ``DERIVED`` predictions are made from, and the prefix of their names.
+DERIVED_FROM = {"trVAE (defaults)": "", "trVAE, no batch norm": "no batch norm: "}
 
 
 def synthetic_split(state_dependence: float, seed: int, quick: bool):
@@ -163,11 +169,13 @@ def run_case(state_dependence: float, seed: int, variants: dict[str, Variant], q
         predictions[name] = np.load(path)
     for name in BASELINES:
         predictions[name] = baseline_prediction(name, split, truth_response)
-    if "trVAE (defaults)" in predictions:
-        pooled = baselines.pooled_shift(split.train, exclude=[HELD_OUT], **KEYS)
+    pooled = baselines.pooled_shift(split.train, exclude=[HELD_OUT], **KEYS)
+    for base, prefix in DERIVED_FROM.items():
+        if base not in predictions:
+            continue
         for name, (weight, spread) in DERIVED.items():
             deviation = weight if spread is None else spread
-            predictions[name] = blend_prediction(control, predictions["trVAE (defaults)"], pooled, weight, deviation)
+            predictions[prefix + name] = blend_prediction(control, predictions[base], pooled, weight, deviation)
     degs = metrics.top_degs(split.real_target, split.control)
     scores = {}
     with warnings.catch_warnings():
@@ -213,7 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     for state_dependence in args.state_dependence:
         for seed in args.seeds:
             scores = run_case(state_dependence, seed, variants, args.quick, cache)
-            results.setdefault(f"{state_dependence:g}", {})[str(seed)] = scores
+            # merged: a run of some variants keeps the others' stored scores (the baselines are recomputed)
+            results.setdefault(f"{state_dependence:g}", {}).setdefault(str(seed), {}).update(scores)
             results_path.parent.mkdir(parents=True, exist_ok=True)
             results_path.write_text(json.dumps({"quick": args.quick, **results}, indent=1) if args.quick else
                                     json.dumps(results, indent=1))  # fmt: skip

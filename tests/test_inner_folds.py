@@ -9,6 +9,7 @@ from scvi_trvae._inner_folds import (
     MIN_FOLD_CELLS,
     BlendGrid,
     config_epochs,
+    model_arguments,
     resolve_source_cells,
     training_steps,
 )
@@ -59,3 +60,8 @@ def test_matched_source_cells_are_those_of_the_rarest_type_to_predict():
     for bad in (0, -3, 2.5, "rare"):
         with pytest.raises(ValueError, match="fold_source_cells must be a positive number of cells, 'matched' or None"):
             resolve_source_cells(to_predict, KEYS, bad)
+
+
+def test_a_configuration_can_set_the_models_normalisation():
+    config = {"use_batch_norm": False, "use_layer_norm": True, "dropout_rate": 0.0, "mmd_weight": 2.0}
+    assert model_arguments(config) == {"use_batch_norm": False, "use_layer_norm": True, "dropout_rate": 0.0}

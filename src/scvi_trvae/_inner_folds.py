@@ -33,7 +33,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "kl_weight": DEFAULT_KL_WEIGHT,
     "training_steps": DEFAULT_TRAINING_STEPS,
 }
-_MODEL_ARGS = ("n_layers", "n_hidden", "n_latent", "dropout_rate", "mmd_on")
+_MODEL_ARGS = ("n_layers", "n_hidden", "n_latent", "dropout_rate", "mmd_on", "use_batch_norm", "use_layer_norm")
 _TRAIN_ARGS = ("mmd_weight", "kl_weight")
 #: Cells of a minibatch of the selection's fits.
 BATCH_SIZE = 128

@@ -155,8 +155,8 @@ def select_hyperparameters(
         Configurations to try: TRVAE's defaults (where ``search_space`` holds them), then random draws.
     search_space
         Values to draw from for ``n_layers``, ``mmd_weight``, ``kl_weight``, ``training_steps`` (minibatch
-        steps of 128 cells) and optionally ``n_hidden``, ``n_latent``, ``dropout_rate``, ``mmd_on``
-        (default :data:`DEFAULT_SEARCH_SPACE`).
+        steps of 128 cells) and optionally ``n_hidden``, ``n_latent``, ``dropout_rate``, ``mmd_on``,
+        ``use_batch_norm``, ``use_layer_norm`` (default :data:`DEFAULT_SEARCH_SPACE`).
     shift_weights
         Values of ``w`` (the weight of trVAE's mean response) to try, scored on the same fits at no extra
         training cost; include 1 to allow trVAE alone.

@@ -1,0 +1,150 @@
+"""The recommended pipeline with another model setting for all its fits, on the benchmark's splits (issue 22).
+
+``fit_recommended`` trains its inner-fold models and its three members with TRVAE's defaults. This runs it with
+one or more settings changed (``--model use_batch_norm=false``: the members and the inner folds alike; the blend is
+chosen on the inner folds as usual) on the benchmark's splits, rarest held-out types first, and scores it as the
+benchmark does. The default pipeline and the stronger mean shift (the best of the pooled, balanced and
+similarity-weighted shifts, per split and metric, with hindsight) are read from ``benchmarks/results/blend_ceiling/``
+(the default pipeline's own-process run on the CPU: same data, seeds and code path), as in ``matched_folds.py``.
+Each split is cached as JSON in ``--out-dir`` (default: ``benchmarks/results/pipeline_variants/<settings>``);
+``--report`` prints the win counts of the splits done so far. Kang NK, the tuning split, is not run
+(``selection_rules.py``-style tuning checks cover it).
+
+    python benchmarks/pipeline_variant.py --model use_batch_norm=false --datasets haber_hpoly kang
+    python benchmarks/pipeline_variant.py --model use_batch_norm=false --report
+    python benchmarks/pipeline_variant.py --model use_batch_norm=false --tuning synthetic:1:0 kang:NK   # tuning data
+    python benchmarks/pipeline_variant.py --model use_batch_norm=false --quick --out-dir /tmp/v   # tiny (tested)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import synthetic_state  # noqa: E402
+from blend_ceiling import TUNING_SPLIT, score  # noqa: E402
+from blend_grid import case_data, mean_shift_rows  # noqa: E402
+from blend_grid import score as tuning_score  # noqa: E402
+from matched_folds import case_name, quick_split, rarest_first, report, split_parser  # noqa: E402
+from oos.splits import Split  # noqa: E402
+
+from scvi_trvae import model_selection  # noqa: E402
+from scvi_trvae.utils import as_dense  # noqa: E402
+
+OUT_DIR = BENCH / "results" / "pipeline_variants"
+SELECTION_RULES_DIR = BENCH / "results" / "selection_rules"
+TUNING_SCORES = ("pearson_delta_deg", "edist_scaled", "paired_rmse")
+
+
+def model_setting(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``--model``, the value read as JSON (``false``, ``0.2``, ``"z"``)."""
+    key, sep, value = text.partition("=")
+    if not sep or key not in model_selection.model_arguments({key: None}):
+        raise ValueError(f"--model takes KEY=VALUE, KEY a TRVAE argument of the selection's configurations: {text!r}")
+    return key, json.loads(value)
+
+
+def variant_name(settings: dict[str, Any]) -> str:
+    return "__".join(f"{key}-{json.dumps(value)}" for key, value in sorted(settings.items()))
+
+
+def fit_variant(train, keys: dict[str, str], settings: dict[str, Any], quick: bool, counts: bool = False):
+    """:func:`fit_recommended` with ``settings`` for every fit (2 epochs when ``quick``): the ensemble and selection."""
+    space = {key: (value,) for key, value in settings.items()}
+    if quick:
+        space["training_steps"] = (model_selection.training_steps(train.n_obs, 2),)
+    return model_selection.fit_recommended(
+        train, **keys, seed=0, progress_bar=False, accelerator="cpu", search_space=space,
+        setup_kwargs={"layer": "counts", "is_count_data": True} if counts else {},
+    )  # fmt: skip
+
+
+def _chosen(selection) -> dict[str, Any]:
+    return {"shift_weight": selection.best_shift_weight, "deviation_weight": selection.best_deviation_weight,
+            "reference_shift": selection.best_reference_shift, "config": selection.best_config}  # fmt: skip
+
+
+def variant_prediction(split: Split, settings: dict[str, Any], quick: bool = False) -> tuple[dict, dict[str, float]]:
+    """Fit the pipeline with ``settings`` on the split's training cells; its choice and scores."""
+    keys = {"cell_type_key": split.cell_type_key, "condition_key": split.condition_key, "source": split.source,
+            "target": split.target}  # fmt: skip
+    ensemble, selection = fit_variant(split.train, keys, settings, quick, counts=split.counts)
+    pred = ensemble.predict_perturbation(split.control, source=split.source, target=split.target)
+    return _chosen(selection), score(as_dense(pred.X).astype(np.float64), split)
+
+
+def tuning_case(case: str, settings: dict[str, Any], data_dir: Path, quick: bool = False) -> dict[str, Any]:
+    """The variant on a tuning case of ``selection_rules.py`` (``synthetic:S:SEED``, ``kang:NK``), scored as there."""
+    data = case_data(case, quick, data_dir)
+    ensemble, selection = fit_variant(data.train, synthetic_state.KEYS, settings, quick)
+    pred = ensemble.predict_perturbation(data.control, source="control", target="stimulated")
+    return {"case": case, "settings": settings, "chosen": _chosen(selection),
+            "scores": tuning_score(as_dense(pred.X), data), "mean_shifts": mean_shift_rows(data)}  # fmt: skip
+
+
+def tuning_report(out_dir: Path, default_dir: Path | None = SELECTION_RULES_DIR) -> str:
+    """Per tuning case: the variant, the default pipeline (``selection_rules.py``'s cached fit of the same case, from
+    ``default_dir``; None: not shown) and the mean shifts."""
+    rows = []
+    for path in sorted(out_dir.glob("case_*.json")):
+        case = json.loads(path.read_text())
+        default = None if default_dir is None else default_dir / path.name
+        if default is not None and default.exists():
+            cached = json.loads(default.read_text())
+            blend = cached["chosen"]
+            row = next(r for r in cached["held_out"] if all(r[k] == blend[k] for k in blend))
+            rows.append({"case": case["case"], "prediction": "default pipeline", **row})
+        rows.append({"case": case["case"], "prediction": "variant", **case["chosen"], **case["scores"]})
+        rows += [{"case": case["case"], "prediction": name, **s} for name, s in case["mean_shifts"].items()]
+    if not rows:
+        return "no cases done"
+    columns = ["case", "prediction", "reference_shift", "shift_weight", "deviation_weight", *TUNING_SCORES]
+    return pd.DataFrame(rows).reindex(columns=columns).round(3).to_markdown(index=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = split_parser(__doc__, OUT_DIR)
+    parser.add_argument("--model", nargs="+", required=True, help="KEY=VALUE settings of every fit")
+    parser.add_argument("--tuning", nargs="+", metavar="CASE", help="run tuning cases (synthetic:S:SEED, kang:NK)")
+    args = parser.parse_args(argv)
+    settings = dict(model_setting(text) for text in args.model)
+    out_dir = args.out_dir / variant_name(settings) if args.out_dir == OUT_DIR else args.out_dir
+    torch.set_num_threads(1)
+    if args.tuning:
+        (out_dir / "tuning").mkdir(parents=True, exist_ok=True)
+        for case in [] if args.report else args.tuning:
+            path = out_dir / "tuning" / f"case_{case.replace(':', '_')}.json"
+            if not path.exists() or args.quick:
+                path.write_text(json.dumps(tuning_case(case, settings, args.data_dir, args.quick), indent=1) + "\n")
+        text = tuning_report(out_dir / "tuning", None if args.quick else SELECTION_RULES_DIR)
+        (out_dir / "tuning" / "pipeline_variant_tuning.md").write_text(text + "\n")
+        print(text)
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cases = [] if args.report else [quick_split()] if args.quick else rarest_first(args.datasets, args.data_dir)
+    for split in cases:
+        path = out_dir / case_name(split)
+        if (split.dataset, split.cell_type) == TUNING_SPLIT or (path.exists() and not args.quick):
+            continue
+        chosen, scores = variant_prediction(split, settings, quick=args.quick)
+        result = {"dataset": split.dataset, "cell_type": split.cell_type, "target": split.target,
+                  "n_control": int(split.control.n_obs), "settings": settings, "chosen": chosen,
+                  "scores": scores}  # fmt: skip
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"{split.dataset} {split.cell_type} {split.target}: {chosen} {scores}", flush=True)
+    text = report(out_dir, label="variant")
+    (out_dir / "pipeline_variant.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""``benchmarks/pipeline_variant.py``: the pipeline with another model setting on the benchmark's splits."""
+
+from __future__ import annotations
+
+import json
+
+import pipeline_variant
+import pytest
+
+
+def test_settings_are_read_as_json_and_must_be_model_arguments():
+    assert pipeline_variant.model_setting("use_batch_norm=false") == ("use_batch_norm", False)
+    assert pipeline_variant.model_setting("dropout_rate=0.2") == ("dropout_rate", 0.2)
+    assert pipeline_variant.variant_name({"use_batch_norm": False, "n_latent": 10}) == (
+        "n_latent-10__use_batch_norm-false"
+    )
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        pipeline_variant.model_setting("use_batch_norm")
+    with pytest.raises(ValueError, match="'mmd_weight=2'"):  # a training setting, not the model's
+        pipeline_variant.model_setting("mmd_weight=2")
+
+
+@pytest.mark.slow  # trains 7 tiny models
+def test_quick_mode_trains_every_fit_with_the_setting(tmp_path):
+    pipeline_variant.main(["--model", "use_batch_norm=false", "--quick", "--out-dir", str(tmp_path)])
+    case = json.loads((tmp_path / "synthetic__type_A__stimulated.json").read_text())
+    assert case["settings"] == {"use_batch_norm": False} and case["chosen"]["config"]["use_batch_norm"] is False
+    assert set(case["scores"]) == {"pearson_delta_deg", "edist_scaled"}
+    assert (tmp_path / "pipeline_variant.md").read_text().strip() == "no splits done"  # no default run to pair with
+
+
+@pytest.mark.slow  # trains 7 tiny models
+def test_quick_tuning_case_is_scored_against_each_cells_truth_beside_the_mean_shifts(tmp_path):
+    pipeline_variant.main(["--model", "use_batch_norm=false", "--quick", "--tuning", "synthetic:1:0",
+                           "--out-dir", str(tmp_path)])  # fmt: skip
+    case = json.loads((tmp_path / "tuning" / "case_synthetic_1_0.json").read_text())
+    assert case["chosen"]["config"]["use_batch_norm"] is False
+    assert {"pearson_delta_deg", "edist_scaled", "paired_rmse"} <= set(case["scores"])
+    assert set(case["mean_shifts"]) == {"control + mean shift", "control + balanced mean shift",
+                                        "control + similarity mean shift"}  # fmt: skip
+    table = (tmp_path / "tuning" / "pipeline_variant_tuning.md").read_text()
+    assert "| synthetic:1:0 | variant" in table and "default pipeline" not in table  # no default of the tiny data

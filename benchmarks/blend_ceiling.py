@@ -98,8 +98,7 @@ def score(pred: np.ndarray, split: Split) -> dict[str, float]:
 
 def split_rows(split: Split, predicted: np.ndarray, chosen: dict[str, Any]) -> list[dict[str, Any]]:
     """Scores of the pipeline's prediction, of every blend rebuilt from it and of the three mean shifts."""
-    keys = {"cell_type_key": split.cell_type_key, "condition_key": split.condition_key, "cell_type": split.cell_type,
-            "source": split.source, "target": split.target}  # fmt: skip
+    keys = {**split.task_keys, "cell_type": split.cell_type}
     references = {kind: reference_shift(split.train, kind, **keys) for kind in REFERENCE_SHIFTS}
     observed = as_dense(split.control.X).astype(np.float64)
     model_mean, deviations = components(

@@ -98,9 +98,8 @@ def fitted_pipeline(split: Split, settings: dict[str, Any], cache_dir: Path) -> 
     name = f"{split.dataset}_{split.cell_type}_{split.target}_{_settings_key(split, settings)}".replace("/", "-")
     directory = cache_dir / name
     selection_path = directory / f"selection_code{hash_sources(PACKAGE_SOURCES)}.pkl"
-    setup = {"setup_kwargs": {"layer": "counts", "is_count_data": True}} if split.counts else {}
-    task = {"cell_type_key": split.cell_type_key, "condition_key": split.condition_key, "source": split.source,
-            "target": split.target}  # fmt: skip
+    setup = {"setup_kwargs": split.setup_kwargs} if split.counts else {}
+    task = split.task_keys
     start = time.perf_counter()
     if (directory / "ensemble" / "ensemble.json").exists():
         ensemble = TRVAEEnsemble.load(directory / "ensemble", adata=split.train.copy(), accelerator="cpu")

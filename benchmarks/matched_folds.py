@@ -44,20 +44,24 @@ from scvi_trvae.utils import as_dense  # noqa: E402
 OUT_DIR = BENCH / "results" / "matched_folds"
 
 
+def fit_on_split(split: Split, **options: Any) -> tuple[Any, dict[str, float]]:
+    """:func:`fit_recommended` on the split's training cells (seed 0, CPU, ``options``): its selection, and the scores
+    of its prediction of the held-out cells (``pipeline_variant.py`` fits with this too)."""
+    ensemble, selection = model_selection.fit_recommended(
+        split.train, **split.task_keys, seed=0, progress_bar=False, accelerator="cpu",
+        setup_kwargs=split.setup_kwargs, **options,
+    )  # fmt: skip
+    pred = ensemble.predict_perturbation(split.control, source=split.source, target=split.target)
+    return selection, score(as_dense(pred.X).astype(np.float64), split)
+
+
 def matched_prediction(split: Split, quick: bool = False) -> tuple[dict[str, Any], dict[str, float]]:
     """Fit the pipeline with matched inner folds on the split's training cells; its choice and scores."""
-    keys = {"cell_type_key": split.cell_type_key, "condition_key": split.condition_key, "source": split.source,
-            "target": split.target}  # fmt: skip
-    setup = {"layer": "counts", "is_count_data": True} if split.counts else {}
-    ensemble, selection = model_selection.fit_recommended(
-        split.train, **keys, seed=0, fold_source_cells="matched", progress_bar=False, accelerator="cpu",
-        setup_kwargs=setup, **({"max_epochs": 2} if quick else {}),
-    )  # fmt: skip
+    selection, scores = fit_on_split(split, fold_source_cells="matched", **({"max_epochs": 2} if quick else {}))
     chosen = {"shift_weight": selection.best_shift_weight, "deviation_weight": selection.best_deviation_weight,
               "reference_shift": selection.best_reference_shift,
               "fold_source_cells": selection.extra.get("fold_source_cells")}  # fmt: skip
-    pred = ensemble.predict_perturbation(split.control, source=split.source, target=split.target)
-    return chosen, score(as_dense(pred.X).astype(np.float64), split)
+    return chosen, scores
 
 
 def rarest_first(datasets: list[str], data_dir: Path) -> Iterator[Split]:

@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -31,10 +30,9 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import synthetic_state  # noqa: E402
-from blend_ceiling import TUNING_SPLIT, score  # noqa: E402
-from blend_grid import case_data, mean_shift_rows  # noqa: E402
-from blend_grid import score as tuning_score  # noqa: E402
-from matched_folds import case_name, quick_split, rarest_first, report, split_parser  # noqa: E402
+from blend_ceiling import TUNING_SPLIT  # noqa: E402
+from blend_grid import case_data, mean_shift_rows, score  # noqa: E402
+from matched_folds import case_name, fit_on_split, quick_split, rarest_first, report, split_parser  # noqa: E402
 from oos.splits import Split  # noqa: E402
 
 from scvi_trvae import model_selection  # noqa: E402
@@ -57,15 +55,12 @@ def variant_name(settings: dict[str, Any]) -> str:
     return "__".join(f"{key}-{json.dumps(value)}" for key, value in sorted(settings.items()))
 
 
-def fit_variant(train, keys: dict[str, str], settings: dict[str, Any], quick: bool, counts: bool = False):
-    """:func:`fit_recommended` with ``settings`` for every fit (2 epochs when ``quick``): the ensemble and selection."""
+def search_space(settings: dict[str, Any], n_obs: int, quick: bool) -> dict[str, tuple]:
+    """The selection's one configuration: ``settings`` (and 2 epochs of ``n_obs`` cells when ``quick``)."""
     space = {key: (value,) for key, value in settings.items()}
     if quick:
-        space["training_steps"] = (model_selection.training_steps(train.n_obs, 2),)
-    return model_selection.fit_recommended(
-        train, **keys, seed=0, progress_bar=False, accelerator="cpu", search_space=space,
-        setup_kwargs={"layer": "counts", "is_count_data": True} if counts else {},
-    )  # fmt: skip
+        space["training_steps"] = (model_selection.training_steps(n_obs, 2),)
+    return space
 
 
 def _chosen(selection) -> dict[str, Any]:
@@ -75,20 +70,20 @@ def _chosen(selection) -> dict[str, Any]:
 
 def variant_prediction(split: Split, settings: dict[str, Any], quick: bool = False) -> tuple[dict, dict[str, float]]:
     """Fit the pipeline with ``settings`` on the split's training cells; its choice and scores."""
-    keys = {"cell_type_key": split.cell_type_key, "condition_key": split.condition_key, "source": split.source,
-            "target": split.target}  # fmt: skip
-    ensemble, selection = fit_variant(split.train, keys, settings, quick, counts=split.counts)
-    pred = ensemble.predict_perturbation(split.control, source=split.source, target=split.target)
-    return _chosen(selection), score(as_dense(pred.X).astype(np.float64), split)
+    selection, scores = fit_on_split(split, search_space=search_space(settings, split.train.n_obs, quick))
+    return _chosen(selection), scores
 
 
 def tuning_case(case: str, settings: dict[str, Any], data_dir: Path, quick: bool = False) -> dict[str, Any]:
     """The variant on a tuning case of ``selection_rules.py`` (``synthetic:S:SEED``, ``kang:NK``), scored as there."""
     data = case_data(case, quick, data_dir)
-    ensemble, selection = fit_variant(data.train, synthetic_state.KEYS, settings, quick)
+    ensemble, selection = model_selection.fit_recommended(
+        data.train, **synthetic_state.KEYS, seed=0, progress_bar=False, accelerator="cpu",
+        search_space=search_space(settings, data.train.n_obs, quick),
+    )  # fmt: skip
     pred = ensemble.predict_perturbation(data.control, source="control", target="stimulated")
     return {"case": case, "settings": settings, "chosen": _chosen(selection),
-            "scores": tuning_score(as_dense(pred.X), data), "mean_shifts": mean_shift_rows(data)}  # fmt: skip
+            "scores": score(as_dense(pred.X), data), "mean_shifts": mean_shift_rows(data)}  # fmt: skip
 
 
 def tuning_report(out_dir: Path, default_dir: Path | None = SELECTION_RULES_DIR) -> str:

@@ -49,10 +49,9 @@ def inner_scores(split: Split, quick: bool = False) -> list[dict[str, Any]]:
         {"search_space": {"training_steps": (model_selection.training_steps(split.train.n_obs, 2),)}} if quick else {}
     )
     selection = model_selection.select_hyperparameters(
-        split.train, cell_type_key=split.cell_type_key, condition_key=split.condition_key, source=split.source,
-        target=split.target, n_configs=1, max_inner_folds=model_selection.RECOMMENDED_INNER_FOLDS, seed=0,
+        split.train, **split.task_keys, n_configs=1, max_inner_folds=model_selection.RECOMMENDED_INNER_FOLDS, seed=0,
         progress_bar=False, accelerator="cpu",
-        setup_kwargs={"layer": "counts", "is_count_data": True} if split.counts else {}, **length,
+        setup_kwargs=split.setup_kwargs, **length,
     )  # fmt: skip
     columns = ["inner_cell_type", *BLEND, "pearson_delta_deg", "edist_scaled", "score"]
     return selection.table[columns].to_dict(orient="records")
@@ -134,11 +133,9 @@ def main(argv: list[str] | None = None) -> None:
             continue
         inner = inner_scores(split, quick=args.quick)
         folds = sorted({row["inner_cell_type"] for row in inner})
-        keys = {"cell_type_key": split.cell_type_key, "condition_key": split.condition_key, "source": split.source,
-                "target": split.target}  # fmt: skip
+        weights = fold_weights(split.train, split.control, folds, split.cell_type, split.task_keys)
         result = {"dataset": split.dataset, "cell_type": split.cell_type, "target": split.target,
-                  "n_control": int(split.control.n_obs), "inner": inner,
-                  "fold_weights": fold_weights(split.train, split.control, folds, split.cell_type, keys)}  # fmt: skip
+                  "n_control": int(split.control.n_obs), "inner": inner, "fold_weights": weights}  # fmt: skip
         path.write_text(json.dumps(result, indent=1) + "\n")
         print(f"{split.dataset} {split.cell_type} {split.target}: done", flush=True)
     text = report(args.out_dir)

@@ -57,6 +57,17 @@ class Split:
         return self.spec.cell_type_key
 
     @property
+    def task_keys(self) -> dict[str, str]:
+        """``cell_type_key``, ``condition_key``, ``source`` and ``target``, as the package's functions take them."""
+        return {"cell_type_key": self.cell_type_key, "condition_key": self.condition_key, "source": self.source,
+                "target": self.target}  # fmt: skip
+
+    @property
+    def setup_kwargs(self) -> dict[str, object]:
+        """``TRVAE.setup_anndata`` arguments of a pipeline fit: the raw counts with a count likelihood, if any."""
+        return {"layer": "counts", "is_count_data": True} if self.counts else {}
+
+    @property
     def is_figure_split(self) -> bool:
         """Whether the data set's figures are drawn from this split."""
         figure = self.spec.figure

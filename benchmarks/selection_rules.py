@@ -165,16 +165,20 @@ def run_case(case: str, quick: bool, data_dir: Path, accelerator: str) -> dict:
     }
 
 
+def held_out_scores(case: dict, blend: tuple) -> dict[str, float]:
+    """The held-out scores of one blend (values in ``BLEND``'s order) of a cached case."""
+    return pd.DataFrame(case["held_out"]).set_index(BLEND).loc[blend].to_dict()
+
+
 def choices(case: dict) -> pd.DataFrame:
     """Each rule's blend for one cached case and its scores on the held-out cells, then the mean shifts."""
     inner = inner_frame(case)
-    held_out = pd.DataFrame(case["held_out"]).set_index(BLEND)
     rows = []
     for name, rule in RULES.items():
         blend = rule(inner)
         if name == "mean score" and list(blend) != [case["chosen"][k] for k in BLEND]:
             raise RuntimeError(f"{case['case']}: the mean-score rule does not reproduce the pipeline's choice")
-        rows.append({"prediction": name, **dict(zip(BLEND, blend, strict=True)), **held_out.loc[blend].to_dict()})
+        rows.append({"prediction": name, **dict(zip(BLEND, blend, strict=True)), **held_out_scores(case, blend)})
     rows += [{"prediction": name, **scores} for name, scores in case["mean_shifts"].items()]
     return pd.DataFrame(rows).assign(case=case["case"])
 

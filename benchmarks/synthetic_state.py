@@ -79,6 +79,9 @@ VARIANTS: dict[str, Variant] = {
     "trVAE, no batch norm": Variant(model={"use_batch_norm": False}),
     "trVAE, layer norm": Variant(model={"use_batch_norm": False, "use_layer_norm": True}),
     "trVAE, no dropout": Variant(model={"dropout_rate": 0.0}),
+    "trVAE, dropout 0.2": Variant(model={"dropout_rate": 0.2}),
+    "trVAE, dropout 0.3": Variant(model={"dropout_rate": 0.3}),
+    "trVAE, dropout 0.5": Variant(model={"dropout_rate": 0.5}),
     "trVAE, MMD on z": Variant(model={"mmd_on": "z"}),
     "recommended pipeline": Variant(pipeline=True),
 }

@@ -90,7 +90,7 @@ def case_name(split: Split) -> str:
 
 def report(out_dir: Path, ceiling_dir: Path = CEILING_DIR, label: str = "matched") -> str:
     """Wins against the stronger mean shift of the splits' pipeline (``label``: what it changes) and of the default
-    pipeline, and the one against the other (``pipeline_variant.py`` reports with this too)."""
+    pipeline, the one against the other, and both medians (``pipeline_variant.py`` reports with this too)."""
     records = []
     for path in sorted(out_dir.glob("*.json")):
         case = json.loads(path.read_text())
@@ -106,14 +106,14 @@ def report(out_dir: Path, ceiling_dir: Path = CEILING_DIR, label: str = "matched
                 "metric": metric, f"{label} beats mean shift": beats(matched, shift),
                 "default beats mean shift": beats(default, shift), f"{label} better": beats(matched, default),
                 f"{label} worse": beats(default, matched), "n_control": case["n_control"],
+                f"{label} median": matched, "default median": default,
             })  # fmt: skip
     if not records:
         return "no splits done"
-    frame = pd.DataFrame(records)
-    table = frame.groupby("metric", sort=False)[
-        [f"{label} beats mean shift", "default beats mean shift", f"{label} better", f"{label} worse"]
-    ].sum()
-    table.insert(0, "splits", frame.groupby("metric", sort=False).size())
+    by_metric = pd.DataFrame(records).groupby("metric", sort=False)
+    table = by_metric[[f"{label} beats mean shift", "default beats mean shift", f"{label} better", f"{label} worse"]].sum()
+    table.insert(0, "splits", by_metric.size())
+    table = table.join(by_metric[[f"{label} median", "default median"]].median().round(3))
     return table.to_markdown()
 
 

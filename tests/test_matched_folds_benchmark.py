@@ -37,9 +37,9 @@ def test_report_counts_wins_of_both_folds_and_leaves_out_the_tuning_split(tmp_pa
     _write(out / "c.json", "haber", "Stem", {"pearson_delta_deg": 0.0, "edist_scaled": 9.0})  # no default to pair
     lines = {line.split("|")[1].strip(): line for line in matched_folds.report(out, ceilings).splitlines()[2:]}
     cells = {metric: [c.strip() for c in line.split("|")[2:-1]] for metric, line in lines.items()}
-    # splits, matched beats shift, default beats shift, matched better, matched worse
-    assert cells["pearson_delta_deg"] == ["2", "2", "1", "1", "0"]
-    assert cells["edist_scaled"] == ["2", "1", "1", "1", "1"]
+    # splits, matched beats shift, default beats shift, matched better, matched worse, matched and default medians
+    assert cells["pearson_delta_deg"] == ["2", "2", "1", "1", "0", "0.95", "0.9"]
+    assert cells["edist_scaled"] == ["2", "1", "1", "1", "1", "0.275", "0.325"]
 
 
 @pytest.mark.slow  # trains 7 tiny models

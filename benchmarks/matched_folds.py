@@ -111,7 +111,8 @@ def report(out_dir: Path, ceiling_dir: Path = CEILING_DIR, label: str = "matched
     if not records:
         return "no splits done"
     by_metric = pd.DataFrame(records).groupby("metric", sort=False)
-    table = by_metric[[f"{label} beats mean shift", "default beats mean shift", f"{label} better", f"{label} worse"]].sum()
+    counts = [f"{label} beats mean shift", "default beats mean shift", f"{label} better", f"{label} worse"]
+    table = by_metric[counts].sum()
     table.insert(0, "splits", by_metric.size())
     table = table.join(by_metric[[f"{label} median", "default median"]].median().round(3))
     return table.to_markdown()

@@ -126,7 +126,7 @@ def pipeline_predictions(split, seed: int, max_epochs: int | None, path: Path) -
         ensemble, _ = model_selection.fit_recommended(
             split.train, **KEYS, seed=seed, max_epochs=max_epochs, progress_bar=False, accelerator="cpu"
         )
-        predict = {"source": "control", "target": "stimulated", "cell_type_key": KEYS["cell_type_key"]}
+        predict = {"source": "control", "target": "stimulated"}  # the ensemble knows its labels_key
         np.save(path, ensemble.predict_perturbation(split.control, **predict).X)
         plain = ensemble.predict_perturbation(split.control, shift_weight=1.0, deviation_weight=1.0, **predict)
         np.save(members_path, plain.X)

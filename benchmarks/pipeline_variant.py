@@ -34,7 +34,7 @@ from blend_ceiling import TUNING_SPLIT  # noqa: E402
 from blend_grid import case_data, mean_shift_rows, score  # noqa: E402
 from matched_folds import case_name, fit_on_split, quick_split, rarest_first, report, split_parser  # noqa: E402
 from oos.splits import Split  # noqa: E402
-from selection_rules import BLEND, held_out_scores  # noqa: E402
+from selection_rules import BLEND, held_out_table  # noqa: E402
 
 from scvi_trvae import model_selection  # noqa: E402
 from scvi_trvae.utils import as_dense  # noqa: E402
@@ -96,9 +96,9 @@ def tuning_report(out_dir: Path, default_dir: Path | None = SELECTION_RULES_DIR)
         default = None if default_dir is None else default_dir / path.name
         if default is not None and default.exists():
             cached = json.loads(default.read_text())
-            blend = tuple(cached["chosen"][k] for k in BLEND)
-            rows.append({"case": case["case"], "prediction": "default pipeline",
-                         **dict(zip(BLEND, blend, strict=True)), **held_out_scores(cached, blend)})  # fmt: skip
+            chosen = {k: cached["chosen"][k] for k in BLEND}
+            scores = held_out_table(cached).loc[tuple(chosen.values())].to_dict()
+            rows.append({"case": case["case"], "prediction": "default pipeline", **chosen, **scores})
         rows.append({"case": case["case"], "prediction": "variant", **case["chosen"], **case["scores"]})
         rows += [{"case": case["case"], "prediction": name, **s} for name, s in case["mean_shifts"].items()]
     if not rows:

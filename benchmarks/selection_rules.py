@@ -165,20 +165,21 @@ def run_case(case: str, quick: bool, data_dir: Path, accelerator: str) -> dict:
     }
 
 
-def held_out_scores(case: dict, blend: tuple) -> dict[str, float]:
-    """The held-out scores of one blend (values in ``BLEND``'s order) of a cached case."""
-    return pd.DataFrame(case["held_out"]).set_index(BLEND).loc[blend].to_dict()
+def held_out_table(case: dict) -> pd.DataFrame:
+    """The held-out scores of every blend of a cached case, indexed by the blend (``BLEND``)."""
+    return pd.DataFrame(case["held_out"]).set_index(BLEND)
 
 
 def choices(case: dict) -> pd.DataFrame:
     """Each rule's blend for one cached case and its scores on the held-out cells, then the mean shifts."""
     inner = inner_frame(case)
+    held_out = held_out_table(case)
     rows = []
     for name, rule in RULES.items():
         blend = rule(inner)
         if name == "mean score" and list(blend) != [case["chosen"][k] for k in BLEND]:
             raise RuntimeError(f"{case['case']}: the mean-score rule does not reproduce the pipeline's choice")
-        rows.append({"prediction": name, **dict(zip(BLEND, blend, strict=True)), **held_out_scores(case, blend)})
+        rows.append({"prediction": name, **dict(zip(BLEND, blend, strict=True)), **held_out.loc[blend].to_dict()})
     rows += [{"prediction": name, **scores} for name, scores in case["mean_shifts"].items()]
     return pd.DataFrame(rows).assign(case=case["case"])
 

@@ -2,10 +2,12 @@
 
 ``fit_recommended`` trains its inner-fold models and its three members with TRVAE's defaults. This runs it with
 one or more settings changed (``--model use_batch_norm=false``: the members and the inner folds alike; the blend is
-chosen on the inner folds as usual) on the benchmark's splits, rarest held-out types first, and scores it as the
-benchmark does. The default pipeline and the stronger mean shift (the best of the pooled, balanced and
-similarity-weighted shifts, per split and metric, with hindsight) are read from ``benchmarks/results/blend_ceiling/``
-(the default pipeline's own-process run on the CPU: same data, seeds and code path), as in ``matched_folds.py``.
+chosen on the inner folds as usual), or with another setting of the selection itself (``--selection
+'reference_shifts=["pooled", "similarity", "balanced"]'``: the candidate blends; the fits are the default's), on the
+benchmark's splits, rarest held-out types first, and scores it as the benchmark does. The default pipeline and the
+stronger mean shift (the best of the pooled, balanced and similarity-weighted shifts, per split and metric, with
+hindsight) are read from ``benchmarks/results/blend_ceiling/`` (the default pipeline's own-process run on the CPU:
+same data, seeds and code path), as in ``matched_folds.py``.
 Each split is cached as JSON in ``--out-dir`` (default: ``benchmarks/results/pipeline_variants/<settings>``);
 ``--report`` prints the win counts of the splits done so far. Kang NK, the tuning split, is not run
 (``selection_rules.py``-style tuning checks cover it).
@@ -14,6 +16,7 @@ Each split is cached as JSON in ``--out-dir`` (default: ``benchmarks/results/pip
     python benchmarks/pipeline_variant.py --model use_batch_norm=false --report
     python benchmarks/pipeline_variant.py --model use_batch_norm=false --tuning synthetic:1:0 kang:NK   # tuning data
     python benchmarks/pipeline_variant.py --model use_batch_norm=false --quick --out-dir /tmp/v   # tiny (tested)
+    python benchmarks/pipeline_variant.py --selection 'reference_shifts=["pooled","similarity","balanced"]' --report
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from scvi_trvae.utils import as_dense  # noqa: E402
 OUT_DIR = BENCH / "results" / "pipeline_variants"
 SELECTION_RULES_DIR = BENCH / "results" / "selection_rules"
 TUNING_SCORES = ("pearson_delta_deg", "edist_scaled", "paired_rmse")
+#: ``fit_recommended`` arguments that ``--selection`` may set: which blends the inner folds choose from, and how.
+SELECTION_SETTINGS = ("shift_weights", "deviation_weights", "reference_shifts", "max_inner_folds", "fold_source_cells")
 
 
 def model_setting(text: str) -> tuple[str, Any]:
@@ -52,8 +57,20 @@ def model_setting(text: str) -> tuple[str, Any]:
     return key, json.loads(value)
 
 
-def variant_name(settings: dict[str, Any]) -> str:
-    return "__".join(f"{key}-{json.dumps(value)}" for key, value in sorted(settings.items()))
+def selection_setting(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``--selection``, the value read as JSON; ``KEY`` one of :data:`SELECTION_SETTINGS`."""
+    key, sep, value = text.partition("=")
+    if not sep or key not in SELECTION_SETTINGS:
+        raise ValueError(f"--selection takes KEY=VALUE, KEY one of {', '.join(SELECTION_SETTINGS)}: {text!r}")
+    return key, json.loads(value)
+
+
+def variant_name(settings: dict[str, Any], selection: dict[str, Any] | None = None) -> str:
+    """The folder name of a variant: its model settings, then its selection settings (``selection-`` prefixed)."""
+    parts = [f"{key}-{json.dumps(value)}" for key, value in sorted(settings.items())]
+    parts += [f"selection-{key}-{'-'.join(map(str, value)) if isinstance(value, list) else json.dumps(value)}"
+              for key, value in sorted((selection or {}).items())]  # fmt: skip
+    return "__".join(parts)
 
 
 def search_space(settings: dict[str, Any], n_obs: int, quick: bool) -> dict[str, tuple]:
@@ -69,21 +86,28 @@ def _chosen(selection) -> dict[str, Any]:
             "reference_shift": selection.best_reference_shift, "config": selection.best_config}  # fmt: skip
 
 
-def variant_prediction(split: Split, settings: dict[str, Any], quick: bool = False) -> tuple[dict, dict[str, float]]:
-    """Fit the pipeline with ``settings`` on the split's training cells; its choice and scores."""
-    selection, scores = fit_on_split(split, search_space=search_space(settings, split.train.n_obs, quick))
+def variant_prediction(
+    split: Split, settings: dict[str, Any], quick: bool = False, selection_settings: dict[str, Any] | None = None
+) -> tuple[dict, dict[str, float]]:
+    """Fit the pipeline with ``settings`` (and ``selection_settings``) on the split's training cells; its choice and
+    scores."""
+    space = search_space(settings, split.train.n_obs, quick)
+    selection, scores = fit_on_split(split, search_space=space, **(selection_settings or {}))
     return _chosen(selection), scores
 
 
-def tuning_case(case: str, settings: dict[str, Any], data_dir: Path, quick: bool = False) -> dict[str, Any]:
+def tuning_case(
+    case: str, settings: dict[str, Any], data_dir: Path, quick: bool = False,
+    selection_settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """The variant on a tuning case of ``selection_rules.py`` (``synthetic:S:SEED``, ``kang:NK``), scored as there."""
     data = case_data(case, quick, data_dir)
     ensemble, selection = model_selection.fit_recommended(
         data.train, **synthetic_state.KEYS, seed=0, progress_bar=False, accelerator="cpu",
-        search_space=search_space(settings, data.train.n_obs, quick),
+        search_space=search_space(settings, data.train.n_obs, quick), **(selection_settings or {}),
     )  # fmt: skip
     pred = ensemble.predict_perturbation(data.control, source="control", target="stimulated")
-    return {"case": case, "settings": settings, "chosen": _chosen(selection),
+    return {"case": case, "settings": settings, "selection": selection_settings or {}, "chosen": _chosen(selection),
             "scores": score(as_dense(pred.X), data), "mean_shifts": mean_shift_rows(data)}  # fmt: skip
 
 
@@ -109,18 +133,24 @@ def tuning_report(out_dir: Path, default_dir: Path | None = SELECTION_RULES_DIR)
 
 def main(argv: list[str] | None = None) -> None:
     parser = split_parser(__doc__, OUT_DIR)
-    parser.add_argument("--model", nargs="+", required=True, help="KEY=VALUE settings of every fit")
+    parser.add_argument("--model", nargs="+", default=[], help="KEY=VALUE settings of every fit")
+    parser.add_argument("--selection", nargs="+", default=[], help=f"KEY=VALUE, KEY one of {SELECTION_SETTINGS}")
     parser.add_argument("--tuning", nargs="+", metavar="CASE", help="run tuning cases (synthetic:S:SEED, kang:NK)")
     args = parser.parse_args(argv)
+    if not args.model and not args.selection:
+        parser.error("name a variant: --model KEY=VALUE and/or --selection KEY=VALUE")
     settings = dict(model_setting(text) for text in args.model)
-    out_dir = args.out_dir / variant_name(settings) if args.out_dir == OUT_DIR else args.out_dir
+    selection_settings = dict(selection_setting(text) for text in args.selection)
+    name = variant_name(settings, selection_settings)
+    out_dir = args.out_dir / name if args.out_dir == OUT_DIR else args.out_dir
     torch.set_num_threads(1)
     if args.tuning:
         (out_dir / "tuning").mkdir(parents=True, exist_ok=True)
         for case in [] if args.report else args.tuning:
             path = out_dir / "tuning" / f"case_{case.replace(':', '_')}.json"
             if not path.exists() or args.quick:
-                path.write_text(json.dumps(tuning_case(case, settings, args.data_dir, args.quick), indent=1) + "\n")
+                result = tuning_case(case, settings, args.data_dir, args.quick, selection_settings)
+                path.write_text(json.dumps(result, indent=1) + "\n")
         text = tuning_report(out_dir / "tuning", None if args.quick else SELECTION_RULES_DIR)
         (out_dir / "tuning" / "pipeline_variant_tuning.md").write_text(text + "\n")
         print(text)
@@ -131,10 +161,10 @@ def main(argv: list[str] | None = None) -> None:
         path = out_dir / case_name(split)
         if (split.dataset, split.cell_type) == TUNING_SPLIT or (path.exists() and not args.quick):
             continue
-        chosen, scores = variant_prediction(split, settings, quick=args.quick)
+        chosen, scores = variant_prediction(split, settings, args.quick, selection_settings)
         result = {"dataset": split.dataset, "cell_type": split.cell_type, "target": split.target,
-                  "n_control": int(split.control.n_obs), "settings": settings, "chosen": chosen,
-                  "scores": scores}  # fmt: skip
+                  "n_control": int(split.control.n_obs), "settings": settings, "selection": selection_settings,
+                  "chosen": chosen, "scores": scores}  # fmt: skip
         path.write_text(json.dumps(result, indent=1) + "\n")
         print(f"{split.dataset} {split.cell_type} {split.target}: {chosen} {scores}", flush=True)
     text = report(out_dir, label="variant")

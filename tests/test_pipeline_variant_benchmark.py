@@ -20,6 +20,27 @@ def test_settings_are_read_as_json_and_must_be_model_arguments():
         pipeline_variant.model_setting("mmd_weight=2")
 
 
+def test_selection_settings_are_read_as_json_and_must_be_selection_arguments():
+    assert pipeline_variant.selection_setting('reference_shifts=["pooled","balanced"]') == (
+        "reference_shifts",
+        ["pooled", "balanced"],
+    )
+    assert pipeline_variant.variant_name({}, {"reference_shifts": ["pooled", "similarity", "balanced"]}) == (
+        "selection-reference_shifts-pooled-similarity-balanced"
+    )
+    assert pipeline_variant.variant_name({"dropout_rate": 0.3}, {"max_inner_folds": 2}) == (
+        "dropout_rate-0.3__selection-max_inner_folds-2"
+    )
+    with pytest.raises(ValueError, match="'n_latent=10'"):  # a model setting, not the selection's
+        pipeline_variant.selection_setting("n_latent=10")
+
+
+def test_a_variant_must_be_named(capsys):
+    with pytest.raises(SystemExit):
+        pipeline_variant.main(["--report"])
+    assert "name a variant" in capsys.readouterr().err
+
+
 @pytest.mark.slow  # trains 7 tiny models
 def test_quick_mode_trains_every_fit_with_the_setting(tmp_path):
     pipeline_variant.main(["--model", "use_batch_norm=false", "--quick", "--out-dir", str(tmp_path)])
@@ -27,6 +48,14 @@ def test_quick_mode_trains_every_fit_with_the_setting(tmp_path):
     assert case["settings"] == {"use_batch_norm": False} and case["chosen"]["config"]["use_batch_norm"] is False
     assert set(case["scores"]) == {"pearson_delta_deg", "edist_scaled"}
     assert (tmp_path / "pipeline_variant.md").read_text().strip() == "no splits done"  # no default run to pair with
+
+
+@pytest.mark.slow  # trains 7 tiny models
+def test_quick_mode_passes_selection_settings_to_the_pipeline(tmp_path):
+    pipeline_variant.main(["--selection", 'reference_shifts=["balanced"]', "--quick", "--out-dir", str(tmp_path)])
+    case = json.loads((tmp_path / "synthetic__type_A__stimulated.json").read_text())
+    assert case["settings"] == {} and case["selection"] == {"reference_shifts": ["balanced"]}
+    assert case["chosen"]["reference_shift"] == "balanced"  # the only candidate
 
 
 @pytest.mark.slow  # trains 7 tiny models

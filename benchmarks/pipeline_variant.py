@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,20 +50,24 @@ TUNING_SCORES = ("pearson_delta_deg", "edist_scaled", "paired_rmse")
 SELECTION_SETTINGS = ("shift_weights", "deviation_weights", "reference_shifts", "max_inner_folds", "fold_source_cells")
 
 
+def _key_value(text: str, option: str, allowed: Callable[[str], bool], keys: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not allowed(key):
+        raise ValueError(f"{option} takes KEY=VALUE, KEY {keys}: {text!r}")
+    return key, json.loads(value)
+
+
 def model_setting(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` of ``--model``, the value read as JSON (``false``, ``0.2``, ``"z"``)."""
-    key, sep, value = text.partition("=")
-    if not sep or key not in model_selection.model_arguments({key: None}):
-        raise ValueError(f"--model takes KEY=VALUE, KEY a TRVAE argument of the selection's configurations: {text!r}")
-    return key, json.loads(value)
+    return _key_value(
+        text, "--model", lambda key: key in model_selection.model_arguments({key: None}),
+        "a TRVAE argument of the selection's configurations",
+    )  # fmt: skip
 
 
 def selection_setting(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` of ``--selection``, the value read as JSON; ``KEY`` one of :data:`SELECTION_SETTINGS`."""
-    key, sep, value = text.partition("=")
-    if not sep or key not in SELECTION_SETTINGS:
-        raise ValueError(f"--selection takes KEY=VALUE, KEY one of {', '.join(SELECTION_SETTINGS)}: {text!r}")
-    return key, json.loads(value)
+    return _key_value(text, "--selection", SELECTION_SETTINGS.__contains__, f"one of {', '.join(SELECTION_SETTINGS)}")
 
 
 def variant_name(settings: dict[str, Any], selection: dict[str, Any] | None = None) -> str:

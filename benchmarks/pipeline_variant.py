@@ -47,7 +47,8 @@ OUT_DIR = BENCH / "results" / "pipeline_variants"
 SELECTION_RULES_DIR = BENCH / "results" / "selection_rules"
 TUNING_SCORES = ("pearson_delta_deg", "edist_scaled", "paired_rmse")
 #: ``fit_recommended`` arguments that ``--selection`` may set: which blends the inner folds choose from, and how.
-SELECTION_SETTINGS = ("shift_weights", "deviation_weights", "reference_shifts", "max_inner_folds", "fold_source_cells")
+SELECTION_SETTINGS = ("shift_weights", "deviation_weights", "reference_shifts", "spread_scalings", "max_inner_folds",
+                      "fold_source_cells")  # fmt: skip
 
 
 def _key_value(text: str, option: str, allowed: Callable[[str], bool], keys: str) -> tuple[str, Any]:
@@ -88,7 +89,8 @@ def search_space(settings: dict[str, Any], n_obs: int, quick: bool) -> dict[str,
 
 def _chosen(selection) -> dict[str, Any]:
     return {"shift_weight": selection.best_shift_weight, "deviation_weight": selection.best_deviation_weight,
-            "reference_shift": selection.best_reference_shift, "config": selection.best_config}  # fmt: skip
+            "reference_shift": selection.best_reference_shift, "spread_scaling": selection.best_spread_scaling,
+            "config": selection.best_config}  # fmt: skip
 
 
 def variant_prediction(
@@ -132,7 +134,8 @@ def tuning_report(out_dir: Path, default_dir: Path | None = SELECTION_RULES_DIR)
         rows += [{"case": case["case"], "prediction": name, **s} for name, s in case["mean_shifts"].items()]
     if not rows:
         return "no cases done"
-    columns = ["case", "prediction", "reference_shift", "shift_weight", "deviation_weight", *TUNING_SCORES]
+    columns = ["case", "prediction", "reference_shift", "spread_scaling", "shift_weight", "deviation_weight",
+               *TUNING_SCORES]  # fmt: skip
     return pd.DataFrame(rows).reindex(columns=columns).round(3).to_markdown(index=False)
 
 

@@ -171,3 +171,57 @@ def test_reference_shift_is_one_of_the_three_shifts_without_the_excluded_types()
     )
     with pytest.raises(ValueError, match="kind must be one of"):
         baselines.reference_shift(adata, "nearest", cell_type="A", **KEYS)
+
+
+def _two_spreads():
+    """Types whose cells spread twice (B) and four times (C) as wide under stimulation; A to predict."""
+    rng = np.random.default_rng(3)
+    n_genes, xs, obs = 8, [], []
+    for name, (n_cells, widen) in {"A": (40, 1.0), "B": (60, 2.0), "C": (20, 4.0)}.items():
+        noise = rng.standard_normal((2 * n_cells, n_genes))
+        noise /= noise[:n_cells].std(0)  # source sd exactly 1 per gene: the ratios below are exact
+        noise[n_cells:] /= noise[n_cells:].std(0)
+        xs += [5.0 + 0.2 * noise[:n_cells], 5.0 + 0.2 * widen * noise[n_cells:]]
+        obs += [(name, "control")] * n_cells + [(name, "stimulated")] * n_cells
+    adata = ad.AnnData(np.vstack(xs).astype(np.float32))
+    adata.obs = pd.DataFrame(obs, columns=["cell_type", "condition"], index=adata.obs_names)
+    return adata
+
+
+def test_reference_spread_is_the_weighted_ratio_of_the_other_types_spreads():
+    adata = _two_spreads()
+    c = baselines.SPREAD_OFFSET
+    # B has 120 cells, C 40: cells weigh B three times; balanced weighs them equally
+    pooled = (0.75 * 0.4 + 0.25 * 0.8 + c) / (0.2 + c)
+    balanced = (0.5 * 0.4 + 0.5 * 0.8 + c) / (0.2 + c)
+    for kind, expected in (("pooled", pooled), ("balanced", balanced)):
+        np.testing.assert_allclose(baselines.reference_spread(adata, kind, cell_type="A", **KEYS), expected, rtol=1e-4)
+    weights = baselines.similarity_weights(adata, cell_type="A", **KEYS)
+    similar = (weights["B"] * 0.4 + weights["C"] * 0.8 + c) / (0.2 + c)
+    np.testing.assert_allclose(
+        baselines.reference_spread(adata, "similarity", cell_type="A", **KEYS), similar, rtol=1e-4
+    )
+    # without C, only B's doubling is left
+    np.testing.assert_allclose(
+        baselines.reference_spread(adata, "balanced", cell_type="A", exclude=["C"], **KEYS), (0.4 + c) / (0.2 + c),
+        rtol=1e-4,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="kind must be one of"):
+        baselines.reference_spread(adata, "widest", cell_type="A", **KEYS)
+
+
+def test_mean_shift_with_a_scaled_spread_keeps_the_mean_and_widens_the_cells():
+    adata = _two_spreads()
+    plain = baselines.mean_shift(adata, cell_type="A", balanced=True, **KEYS).X
+    scaled = baselines.mean_shift(adata, cell_type="A", balanced=True, scale_spread=True, **KEYS).X
+    factor = baselines.reference_spread(adata, "balanced", cell_type="A", **KEYS)
+    np.testing.assert_allclose(scaled.mean(0), plain.mean(0), rtol=1e-5)  # nothing clipped here
+    np.testing.assert_allclose(scaled.std(0), plain.std(0) * factor, rtol=1e-4)
+    mean = plain.mean(0)
+    np.testing.assert_allclose(baselines.scaled_spread(plain, factor), mean + factor * (plain - mean), rtol=1e-6)
+
+
+def test_spread_scaling_must_be_a_bool():
+    assert baselines.check_spread_scaling(True) is True
+    with pytest.raises(ValueError, match=r"spread_scaling must be True or False, got 'yes'"):
+        baselines.check_spread_scaling("yes")

@@ -50,3 +50,16 @@ def test_weights_are_checked():
     with pytest.raises(ValueError, match="deviation_weight must be finite and >= 0"):
         check_blend_weight(float("nan"), "deviation_weight", upper=None)
     assert check_blend_weight(2.0, "deviation_weight", upper=None) == 2.0
+
+
+def test_a_scaled_spread_widens_the_observed_cells_around_their_mean_only(cells):
+    observed, predicted, pooled = cells
+    spread = np.linspace(0.5, 2.0, observed.shape[1])
+    plain = blend_prediction(observed, predicted, pooled, 0.5, 1.0)
+    scaled = blend_prediction(observed, predicted, pooled, 0.5, 1.0, spread=spread)
+    np.testing.assert_allclose(scaled.mean(0), plain.mean(0), rtol=1e-5)  # the same mean response
+    # the model's deviations are unchanged; the observed cells' own deviations are scaled
+    centred = observed - observed.mean(0)
+    np.testing.assert_allclose(scaled - plain, (spread - 1.0) * centred, atol=1e-5)
+    ones = blend_prediction(observed, predicted, pooled, 0.5, 1.0, spread=np.ones(observed.shape[1]))
+    np.testing.assert_allclose(ones, plain, atol=1e-6)

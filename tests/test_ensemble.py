@@ -119,6 +119,41 @@ def test_reference_shift_kind_blends_each_predicted_type_with_its_own_shift(trai
         TRVAEEnsemble(train, reference_shift="nearest")
 
 
+def test_spread_scaling_widens_each_types_observed_cells_by_the_other_types_spread(trained, tmp_path):
+    ensemble, train, control = trained
+    predict = {"source": "control", "target": "stimulated", "shift_weight": 0.5, "deviation_weight": 1.0}
+    observed = np.asarray(control.X.toarray() if hasattr(control.X, "toarray") else control.X, dtype=np.float64)
+    plain = ensemble.predict_perturbation(control, reference_shift="balanced", **predict)
+    scaled = ensemble.predict_perturbation(control, reference_shift="balanced", spread_scaling=True, **predict)
+    spread = baselines.reference_spread(train, "balanced", cell_type="type_A", **KEYS)
+    unclipped = plain.X > 0
+    expected = plain.X + (spread - 1.0) * (observed - observed.mean(0))
+    np.testing.assert_allclose(scaled.X[unclipped], np.clip(expected, 0, None)[unclipped], rtol=1e-4, atol=1e-5)
+    assert scaled.uns["trvae_prediction"]["spread_scaling"] and not plain.uns["trvae_prediction"]["spread_scaling"]
+    # even w = lambda = 1 is blended when the spread is scaled
+    alone = ensemble.predict_perturbation(control, source="control", target="stimulated")
+    widened = ensemble.predict_perturbation(control, source="control", target="stimulated", spread_scaling=True)
+    assert not np.allclose(alone.X, widened.X)
+    # the ensemble's default is used, saved and loaded
+    ensemble.spread_scaling = True
+    try:
+        ensemble.save(tmp_path / "ens")
+    finally:
+        ensemble.spread_scaling = False
+    loaded = TRVAEEnsemble.load(tmp_path / "ens", adata=train)
+    assert loaded.spread_scaling is True
+    np.testing.assert_array_equal(loaded.predict_perturbation(control, source="control", target="stimulated").X,
+                                  widened.X)  # fmt: skip
+    with pytest.raises(ValueError, match="spread_scaling must be True or False"):
+        TRVAEEnsemble(train, spread_scaling="yes")
+    ensemble.labels_key = None
+    try:
+        with pytest.raises(ValueError, match="spread_scaling needs the cell types"):
+            ensemble.predict_perturbation(control, source="control", target="stimulated", spread_scaling=True)
+    finally:
+        ensemble.labels_key = "cell_type"
+
+
 def test_an_ensemble_saved_before_deviation_weight_keeps_its_blend(trained, tmp_path):
     ensemble, train, _ = trained
     ensemble.shift_weight = 0.25
@@ -129,11 +164,12 @@ def test_an_ensemble_saved_before_deviation_weight_keeps_its_blend(trained, tmp_
     manifest_path = tmp_path / "ens" / "ensemble.json"
     manifest = json.loads(manifest_path.read_text())
     assert manifest["deviation_weight"] == 1.0 and manifest["labels_key"] == "cell_type"
-    del manifest["deviation_weight"], manifest["labels_key"], manifest["reference_shift"]  # as version 0.1 wrote it
+    for key in ("deviation_weight", "labels_key", "reference_shift", "spread_scaling"):  # as version 0.1 wrote it
+        del manifest[key]
     manifest_path.write_text(json.dumps(manifest))
     loaded = TRVAEEnsemble.load(tmp_path / "ens", adata=train)
     assert (loaded.shift_weight, loaded.deviation_weight) == (0.25, 0.25)
-    assert loaded.labels_key is None and loaded.reference_shift == "pooled"
+    assert loaded.labels_key is None and loaded.reference_shift == "pooled" and loaded.spread_scaling is False
 
 
 def test_members_share_the_one_training_anndata(trained):
@@ -262,6 +298,9 @@ DAMAGED = [
     pytest.param(lambda d, m: _edit_manifest(d, reference_shift="nearest"),
                  "{dir}/ensemble.json is damaged or was edited: 'reference_shift' must be one of ['pooled', "
                  "'balanced', 'similarity'], got 'nearest'.", id="unknown reference shift"),
+    pytest.param(lambda d, m: _edit_manifest(d, spread_scaling="yes"),
+                 "{dir}/ensemble.json is damaged or was edited: 'spread_scaling' must be true or false, got 'yes'.",
+                 id="spread scaling not a bool"),
     pytest.param(lambda d, m: (d / "ensemble.json").unlink(),
                  "{dir} holds ensemble members (member_0, member_1) but no ensemble.json", id="settings missing"),
     pytest.param(lambda d, m: _replace_member_1(d, malicious_model_dir, m),

@@ -26,6 +26,16 @@ def test_blend_grid_checks_each_kind_of_reference_shift():
         BlendGrid.checked((0.5,), (1.0,), ())
 
 
+def test_blend_grid_checks_the_spread_scalings():
+    assert BlendGrid.checked((0.5,), (1.0,), "pooled").spread_scalings == (False,)
+    assert BlendGrid.checked((0.5,), (1.0,), "pooled", [False, True]).spread_scalings == (False, True)
+    assert BlendGrid.checked((0.5,), (1.0,), "pooled", True).spread_scalings == (True,)
+    with pytest.raises(ValueError, match=r"each of spread_scalings must be True or False, got 'no'"):
+        BlendGrid.checked((0.5,), (1.0,), "pooled", [False, "no"])
+    with pytest.raises(ValueError, match="spread_scalings must hold False, True or both, got none"):
+        BlendGrid.checked((0.5,), (1.0,), "pooled", ())
+
+
 @pytest.mark.parametrize("n_obs", [1, BATCH_SIZE - 1, BATCH_SIZE, BATCH_SIZE + 1, 10 * BATCH_SIZE + 3])
 def test_training_steps_of_fixed_epochs_give_back_those_epochs(n_obs):
     steps = training_steps(n_obs, 3)

@@ -73,6 +73,7 @@ def test_selection_never_sees_outer_holdout(outer_split, recorded_fits):
     assert ensemble.shift_weight == selection.best_shift_weight
     assert ensemble.deviation_weight == selection.best_deviation_weight
     assert ensemble.reference_shift == selection.best_reference_shift
+    assert ensemble.spread_scaling == selection.best_spread_scaling is False  # the default grid never scales
     assert ensemble.model_kwargs["n_layers"] == selection.best_config["n_layers"]
 
 
@@ -107,6 +108,26 @@ def test_results_table_and_choice(outer_split):
     assert result.best_config == model_selection.candidate_configs(2, SPACE, 0)[int(best["config"])]
     # the default configuration is always the first candidate
     assert table.loc[table["config"] == 0, "n_layers"].eq(2).all()
+
+
+def test_spread_scalings_are_scored_beside_the_observed_spread_and_chosen_with_the_rest(outer_split):
+    train, _ = outer_split
+    result = _select(train, n_configs=1, spread_scalings=(False, True))
+    table = result.table
+    assert set(table["spread_scaling"]) == {False, True}
+    n_kinds, n_deviation = len(model_selection.DEFAULT_REFERENCE_SHIFTS), len(model_selection.DEFAULT_DEVIATION_WEIGHTS)
+    assert len(table) == 2 * n_kinds * 2 * 3 * n_deviation  # folds x kinds x scalings x w x lambda
+    best = result.summary.iloc[0]
+    assert result.best_spread_scaling == bool(best["spread_scaling"])
+    # the unscaled rows are the default selection's, score for score
+    default = _select(train, n_configs=1).table
+    unscaled = table[~table["spread_scaling"]].drop(columns="spread_scaling").reset_index(drop=True)
+    pd.testing.assert_frame_equal(unscaled, default.drop(columns="spread_scaling"))
+    # a scaled spread changes the distribution, not the mean response: the E-distance moves, Δ-Pearson barely
+    pair = table.pivot_table(index=["inner_cell_type", "reference_shift", "shift_weight", "deviation_weight"],
+                             columns="spread_scaling", values=["edist_scaled", "pearson_delta_deg"])  # fmt: skip
+    assert not np.allclose(pair["edist_scaled"][True], pair["edist_scaled"][False])
+    assert model_selection.select_hyperparameters.__kwdefaults__["spread_scalings"] == (False,)
 
 
 def test_reproducible_with_seed(outer_split):

@@ -56,6 +56,14 @@ def test_quick_mode_passes_selection_settings_to_the_pipeline(tmp_path):
     case = json.loads((tmp_path / "synthetic__type_A__stimulated.json").read_text())
     assert case["settings"] == {} and case["selection"] == {"reference_shifts": ["balanced"]}
     assert case["chosen"]["reference_shift"] == "balanced"  # the only candidate
+    assert case["chosen"]["spread_scaling"] is False  # not a candidate by default
+
+
+@pytest.mark.slow  # trains 7 tiny models
+def test_quick_mode_passes_the_spread_scaling_to_the_ensemble(tmp_path):
+    pipeline_variant.main(["--selection", "spread_scalings=[true]", "--quick", "--out-dir", str(tmp_path)])
+    case = json.loads((tmp_path / "synthetic__type_A__stimulated.json").read_text())
+    assert case["selection"] == {"spread_scalings": [True]} and case["chosen"]["spread_scaling"] is True
 
 
 @pytest.mark.slow  # trains 7 tiny models

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from anndata import AnnData
 
+from .baselines import scaled_spread
 from .utils import TARGET_LIBRARY_SIZE, as_dense
 
 if TYPE_CHECKING:
@@ -42,8 +43,13 @@ def blend_prediction(
     shift_weight: float,
     deviation_weight: float,
     groups: Sequence | np.ndarray | None = None,
+    spread: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return ``x + w * m + (1 - w) * pooled + lambda * d`` per group of cells, clipped at zero (float32).
+
+    With ``spread``, ``x`` is first replaced by the group's mean observation plus each cell's deviation from it
+    scaled per gene by ``spread`` (:func:`scvi_trvae.baselines.scaled_spread`); ``m`` and ``d`` are still taken
+    from the model's response to the observed cells.
 
     Parameters
     ----------
@@ -59,6 +65,9 @@ def blend_prediction(
         ``lambda``: the weight of each cell's deviation from the model's mean response.
     groups
         One label per cell (e.g. its cell type): mean responses are taken within each group. ``None``: one group.
+    spread
+        Per-gene factors of the observed cells' spread around their mean
+        (:func:`scvi_trvae.baselines.reference_spread`); ``None``: the cells as observed.
     """
     observed = np.asarray(observed, dtype=np.float64)
     response = np.asarray(predicted, dtype=np.float64) - observed
@@ -67,11 +76,9 @@ def blend_prediction(
     for label in np.unique(labels):
         rows = labels == label
         mean = response[rows].mean(0)
+        base = observed[rows] if spread is None else scaled_spread(observed[rows], spread)
         blended[rows] = (
-            observed[rows]
-            + shift_weight * mean
-            + (1.0 - shift_weight) * pooled
-            + deviation_weight * (response[rows] - mean)
+            base + shift_weight * mean + (1.0 - shift_weight) * pooled + deviation_weight * (response[rows] - mean)
         )
     return np.clip(blended, 0.0, None).astype(np.float32)
 

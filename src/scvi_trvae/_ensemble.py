@@ -26,7 +26,7 @@ from ._blend import blend_prediction, check_blend_weight, on_prediction_scale
 from ._ensemble_files import MANIFEST, load_member, member_names, read_manifest
 from ._few_shot import annotate_response
 from ._fitting import fresh_copy, seeded  # noqa: F401  (imported from here before _fitting existed)
-from .baselines import check_reference_shift, reference_shift
+from .baselines import check_reference_shift, check_spread_scaling, reference_shift, reference_spread
 from .io._atomic_write import replace_directory
 from .model._model import TRVAE
 from .utils import as_dense
@@ -72,6 +72,9 @@ class TRVAEEnsemble:
     reference_shift
         Default kind of the shift of the other cell types blended in when ``w < 1``: ``"pooled"``,
         ``"balanced"`` or ``"similarity"`` (:func:`scvi_trvae.baselines.reference_shift`). Saved with the ensemble.
+    spread_scaling
+        Default of :meth:`predict_perturbation`'s ``spread_scaling``: scale the observed cells' spread around their
+        mean by the other cell types' (:func:`scvi_trvae.baselines.reference_spread`). Saved with the ensemble.
     labels_key
         ``obs`` column of cell types (scvi-tools' name for it): the groups of the blend, needed unless
         ``w = lambda = 1``. Saved with the ensemble.
@@ -96,6 +99,7 @@ class TRVAEEnsemble:
         deviation_weight: float = 1.0,
         labels_key: str | None = None,
         reference_shift: str = "pooled",
+        spread_scaling: bool = False,
         **model_kwargs: Any,
     ):
         seeds = list(range(n_members)) if seeds is None else [int(s) for s in seeds]
@@ -111,6 +115,7 @@ class TRVAEEnsemble:
         self.shift_weight = check_blend_weight(shift_weight, "shift_weight")
         self.deviation_weight = check_blend_weight(deviation_weight, "deviation_weight", upper=None)
         self.reference_shift = check_reference_shift(reference_shift)
+        self.spread_scaling = check_spread_scaling(spread_scaling)
         self.labels_key = labels_key
         self.model_kwargs = dict(model_kwargs)
         self.setup_kwargs = {k: v for k, v in manager.registry["setup_args"].items() if v is not None}
@@ -198,6 +203,7 @@ class TRVAEEnsemble:
         cell_type_key: str | None = None,
         measured: AnnData | None = None,
         reference_shift: str | None = None,
+        spread_scaling: bool | None = None,
     ) -> AnnData:
         """Predict ``source`` cells under ``target``: each cell's observation plus the members' mean shift.
 
@@ -229,6 +235,11 @@ class TRVAEEnsemble:
             They are inputs only, never in the output. Needs a calibrated ensemble (``fit_recommended``).
         reference_shift
             The kind of reference shift (default: the ensemble's; :func:`scvi_trvae.baselines.reference_shift`).
+        spread_scaling
+            Replace each observed cell ``x`` by its type's mean observation plus its deviation from that mean
+            scaled, per gene, by the training cells' ratio of ``target`` to ``source`` spread in the other cell
+            types (:func:`scvi_trvae.baselines.reference_spread`, weighted as the reference shift's kind weighs
+            them); default: the ensemble's. Needs ``labels_key`` like the blend.
 
         Returns
         -------
@@ -245,22 +256,23 @@ class TRVAEEnsemble:
         (``uns['trvae_prediction']['interval_level']``; choose it with ``fit_recommended``'s ``interval_level``):
         ``shift ± quantile * scale``, the scale being the spread of the response across the training cell types
         (:mod:`scvi_trvae._intervals`).
-        ``uns['trvae_prediction']`` records ``n_members``, ``seeds``, ``shift_weight``, ``deviation_weight`` and
-        ``reference_shift``.
+        ``uns['trvae_prediction']`` records ``n_members``, ``seeds``, ``shift_weight``, ``deviation_weight``,
+        ``reference_shift`` and ``spread_scaling``.
         """
         self._check_trained()
         weight = check_blend_weight(self.shift_weight if shift_weight is None else shift_weight, "shift_weight")
         deviation = self.deviation_weight if deviation_weight is None else deviation_weight
         deviation = check_blend_weight(deviation, "deviation_weight", upper=None)
         kind = check_reference_shift(self.reference_shift if reference_shift is None else reference_shift)
+        scaling = check_spread_scaling(self.spread_scaling if spread_scaling is None else spread_scaling)
         labels_key = self._labels_key(cell_type_key)
         out = self._members_prediction(adata, source, target, indices, batch_size)
-        if (weight, deviation) != (1.0, 1.0):
-            out.X = self._blend(out, adata, source, target, (weight, deviation, kind), labels_key)
+        if (weight, deviation) != (1.0, 1.0) or scaling:
+            out.X = self._blend(out, adata, source, target, (weight, deviation, kind, scaling), labels_key)
         info = out.uns["trvae_prediction"]
         info.update(
             n_members=self.n_members, seeds=list(self.seeds), shift_weight=weight, deviation_weight=deviation,
-            reference_shift=kind,
+            reference_shift=kind, spread_scaling=scaling,
         )  # fmt: skip
         reference = self.adata if adata is None else adata
         annotate_response(self, out, reference, (source, target), labels_key, measured)
@@ -296,19 +308,20 @@ class TRVAEEnsemble:
         return out
 
     def _blend(
-        self, pred: AnnData, adata: AnnData | None, source: str, target: str, weights: tuple[float, float, str],
-        labels_key: str | None,
+        self, pred: AnnData, adata: AnnData | None, source: str, target: str,
+        weights: tuple[float, float, str, bool], labels_key: str | None,
     ) -> np.ndarray:  # fmt: skip
         """:func:`~scvi_trvae._blend.blend_prediction` of the ensemble's prediction, per cell type.
 
-        ``weights`` are ``(w, lambda, kind of reference shift)``. The observed cells and each predicted type's
-        reference shift (of the training cells of the other types: none of the predicted types) are taken on the
-        scale of the prediction (:func:`~scvi_trvae._blend.on_prediction_scale`), as the inner folds take them.
+        ``weights`` are ``(w, lambda, kind of reference shift, spread scaling)``. The observed cells and each
+        predicted type's reference shift and spread (of the training cells of the other types: none of the
+        predicted types) are taken on the scale of the prediction (:func:`~scvi_trvae._blend.on_prediction_scale`),
+        as the inner folds take them.
         """
         if labels_key is None or labels_key not in pred.obs:
             raise ValueError(
-                "shift_weight < 1 or deviation_weight != 1 needs the cell types: create the ensemble with "
-                f"labels_key=, an obs column of the cells (got {labels_key!r})."
+                "shift_weight < 1, deviation_weight != 1 or spread_scaling needs the cell types: create the "
+                f"ensemble with labels_key=, an obs column of the cells (got {labels_key!r})."
             )
         reference = self.adata if adata is None else adata
         member = self.members[0]
@@ -317,16 +330,17 @@ class TRVAEEnsemble:
         observed = _dense(on_prediction_scale(member, reference[pred.obs_names]).X)
         predicted, blended = _dense(pred.X), np.empty(observed.shape, dtype=np.float32)
         predicted_types = np.unique(types)
-        shift = None  # pooled and balanced shifts leave out every predicted type: one shift for all of them
+        shift = spread = None  # pooled and balanced ones leave out every predicted type: the same for all of them
         for cell_type in predicted_types:
             rows = types == cell_type
             if shift is None or weights[2] == "similarity":
-                shift = reference_shift(
-                    training, weights[2], cell_type_key=labels_key, condition_key=member.condition_key,
-                    cell_type=cell_type, exclude=predicted_types, source=source, target=target,
-                    centre=observed[rows].mean(0),
-                )  # fmt: skip
-            blended[rows] = blend_prediction(observed[rows], predicted[rows], shift, *weights[:2])
+                keys = {
+                    "cell_type_key": labels_key, "condition_key": member.condition_key, "cell_type": cell_type,
+                    "exclude": predicted_types, "source": source, "target": target, "centre": observed[rows].mean(0),
+                }  # fmt: skip
+                shift = reference_shift(training, weights[2], **keys)
+                spread = reference_spread(training, weights[2], **keys) if weights[3] else None
+            blended[rows] = blend_prediction(observed[rows], predicted[rows], shift, *weights[:2], spread=spread)
         return blended
 
     # ------------------------------------------------------------------ persistence
@@ -354,8 +368,8 @@ class TRVAEEnsemble:
             raise ValueError(f"{target} exists and is not empty; pass overwrite=True to replace it.")
         manifest = {
             "seeds": self.seeds, "shift_weight": self.shift_weight, "deviation_weight": self.deviation_weight,
-            "reference_shift": self.reference_shift, "labels_key": self.labels_key, "model_kwargs": self.model_kwargs,
-            "calibration": self.calibration,
+            "reference_shift": self.reference_shift, "spread_scaling": self.spread_scaling,
+            "labels_key": self.labels_key, "model_kwargs": self.model_kwargs, "calibration": self.calibration,
         }  # fmt: skip
 
         def write(staging: Path) -> None:
@@ -408,6 +422,7 @@ class TRVAEEnsemble:
         ensemble.deviation_weight = float(manifest.get("deviation_weight", manifest["shift_weight"]))
         ensemble.labels_key = manifest.get("labels_key")  # saved before labels_key existed: None
         ensemble.reference_shift = manifest.get("reference_shift", "pooled")  # saved before it existed: pooled
+        ensemble.spread_scaling = manifest.get("spread_scaling", False)  # saved before it existed: as observed
         ensemble.model_kwargs = dict(manifest["model_kwargs"])
         ensemble.setup_kwargs = {k: v for k, v in first.registry_["setup_args"].items() if v is not None}
         ensemble.members = members

@@ -76,6 +76,8 @@ def _manifest_problems(manifest: Any) -> list[str]:
     reference = manifest.get("reference_shift", "pooled")  # absent from ensembles saved before it existed
     if (problem := reference_shift_problem(reference, "'reference_shift'")) is not None:
         problems.append(problem)
+    if not isinstance(scaling := manifest.get("spread_scaling", False), bool):  # absent from older ensembles
+        problems.append(f"'spread_scaling' must be true or false, got {scaling!r}")
     labels_key = manifest.get("labels_key")  # absent from ensembles saved before version 0.2
     if labels_key is not None and not isinstance(labels_key, str):
         problems.append(f"'labels_key' must be an obs column name or null, got {labels_key!r}")

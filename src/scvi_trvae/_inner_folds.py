@@ -7,6 +7,7 @@ turn it into the arguments of a fit.
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -19,7 +20,14 @@ from . import _fitting, metrics
 from ._blend import blend_prediction, on_prediction_scale
 from ._intervals import response_scale
 from ._validation import listed
-from .baselines import REFERENCE_SHIFTS, cell_type_shifts, check_reference_shift, reference_shift
+from .baselines import (
+    REFERENCE_SHIFTS,
+    cell_type_shifts,
+    check_reference_shift,
+    check_spread_scaling,
+    reference_shift,
+    reference_spread,
+)
 from .data._splitter import epochs_for_steps, steps_for_epochs
 from .model._architecture import DEFAULT_N_LAYERS
 from .model._model import DEFAULT_TRAINING_STEPS
@@ -42,23 +50,30 @@ MIN_FOLD_CELLS = 3
 
 
 class BlendGrid(NamedTuple):
-    """The blends an inner fold scores on one fit: every ``w``, ``lambda`` and kind of reference shift."""
+    """The blends an inner fold scores on one fit: every ``w``, ``lambda``, kind of reference shift and scaling."""
 
     shift_weights: Sequence[float]
     deviation_weights: Sequence[float]
     reference_shifts: Sequence[str] = ("pooled",)
+    spread_scalings: Sequence[bool] = (False,)
 
     @classmethod
     def checked(
-        cls, shift_weights: Sequence[float], deviation_weights: Sequence[float], reference_shifts: Sequence[str] | str
+        cls, shift_weights: Sequence[float], deviation_weights: Sequence[float], reference_shifts: Sequence[str] | str,
+        spread_scalings: Sequence[bool] = (False,),
     ) -> BlendGrid:  # fmt: skip
-        """Return the grid after checking each kind of :func:`scvi_trvae.baselines.reference_shift`."""
+        """Return the grid after checking each kind of reference shift and each spread scaling."""
         kinds = (reference_shifts,) if isinstance(reference_shifts, str) else tuple(reference_shifts)
         if not kinds:
             raise ValueError(f"reference_shifts must name one or more of {list(REFERENCE_SHIFTS)}, got none.")
         for kind in kinds:
             check_reference_shift(kind, "each of reference_shifts")
-        return cls(tuple(shift_weights), tuple(deviation_weights), kinds)
+        if isinstance(spread_scalings, bool | np.bool_):
+            spread_scalings = (spread_scalings,)
+        scalings = tuple(check_spread_scaling(value, "each of spread_scalings") for value in spread_scalings)
+        if not scalings:
+            raise ValueError("spread_scalings must hold False, True or both, got none.")
+        return cls(tuple(shift_weights), tuple(deviation_weights), kinds, scalings)
 
 
 def training_steps(n_obs: int, max_epochs: int) -> int:
@@ -184,8 +199,9 @@ def fold_rows(
     to predict (:func:`resolve_source_cells`).
 
     The reference shifts (:func:`scvi_trvae.baselines.reference_shift`) are those of the fold's training cells
-    without ``held_out``. With ``w = 1`` the reference shift plays no part: that blend is scored once and its
-    scores are repeated for every kind.
+    without ``held_out``, and so are the spreads a scaled blend takes (:func:`scvi_trvae.baselines.reference_spread`,
+    of the same kind). With ``w = 1`` and the spread as observed the reference shift plays no part: that blend is
+    scored once and its scores are repeated for every kind.
 
     With ``responses``, the fold's per-gene mean responses are appended to it (:func:`fold_responses`): the
     calibration of :mod:`scvi_trvae._calibration`. The scores are the same either way.
@@ -213,13 +229,15 @@ def fold_rows(
     # the observed cells and the pooled shift on the scale of the prediction, as TRVAEEnsemble takes them
     observed = as_dense(on_prediction_scale(model, control), "control cells")
     train_scaled = on_prediction_scale(model, fold_train)
-    shifts = {
-        kind: reference_shift(
-            train_scaled, kind, cell_type_key=cell_type_key, condition_key=condition_key, cell_type=held_out,
-            source=source, target=target,
-        )
-        for kind in grid.reference_shifts
+    reference_keys = {
+        "cell_type_key": cell_type_key, "condition_key": condition_key, "cell_type": held_out, "source": source,
+        "target": target,
     }  # fmt: skip
+    shifts = {kind: reference_shift(train_scaled, kind, **reference_keys) for kind in grid.reference_shifts}
+    spreads = {
+        kind: reference_spread(train_scaled, kind, **reference_keys) if True in grid.spread_scalings else None
+        for kind in grid.reference_shifts
+    }
     if responses is not None:
         truth = as_dense(on_prediction_scale(model, real), "target cells").mean(0) - observed.mean(0)
         fold = fold_responses(held_out, pred.mean(0) - observed.mean(0), shifts, truth, train_scaled, keys)
@@ -228,18 +246,22 @@ def fold_rows(
     degs = metrics.top_degs(real, control)
     rows, model_alone = [], {}
     for kind, shift in shifts.items():
-        for weight in grid.shift_weights:
-            for deviation in grid.deviation_weights:
-                if weight == 1.0 and deviation in model_alone:
-                    scores = model_alone[deviation]
-                else:
-                    scores = score_fold(blend_prediction(observed, pred, shift, weight, deviation), real, control, degs)
-                    if weight == 1.0:
-                        model_alone[deviation] = scores
-                rows.append(
-                    {**config, "inner_cell_type": held_out, "reference_shift": kind, "shift_weight": float(weight),
-                     "deviation_weight": float(deviation), **scores}
-                )  # fmt: skip
+        for scaling, weight, deviation in itertools.product(
+            grid.spread_scalings, grid.shift_weights, grid.deviation_weights
+        ):
+            spread = spreads[kind] if scaling else None
+            alone = (deviation, scaling)
+            if weight == 1.0 and not scaling and alone in model_alone:
+                scores = model_alone[alone]
+            else:
+                blend = blend_prediction(observed, pred, shift, weight, deviation, spread=spread)
+                scores = score_fold(blend, real, control, degs)
+                if weight == 1.0 and not scaling:
+                    model_alone[alone] = scores
+            rows.append(
+                {**config, "inner_cell_type": held_out, "reference_shift": kind, "spread_scaling": scaling,
+                 "shift_weight": float(weight), "deviation_weight": float(deviation), **scores}
+            )  # fmt: skip
     return rows
 
 

@@ -30,6 +30,8 @@ class SelectionResult:
         The winning ``lambda``.
     best_reference_shift
         The winning kind of reference shift (:func:`scvi_trvae.baselines.reference_shift`).
+    best_spread_scaling
+        Whether the winning blend scales the observed cells' spread (:func:`scvi_trvae.baselines.reference_spread`).
     inner_cell_types
         The cell types held out in turn.
     stopped_early
@@ -52,5 +54,6 @@ class SelectionResult:
     seconds: float = 0.0
     best_deviation_weight: float = 1.0
     best_reference_shift: str = "pooled"
+    best_spread_scaling: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     fold_responses: list[dict[str, Any]] = field(default_factory=list)

@@ -47,6 +47,7 @@ def mean_shift(
     target: str,
     balanced: bool = False,
     similarity: bool = False,
+    scale_spread: bool = False,
 ) -> AnnData:
     """Source cells plus the mean ``target - source`` difference of the other cell types, clipped at 0.
 
@@ -54,15 +55,20 @@ def mean_shift(
     other-type cells in ``source`` (cells pooled, as in the field's usual definition); with
     ``balanced=True`` the mean of the other types' own shifts (:func:`pooled_shift`); with
     ``similarity=True`` their mean weighted by each type's closeness to ``cell_type``'s ``source`` cells
-    (:func:`similarity_shift`).
+    (:func:`similarity_shift`). With ``scale_spread=True`` each source cell's deviation from their mean is
+    also scaled per gene by :func:`reference_spread` of the same kind (a per-gene affine map, not a constant
+    shift).
     """
     cells = _source_cells(adata, cell_type_key, condition_key, cell_type, source)
     if balanced and similarity:
         raise ValueError("Choose one of balanced=True and similarity=True.")
     keys = {"cell_type_key": cell_type_key, "condition_key": condition_key, "source": source, "target": target}
     kind = "similarity" if similarity else "balanced" if balanced else "pooled"
-    shift = reference_shift(adata, kind, cell_type=cell_type, **keys)
-    shifted = np.clip(as_dense(cells.X) + shift, 0.0, None)
+    observed = as_dense(cells.X).astype(np.float64)
+    if scale_spread:
+        spread = reference_spread(adata, kind, cell_type=cell_type, **keys)
+        observed = scaled_spread(observed, spread)
+    shifted = np.clip(observed + reference_shift(adata, kind, cell_type=cell_type, **keys), 0.0, None)
     pred = AnnData(shifted.astype(np.float32), obs=cells.obs.copy(), var=cells.var.copy())
     pred.obs[condition_key] = str(target)
     return pred
@@ -112,18 +118,28 @@ def cell_type_shifts(
 
     One row per cell type (but ``exclude``) with cells in both conditions, one column per gene.
     """
+    found = _other_types(adata, cell_type_key, condition_key, source, target, exclude)
+    rows = {name: as_dense(adata.X[in_target]).mean(0) - as_dense(adata.X[in_source]).mean(0)
+            for name, in_source, in_target in found}  # fmt: skip
+    return pd.DataFrame.from_dict(rows, orient="index", columns=adata.var_names)
+
+
+def _other_types(
+    adata: AnnData, cell_type_key: str, condition_key: str, source: str, target: str, exclude: Sequence[str]
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``(cell type, its source cells, its target cells)`` (boolean masks) of each type but ``exclude`` with both."""
     types = adata.obs[cell_type_key].astype(str).to_numpy()
     conditions = adata.obs[condition_key].astype(str).to_numpy()
     others = ~np.isin(types, [str(t) for t in exclude])
-    rows = {}
+    found = []
     for cell_type in np.unique(types[others]):
         in_source = others & (types == cell_type) & (conditions == str(source))
         in_target = others & (types == cell_type) & (conditions == str(target))
         if in_source.any() and in_target.any():
-            rows[cell_type] = as_dense(adata.X[in_target]).mean(0) - as_dense(adata.X[in_source]).mean(0)
-    if not rows:
+            found.append((str(cell_type), in_source, in_target))
+    if not found:
         raise ValueError(f"No other cell type has cells in {source!r} and {target!r} to estimate a shift from.")
-    return pd.DataFrame.from_dict(rows, orient="index", columns=adata.var_names)
+    return found
 
 
 def similarity_weights(
@@ -247,6 +263,13 @@ def check_reference_shift(kind: str, name: str = "reference_shift") -> str:
     return kind
 
 
+def check_spread_scaling(value: object, name: str = "spread_scaling") -> bool:
+    """Return ``value`` if it is a bool (whether to scale the observed spread); else raise a ``ValueError``."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+    return bool(value)
+
+
 def reference_shift(
     adata: AnnData,
     kind: str,
@@ -275,3 +298,58 @@ def reference_shift(
     if kind == "similarity":
         return similarity_shift(adata, cell_type=cell_type, exclude=exclude, centre=centre, **keys)
     return pooled_shift(adata, exclude=[cell_type, *exclude], balanced=kind == "balanced", **keys)
+
+
+#: Added to both standard deviations of :func:`reference_spread`'s ratio, so that genes that barely vary in
+#: ``source`` (log-normalised expression) are not scaled by a ratio of near-zeros.
+SPREAD_OFFSET = 0.05
+
+
+def reference_spread(
+    adata: AnnData,
+    kind: str,
+    *,
+    cell_type_key: str,
+    condition_key: str,
+    cell_type: str,
+    source: str,
+    target: str,
+    exclude: Sequence[str] = (),
+    centre: np.ndarray | None = None,
+) -> np.ndarray:
+    """Return how much wider, per gene, the other cell types' cells are in ``target`` than in ``source``.
+
+    The ratio ``(sum_t a_t sd_t(target) + c) / (sum_t a_t sd_t(source) + c)`` of the other types' own standard
+    deviations across their cells, with ``c`` :data:`SPREAD_OFFSET` and the types weighted as the reference shift
+    of the same ``kind`` weighs them: by their cells (``"pooled"``), equally (``"balanced"``) or by
+    :func:`similarity_weights` (``"similarity"``, ``centre`` as there). Scaling a cell type's ``source`` cells'
+    deviations from their mean by it (``mean_shift(scale_spread=True)``, or the recommended pipeline's
+    ``spread_scaling``) gives the prediction the spread the other types show under ``target``.
+    ``cell_type`` and ``exclude`` are left out of the estimate.
+
+    Returns
+    -------
+    The per-gene factor (float64, positive).
+    """
+    check_reference_shift(kind, "kind")
+    keys = {"cell_type_key": cell_type_key, "condition_key": condition_key, "source": source, "target": target}
+    found = _other_types(adata, exclude=[cell_type, *exclude], **keys)
+    names = [name for name, _, _ in found]
+    if kind == "similarity":
+        weights = similarity_weights(adata, cell_type=cell_type, exclude=exclude, centre=centre, **keys)[names]
+    elif kind == "balanced":
+        weights = pd.Series(1.0, index=names)
+    else:
+        weights = pd.Series([float((s | t).sum()) for _, s, t in found], index=names)
+    weights = weights.to_numpy(dtype=np.float64) / weights.sum()
+    spread = {
+        side: weights @ np.stack([as_dense(adata.X[masks[side]]).std(0) for _, *masks in found]).astype(np.float64)
+        for side in (0, 1)
+    }
+    return (spread[1] + SPREAD_OFFSET) / (spread[0] + SPREAD_OFFSET)
+
+
+def scaled_spread(observed: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """``observed`` cells with each one's deviation from their mean scaled per gene by ``spread``."""
+    mean = observed.mean(0)
+    return mean + spread * (observed - mean)

@@ -69,6 +69,8 @@ DEFAULT_SHIFT_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 DEFAULT_DEVIATION_WEIGHTS: tuple[float, ...] = (0.0, 0.5, 1.0)
 #: Kinds of reference shift tried (:func:`scvi_trvae.baselines.reference_shift`); on ties the first wins.
 DEFAULT_REFERENCE_SHIFTS: tuple[str, ...] = ("pooled", "similarity")
+#: Whether the observed cells' spread is scaled (:func:`scvi_trvae.baselines.reference_spread`); on ties the first wins.
+DEFAULT_SPREAD_SCALINGS: tuple[bool, ...] = (False,)
 DEFAULT_N_CONFIGS = 4
 DEFAULT_MAX_INNER_FOLDS = 3
 #: Inner folds of the recommended pipeline (:func:`fit_recommended`): more folds choose its blend less noisily.
@@ -131,6 +133,7 @@ def select_hyperparameters(
     shift_weights: Sequence[float] = DEFAULT_SHIFT_WEIGHTS,
     deviation_weights: Sequence[float] = DEFAULT_DEVIATION_WEIGHTS,
     reference_shifts: Sequence[str] = DEFAULT_REFERENCE_SHIFTS,
+    spread_scalings: Sequence[bool] = DEFAULT_SPREAD_SCALINGS,
     max_inner_folds: int | None = DEFAULT_MAX_INNER_FOLDS,
     fold_source_cells: int | Literal["matched"] | None = None,
     time_budget: float | None = None,
@@ -168,6 +171,10 @@ def select_hyperparameters(
         ``w`` and ``lambda``: ``"pooled"`` (their cells pooled), ``"balanced"`` (each type weighed equally),
         ``"similarity"`` (types whose ``source`` cells look like the held-out type's weigh more); see
         :func:`scvi_trvae.baselines.reference_shift`.
+    spread_scalings
+        Whether the observed cells' deviations from their mean are scaled per gene by the other types' ratio of
+        ``target`` to ``source`` spread (:func:`scvi_trvae.baselines.reference_spread`, of the blend's kind), tried
+        with every other choice: ``(False,)`` (default) never, ``(False, True)`` lets the inner folds choose.
     max_inner_folds
         Hold out at most this many cell types (drawn with ``seed``; ``None``: all of them).
     fold_source_cells
@@ -207,7 +214,7 @@ def select_hyperparameters(
     """
     start = time.perf_counter()
     keys = (cell_type_key, condition_key, source, target)
-    grid = BlendGrid.checked(shift_weights, deviation_weights, reference_shifts)
+    grid = BlendGrid.checked(shift_weights, deviation_weights, reference_shifts, spread_scalings)
     source_cells = resolve_source_cells(adata, keys, fold_source_cells)
     folds, configs = _plan(adata, keys, n_configs, search_space, max_inner_folds, seed)
     train_kwargs.setdefault("enable_progress_bar", False)
@@ -229,7 +236,7 @@ def select_hyperparameters(
                 if fit_done is not None:
                     fit_done()
     table = pd.DataFrame(rows)
-    group = ["config", *configs[0].keys(), "reference_shift", "shift_weight", "deviation_weight"]
+    group = ["config", *configs[0].keys(), "reference_shift", "spread_scaling", "shift_weight", "deviation_weight"]
     summary = table.groupby(group, sort=False)[[*metrics.METRIC_KEYS, "score"]].mean().reset_index()
     summary = summary.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
     best = summary.iloc[0]
@@ -237,7 +244,8 @@ def select_hyperparameters(
         table=table, summary=summary, best_config=dict(configs[int(best["config"])]),
         best_shift_weight=float(best["shift_weight"]), inner_cell_types=list(folds), stopped_early=stopped,
         seconds=time.perf_counter() - start, best_deviation_weight=float(best["deviation_weight"]),
-        best_reference_shift=str(best["reference_shift"]), fold_responses=responses[int(best["config"])],
+        best_reference_shift=str(best["reference_shift"]), best_spread_scaling=bool(best["spread_scaling"]),
+        fold_responses=responses[int(best["config"])],
         extra={} if source_cells is None else {"fold_source_cells": source_cells},
     )  # fmt: skip
 
@@ -317,8 +325,8 @@ def fit_self_tuned(
         ensemble = train_ensemble(
             adata, condition_key=condition_key, config=selection.best_config, seeds=range(seed, seed + n_members),
             shift_weight=selection.best_shift_weight, deviation_weight=selection.best_deviation_weight,
-            reference_shift=selection.best_reference_shift, labels_key=cell_type_key,
-            setup_kwargs=selection_kwargs.get("setup_kwargs"),
+            reference_shift=selection.best_reference_shift, spread_scaling=selection.best_spread_scaling,
+            labels_key=cell_type_key, setup_kwargs=selection_kwargs.get("setup_kwargs"),
             member_done=lambda k: bar.update(1),
             **{k: v for k, v in selection_kwargs.items() if k not in _SELECTION_ONLY},
         )  # fmt: skip
@@ -339,6 +347,7 @@ def train_ensemble(
     reference_shift: str = "pooled",
     labels_key: str | None = None,
     setup_kwargs: Mapping[str, Any] | None = None,
+    spread_scaling: bool = False,
     member_done: Callable[[int], object] | None = None,
     **train_kwargs: Any,
 ) -> TRVAEEnsemble:
@@ -357,8 +366,9 @@ def train_ensemble(
         The configuration (keys of :data:`DEFAULT_SEARCH_SPACE`: architecture, loss weights, ``training_steps``).
     seeds
         One seed per member.
-    shift_weight, deviation_weight, reference_shift
-        The ensemble's default ``w``, ``lambda`` and kind of reference shift (see :class:`~scvi_trvae.TRVAEEnsemble`).
+    shift_weight, deviation_weight, reference_shift, spread_scaling
+        The ensemble's default ``w``, ``lambda``, kind of reference shift and spread scaling (see
+        :class:`~scvi_trvae.TRVAEEnsemble`).
     labels_key
         ``obs`` column of cell types, stored in the ensemble (needed to blend).
     setup_kwargs
@@ -377,14 +387,16 @@ def train_ensemble(
     TRVAE.setup_anndata(adata, condition_key=condition_key, **(setup_kwargs or {}))
     ensemble = TRVAEEnsemble(
         adata, seeds=seeds, shift_weight=shift_weight, deviation_weight=deviation_weight,
-        reference_shift=reference_shift, labels_key=labels_key, **model_arguments(config),
+        reference_shift=reference_shift, spread_scaling=spread_scaling, labels_key=labels_key,
+        **model_arguments(config),
     )  # fmt: skip
     ensemble.train(member_done=member_done, **fit_arguments(adata.n_obs, config, train_kwargs))
     return ensemble
 
 
 _SELECTION_ONLY = ("n_configs", "search_space", "shift_weights", "deviation_weights", "reference_shifts",
-                   "max_inner_folds", "fold_source_cells", "time_budget", "setup_kwargs")  # fmt: skip
+                   "spread_scalings", "max_inner_folds", "fold_source_cells", "time_budget",
+                   "setup_kwargs")  # fmt: skip
 
 
 def fit_recommended(

@@ -172,7 +172,7 @@ def train(
     if not _is_single(model):
         what = (
             f"{members} members (w = {model.shift_weight:g}, lambda = {model.deviation_weight:g}, "
-            f"{model.reference_shift} reference shift)"
+            f"{model.reference_shift} reference shift{', spread scaled' if model.spread_scaling else ''})"
         )
     typer.echo(f"Trained {record['epochs']} epochs; saved {what} to {out}.")
 
@@ -221,6 +221,7 @@ def _training_record(data, adata, held_out, holdout_settings, model, condition_k
         "shift_weight": None if ensemble is None else ensemble.shift_weight,
         "deviation_weight": None if ensemble is None else ensemble.deviation_weight,
         "reference_shift": None if ensemble is None else ensemble.reference_shift,
+        "spread_scaling": None if ensemble is None else ensemble.spread_scaling,
         "version": __version__,
     }
 

@@ -98,7 +98,11 @@ def test_prediction_under_bfloat16_autocast_is_float32_and_close(trained):
     "output", ["counterfactual", "mean", "counterfactual_draws", "mmd_layer_stimulated", "mmd_layer_own"]
 )
 def test_decoding_of_the_committed_fixture_is_unchanged(output):
-    """Each decoding path gives, bit for bit, what the code before the module's ``counterfactual`` stored."""
+    """Each decoding path gives what the code before the module's ``counterfactual`` stored, to float32 rounding.
+
+    Not bit for bit: the same float32 code gives other last bits on a CPU with other vector instructions (an AMD EPYC
+    differs from the machine that stored the fixture by up to 5e-7 in 27 of 720 values); a change of the decoding
+    itself moves them by far more."""
     expected = np.load(DECODE_FILE)
     model = TRVAE.load(MODEL_DIR, accelerator="cpu")
-    np.testing.assert_array_equal(decode_outputs(model)[output], expected[output])
+    np.testing.assert_allclose(decode_outputs(model)[output], expected[output], rtol=1e-5, atol=1e-6)

@@ -24,11 +24,10 @@ import pandas as pd
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-import synthetic_state  # noqa: E402
 from blend_ceiling import METRICS, TUNING_SPLIT, score, splits  # noqa: E402
 from blend_ceiling import OUT_DIR as CEILING_DIR  # noqa: E402
-from matched_folds import case_name, split_parser  # noqa: E402
-from oos.splits import Split, make_split  # noqa: E402
+from matched_folds import case_name, quick_split, split_parser  # noqa: E402
+from oos.splits import Split  # noqa: E402
 from pipeline_variant import OUT_DIR as VARIANTS_DIR  # noqa: E402
 
 from scvi_trvae import baselines  # noqa: E402
@@ -47,17 +46,6 @@ def scaled_scores(split: Split) -> dict[str, dict[str, float]]:
         kind: score(as_dense(baselines.mean_shift(split.train, scale_spread=True, **keys, **option).X), split)
         for kind, option in KINDS.items()
     }
-
-
-def quick_split() -> Split:
-    """A tiny synthetic split (no data files needed)."""
-    from oos.datasets import DatasetSpec
-
-    adata, _ = synthetic_state.synthetic_split(1.0, 0, quick=True)
-    keys = synthetic_state.KEYS
-    spec = DatasetSpec(file="", control=keys["source"], perturbed=(keys["target"],), kind="lognorm",
-                       n_top_genes=None, description="synthetic")  # fmt: skip
-    return make_split(adata, "synthetic", spec, synthetic_state.HELD_OUT, keys["target"], None)
 
 
 def split_records(case: dict, ceiling: dict, variant: dict | None) -> list[dict]:

@@ -250,14 +250,13 @@ def fold_rows(
             grid.spread_scalings, grid.shift_weights, grid.deviation_weights
         ):
             spread = spreads[kind] if scaling else None
-            alone = (deviation, scaling)
-            if weight == 1.0 and not scaling and alone in model_alone:
-                scores = model_alone[alone]
+            if weight == 1.0 and not scaling and deviation in model_alone:
+                scores = model_alone[deviation]
             else:
                 blend = blend_prediction(observed, pred, shift, weight, deviation, spread=spread)
                 scores = score_fold(blend, real, control, degs)
                 if weight == 1.0 and not scaling:
-                    model_alone[alone] = scores
+                    model_alone[deviation] = scores
             rows.append(
                 {**config, "inner_cell_type": held_out, "reference_shift": kind, "spread_scaling": scaling,
                  "shift_weight": float(weight), "deviation_weight": float(deviation), **scores}

@@ -79,7 +79,7 @@ def run_split(split, epochs: int | str = AUTO_EPOCHS) -> list[dict[str, Any]]:
     # every ensemble row is TRVAEEnsemble.predict_perturbation: the package's pipeline, not a copy of its blend
     preds["trVAE ensemble"] = ensembles.predict(split, default)
     preds["trVAE ensemble + shrink"] = ensembles.predict(split, default, default_weights)
-    preds["trVAE ensemble + shrink w=0.5 (fixed)"] = ensembles.predict(split, default, (0.5, 0.5, "pooled"))
+    preds["trVAE ensemble + shrink w=0.5 (fixed)"] = ensembles.predict(split, default, (0.5, 0.5, "pooled", False))
     preds["trVAE self-tuned"] = ensembles.predict(split, ensembles.first_member(tuned), best_weights)
     preds["trVAE self-tuned ensemble"] = ensembles.predict(split, tuned, best_weights)
     rho = save_uncertainty(split, members, epochs)
@@ -95,6 +95,7 @@ def run_split(split, epochs: int | str = AUTO_EPOCHS) -> list[dict[str, Any]]:
             **{k: float(scores[k]) for k in metrics.METRIC_KEYS}, "shift_weight": weights.get(name, (None,))[0],
             "deviation_weight": weights.get(name, (None, None))[1],
             "reference_shift": weights.get(name, (None, None, None))[2],
+            "spread_scaling": weights.get(name, (None,) * 4)[3],
             "tuned_config": chosen["best_config"] if "self-tuned" in name else None,
             "uncertainty_spearman": rho if name == "trVAE ensemble" else None,
         })  # fmt: skip

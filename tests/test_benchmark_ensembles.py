@@ -16,7 +16,7 @@ from oos import ensembles  # noqa: E402
 from oos.methods import METHODS  # noqa: E402
 
 from scvi_trvae._blend import blend_prediction  # noqa: E402
-from scvi_trvae.baselines import reference_shift  # noqa: E402
+from scvi_trvae.baselines import reference_shift, reference_spread  # noqa: E402
 
 NAMES = ["trVAE ensemble", "trVAE ensemble + shrink", "trVAE self-tuned", "trVAE self-tuned ensemble"]
 
@@ -42,16 +42,18 @@ def test_methods_registered_and_consistent(split):
         chosen["default_shift_weight"],
         chosen["default_deviation_weight"],
         chosen["default_reference_shift"],
+        chosen["default_spread_scaling"],
     )
     # the row is the package's pipeline: the cached TRVAEEnsemble's own prediction with the chosen weights ...
     ensemble = ensembles.default_ensemble(split, 2)
     assert (folder / "ensemble_default" / "ensemble.json").exists() and ensemble.labels_key == split.cell_type_key
     np.testing.assert_allclose(preds["trVAE ensemble + shrink"], ensembles.predict(split, ensemble, weights), rtol=1e-6)
-    # ... which is the blend of the members' mean with the chosen reference shift of the other types
-    keys = {"cell_type_key": split.cell_type_key, "condition_key": split.condition_key}
-    shift = reference_shift(split.train, weights[2], cell_type=split.cell_type, source=split.source,
-                            target=split.target, **keys)  # fmt: skip
-    expected = blend_prediction(split.control.X, members.mean(0), shift, *weights[:2])
+    # ... which is the blend of the members' mean with the chosen reference shift (and spread) of the other types
+    task = {"cell_type_key": split.cell_type_key, "condition_key": split.condition_key,
+            "cell_type": split.cell_type, "source": split.source, "target": split.target}  # fmt: skip
+    shift = reference_shift(split.train, weights[2], **task)
+    spread = reference_spread(split.train, weights[2], **task) if weights[3] else None
+    expected = blend_prediction(split.control.X, members.mean(0), shift, *weights[:2], spread=spread)
     np.testing.assert_allclose(preds["trVAE ensemble + shrink"], expected, rtol=1e-5, atol=1e-5)
     # the selection saw only the training cells: the held-out type is not one of its inner folds
     assert "type_A" not in chosen["inner_cell_types"]

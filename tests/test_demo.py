@@ -26,7 +26,8 @@ def test_demo_runs_the_recommended_pipeline_end_to_end(tmp_path, capsys):
     assert "Holding out the 150 type_B stimulated cells" in out and "3 model fits" in out
     assert plan < out.index("Chose w = ")
     assert "by inner leave-one-cell-type-out on the training cells" in out
-    weight, deviation = recommended.removeprefix("trVAE ensemble + shrink (w=").removesuffix(")").split(", lambda=")
+    blend = recommended.removeprefix("trVAE ensemble + shrink (w=").removesuffix(")").removesuffix(", spread scaled")
+    weight, deviation = blend.split(", lambda=")
     assert 0.0 <= float(weight) <= 1.0 and float(deviation) in model_selection.DEFAULT_DEVIATION_WEIGHTS
     # after the table: who won, from these scores
     assert demo.verdict(scores, recommended, name="the recommended pipeline") in out

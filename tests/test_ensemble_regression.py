@@ -46,8 +46,9 @@ def outputs() -> dict[str, np.ndarray]:
         progress_bar=False,
         accelerator="cpu",
         reference_shifts=("pooled",),
+        spread_scalings=(False,),
         **TASK,
-    )  # fmt: skip  (the pooled reference shift alone: the pipeline as the fixture was made)
+    )  # fmt: skip  (the pooled reference shift alone, the spread as observed: the pipeline as the fixture was made)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         recommended = fitted.predict_perturbation(control, cell_type_key="cell_type", **TASK).X

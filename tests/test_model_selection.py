@@ -73,7 +73,7 @@ def test_selection_never_sees_outer_holdout(outer_split, recorded_fits):
     assert ensemble.shift_weight == selection.best_shift_weight
     assert ensemble.deviation_weight == selection.best_deviation_weight
     assert ensemble.reference_shift == selection.best_reference_shift
-    assert ensemble.spread_scaling == selection.best_spread_scaling is False  # the default grid never scales
+    assert ensemble.spread_scaling == selection.best_spread_scaling
     assert ensemble.model_kwargs["n_layers"] == selection.best_config["n_layers"]
 
 
@@ -83,20 +83,21 @@ def test_results_table_and_choice(outer_split):
     table, summary = result.table, result.summary
     n_deviation = len(model_selection.DEFAULT_DEVIATION_WEIGHTS)
     n_kinds = len(model_selection.DEFAULT_REFERENCE_SHIFTS)
-    # configs x folds x kinds of reference shift x shift weights x deviation weights
-    assert len(table) == 2 * 2 * n_kinds * 3 * n_deviation
+    n_scalings = len(model_selection.DEFAULT_SPREAD_SCALINGS)
+    # configs x folds x kinds of reference shift x spread scalings x shift weights x deviation weights
+    assert len(table) == 2 * 2 * n_kinds * n_scalings * 3 * n_deviation
     columns = {"n_layers", "mmd_weight", "inner_cell_type", "reference_shift", "shift_weight", "deviation_weight",
                "edist_scaled", "score"}  # fmt: skip
     assert columns <= set(table.columns)
     assert set(table["reference_shift"]) == set(model_selection.DEFAULT_REFERENCE_SHIFTS)
     np.testing.assert_allclose(table["score"], table["pearson_delta_deg"] - table["edist_scaled"])
-    assert len(summary) == 2 * n_kinds * 3 * n_deviation and summary["score"].is_monotonic_decreasing
+    assert len(summary) == 2 * n_kinds * n_scalings * 3 * n_deviation and summary["score"].is_monotonic_decreasing
     best = summary.iloc[0]
     assert result.best_shift_weight == best["shift_weight"]
     assert result.best_deviation_weight == best["deviation_weight"]
     assert result.best_reference_shift == best["reference_shift"]
-    # with w = 1 the reference shift plays no part: the same scores for every kind
-    alone = table[table["shift_weight"] == 1.0].pivot_table(
+    # with w = 1 and the spread as observed the reference shift plays no part: the same scores for every kind
+    alone = table[(table["shift_weight"] == 1.0) & ~table["spread_scaling"]].pivot_table(
         index=["config", "inner_cell_type", "deviation_weight"], columns="reference_shift", values="score"
     )
     assert np.allclose(alone.to_numpy(), alone.to_numpy()[:, :1])
@@ -119,15 +120,15 @@ def test_spread_scalings_are_scored_beside_the_observed_spread_and_chosen_with_t
     assert len(table) == 2 * n_kinds * 2 * 3 * n_deviation  # folds x kinds x scalings x w x lambda
     best = result.summary.iloc[0]
     assert result.best_spread_scaling == bool(best["spread_scaling"])
-    # the unscaled rows are the default selection's, score for score
-    default = _select(train, n_configs=1).table
+    # the unscaled rows are those of a selection that never scales, score for score
+    default = _select(train, n_configs=1, spread_scalings=(False,)).table
     unscaled = table[~table["spread_scaling"]].drop(columns="spread_scaling").reset_index(drop=True)
     pd.testing.assert_frame_equal(unscaled, default.drop(columns="spread_scaling"))
     # a scaled spread changes the distribution, not the mean response: the E-distance moves, Δ-Pearson barely
     pair = table.pivot_table(index=["inner_cell_type", "reference_shift", "shift_weight", "deviation_weight"],
                              columns="spread_scaling", values=["edist_scaled", "pearson_delta_deg"])  # fmt: skip
     assert not np.allclose(pair["edist_scaled"][True], pair["edist_scaled"][False])
-    assert model_selection.select_hyperparameters.__kwdefaults__["spread_scalings"] == (False,)
+    assert model_selection.select_hyperparameters.__kwdefaults__["spread_scalings"] == (False, True)
 
 
 def test_reproducible_with_seed(outer_split):

@@ -102,16 +102,18 @@ def trained_ensemble(split: Split, epochs: int | str, config: dict[str, Any], na
     return ensemble
 
 
-#: ``(w, lambda, kind of reference shift)`` of the blend; ``(1, 1, "pooled")`` is the ensemble alone.
-Blend = tuple[float, float, str]
-UNBLENDED: Blend = (1.0, 1.0, "pooled")
+#: ``(w, lambda, kind of reference shift, spread scaling)`` of the blend; ``(1, 1, "pooled", False)`` is the
+#: ensemble alone.
+Blend = tuple[float, float, str, bool]
+UNBLENDED: Blend = (1.0, 1.0, "pooled", False)
 
 
 def predict(split: Split, ensemble: TRVAEEnsemble, weights: Blend = UNBLENDED) -> np.ndarray:
-    """The ensemble's prediction of the split's control cells with ``(w, lambda, kind)``: the package's own blend."""
+    """The ensemble's prediction of the split's control cells with ``weights``: the package's own blend."""
+    shift_weight, deviation_weight, kind, scaling = weights
     pred = ensemble.predict_perturbation(
-        split.control, source=split.source, target=split.target, shift_weight=weights[0], deviation_weight=weights[1],
-        reference_shift=weights[2],
+        split.control, source=split.source, target=split.target, shift_weight=shift_weight,
+        deviation_weight=deviation_weight, reference_shift=kind, spread_scaling=scaling,
     )  # fmt: skip
     return dense(pred.X)
 
@@ -159,9 +161,11 @@ def selection(split: Split, epochs: int | str, n_configs: int = N_CONFIGS) -> di
         "best_shift_weight": result.best_shift_weight,
         "best_deviation_weight": result.best_deviation_weight,
         "best_reference_shift": result.best_reference_shift,
+        "best_spread_scaling": result.best_spread_scaling,
         "default_shift_weight": float(default_rows.iloc[0]["shift_weight"]),
         "default_deviation_weight": float(default_rows.iloc[0]["deviation_weight"]),
         "default_reference_shift": str(default_rows.iloc[0]["reference_shift"]),
+        "default_spread_scaling": bool(default_rows.iloc[0]["spread_scaling"]),
         "inner_cell_types": result.inner_cell_types,
         "seconds": result.seconds,
         "summary": result.summary.to_dict(orient="records"),
@@ -185,14 +189,17 @@ def tuned_ensemble(split: Split, epochs: int | str) -> tuple[TRVAEEnsemble, Blen
     """The chosen configuration's ensemble (three seeds) and the chosen blend."""
     chosen = selection(split, epochs)
     best = chosen["best_config"]
-    weights = (chosen["best_shift_weight"], chosen["best_deviation_weight"], chosen["best_reference_shift"])
+    weights = (
+        chosen["best_shift_weight"], chosen["best_deviation_weight"], chosen["best_reference_shift"],
+        chosen["best_spread_scaling"],
+    )  # fmt: skip
     if best == default_config(split, epochs):
         return default_ensemble(split, epochs), weights
     return trained_ensemble(split, epochs, best, "ensemble_tuned"), weights
 
 
 def default_weights(split: Split, epochs: int | str) -> Blend:
-    """The blend (weights and reference shift) the inner validation chose for the default configuration.
+    """The blend (weights, reference shift, spread scaling) the inner validation chose for the default configuration.
 
     Read from the full selection where it was run, else from a selection of the defaults alone.
     """
@@ -200,7 +207,10 @@ def default_weights(split: Split, epochs: int | str) -> Blend:
         chosen = selection(split, epochs)
     else:
         chosen = selection(split, epochs, n_configs=1)
-    return chosen["default_shift_weight"], chosen["default_deviation_weight"], chosen["default_reference_shift"]
+    return (
+        chosen["default_shift_weight"], chosen["default_deviation_weight"], chosen["default_reference_shift"],
+        chosen["default_spread_scaling"],
+    )  # fmt: skip
 
 
 def fit_predict_ensemble(split: Split, seed: int, epochs: int | str, *, shrink: bool = False) -> np.ndarray:

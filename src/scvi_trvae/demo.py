@@ -245,7 +245,7 @@ def run(
             f"Data: {'synthetic' if data is None else data}, {adata.n_obs} cells x {adata.n_vars} genes. "
             f"Holding out the {split.real_target.n_obs} {cell_type} {target} cells, then training the recommended "
             f"pipeline on the other {split.train.n_obs} cells ({n_fits} model fits: {inner_folds} inner fold(s) that "
-            f"choose w and lambda, then {members} member(s)), predicting the held-out cells from their "
+            f"choose the blend, then {members} member(s)), predicting the held-out cells from their "
             f"{split.control.n_obs} {source} cells and scoring them beside two baselines.",
             flush=True,
         )
@@ -282,13 +282,15 @@ def _fit_and_predict(split, cell_type_key, condition_key, source, target, cell_t
         split.train, n_members=members, inner_folds=inner_folds, max_epochs=epochs, seed=seed, **keys, **task
     )
     weight, deviation = selection.best_shift_weight, selection.best_deviation_weight
-    reference = f", the {selection.best_reference_shift} reference shift" if weight < 1 else ""
+    scaled = selection.best_spread_scaling
+    reference = f", the {selection.best_reference_shift} reference shift" if weight < 1 or scaled else ""
+    spread = ", the observed spread scaled" if scaled else ""
     print(
-        f"Chose w = {weight:g}, lambda = {deviation:g}{reference} by inner leave-one-cell-type-out on the training "
-        f"cells ({', '.join(selection.inner_cell_types)}); trained {ensemble.n_members} member(s) "
+        f"Chose w = {weight:g}, lambda = {deviation:g}{reference}{spread} by inner leave-one-cell-type-out on the "
+        f"training cells ({', '.join(selection.inner_cell_types)}); trained {ensemble.n_members} member(s) "
         f"in {time.perf_counter() - start:.0f} s in all."
     )
-    recommended = f"trVAE ensemble + shrink (w={weight:g}, lambda={deviation:g})"
+    recommended = f"trVAE ensemble + shrink (w={weight:g}, lambda={deviation:g}{', spread scaled' if scaled else ''})"
     predict = task  # the ensemble knows its cell types (labels_key, set by fit_recommended)
     control = split.control
     predictions = {

@@ -70,7 +70,8 @@ DEFAULT_DEVIATION_WEIGHTS: tuple[float, ...] = (0.0, 0.5, 1.0)
 #: Kinds of reference shift tried (:func:`scvi_trvae.baselines.reference_shift`); on ties the first wins.
 DEFAULT_REFERENCE_SHIFTS: tuple[str, ...] = ("pooled", "similarity")
 #: Whether the observed cells' spread is scaled (:func:`scvi_trvae.baselines.reference_spread`); on ties the first wins.
-DEFAULT_SPREAD_SCALINGS: tuple[bool, ...] = (False,)
+#: Both are tried by default since the 57-split run (``docs/accuracy.md``, *Scaling the observed spread*).
+DEFAULT_SPREAD_SCALINGS: tuple[bool, ...] = (False, True)
 DEFAULT_N_CONFIGS = 4
 DEFAULT_MAX_INNER_FOLDS = 3
 #: Inner folds of the recommended pipeline (:func:`fit_recommended`): more folds choose its blend less noisily.
@@ -174,7 +175,7 @@ def select_hyperparameters(
     spread_scalings
         Whether the observed cells' deviations from their mean are scaled per gene by the other types' ratio of
         ``target`` to ``source`` spread (:func:`scvi_trvae.baselines.reference_spread`, of the blend's kind), tried
-        with every other choice: ``(False,)`` (default) never, ``(False, True)`` lets the inner folds choose.
+        with every other choice: ``(False, True)`` (default) lets the inner folds choose, ``(False,)`` never scales.
     max_inner_folds
         Hold out at most this many cell types (drawn with ``seed``; ``None``: all of them).
     fold_source_cells

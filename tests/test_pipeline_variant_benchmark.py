@@ -52,11 +52,12 @@ def test_quick_mode_trains_every_fit_with_the_setting(tmp_path):
 
 @pytest.mark.slow  # trains 7 tiny models
 def test_quick_mode_passes_selection_settings_to_the_pipeline(tmp_path):
-    pipeline_variant.main(["--selection", 'reference_shifts=["balanced"]', "--quick", "--out-dir", str(tmp_path)])
+    selection = ['reference_shifts=["balanced"]', "spread_scalings=[false]"]
+    pipeline_variant.main(["--selection", *selection, "--quick", "--out-dir", str(tmp_path)])
     case = json.loads((tmp_path / "synthetic__type_A__stimulated.json").read_text())
-    assert case["settings"] == {} and case["selection"] == {"reference_shifts": ["balanced"]}
-    assert case["chosen"]["reference_shift"] == "balanced"  # the only candidate
-    assert case["chosen"]["spread_scaling"] is False  # not a candidate by default
+    assert case["settings"] == {}
+    assert case["selection"] == {"reference_shifts": ["balanced"], "spread_scalings": [False]}
+    assert case["chosen"]["reference_shift"] == "balanced" and case["chosen"]["spread_scaling"] is False  # the only
 
 
 @pytest.mark.slow  # trains 7 tiny models

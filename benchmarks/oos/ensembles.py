@@ -189,10 +189,7 @@ def tuned_ensemble(split: Split, epochs: int | str) -> tuple[TRVAEEnsemble, Blen
     """The chosen configuration's ensemble (three seeds) and the chosen blend."""
     chosen = selection(split, epochs)
     best = chosen["best_config"]
-    weights = (
-        chosen["best_shift_weight"], chosen["best_deviation_weight"], chosen["best_reference_shift"],
-        chosen["best_spread_scaling"],
-    )  # fmt: skip
+    weights = _blend(chosen, "best")
     if best == default_config(split, epochs):
         return default_ensemble(split, epochs), weights
     return trained_ensemble(split, epochs, best, "ensemble_tuned"), weights
@@ -207,10 +204,13 @@ def default_weights(split: Split, epochs: int | str) -> Blend:
         chosen = selection(split, epochs)
     else:
         chosen = selection(split, epochs, n_configs=1)
-    return (
-        chosen["default_shift_weight"], chosen["default_deviation_weight"], chosen["default_reference_shift"],
-        chosen["default_spread_scaling"],
-    )  # fmt: skip
+    return _blend(chosen, "default")
+
+
+def _blend(chosen: dict[str, Any], which: str) -> Blend:
+    """The ``which`` (``"best"`` or ``"default"``) blend recorded in a cached :func:`selection`."""
+    keys = ("shift_weight", "deviation_weight", "reference_shift", "spread_scaling")
+    return tuple(chosen[f"{which}_{key}"] for key in keys)  # type: ignore[return-value]
 
 
 def fit_predict_ensemble(split: Split, seed: int, epochs: int | str, *, shrink: bool = False) -> np.ndarray:

@@ -41,14 +41,17 @@ from oos.splits import Split  # noqa: E402
 from selection_rules import BLEND, held_out_table  # noqa: E402
 
 from scvi_trvae import model_selection  # noqa: E402
+from scvi_trvae._inner_folds import choose_folds, inner_cell_types  # noqa: E402
 from scvi_trvae.utils import as_dense  # noqa: E402
 
 OUT_DIR = BENCH / "results" / "pipeline_variants"
+#: Today's default pipeline on the 57 non-tuning splits (``spread_scalings=(False, True)``, its default since 6a17dae).
+DEFAULT_RUN = OUT_DIR / "selection-spread_scalings-False-True"
 SELECTION_RULES_DIR = BENCH / "results" / "selection_rules"
 TUNING_SCORES = ("pearson_delta_deg", "edist_scaled", "paired_rmse")
 #: ``fit_recommended`` arguments that ``--selection`` may set: which blends the inner folds choose from, and how.
 SELECTION_SETTINGS = ("shift_weights", "deviation_weights", "reference_shifts", "spread_scalings", "max_inner_folds",
-                      "fold_source_cells")  # fmt: skip
+                      "fold_choice", "fold_source_cells")  # fmt: skip
 
 
 def _key_value(text: str, option: str, allowed: Callable[[str], bool], keys: str) -> tuple[str, Any]:
@@ -74,9 +77,36 @@ def selection_setting(text: str) -> tuple[str, Any]:
 def variant_name(settings: dict[str, Any], selection: dict[str, Any] | None = None) -> str:
     """The folder name of a variant: its model settings, then its selection settings (``selection-`` prefixed)."""
     parts = [f"{key}-{json.dumps(value)}" for key, value in sorted(settings.items())]
-    parts += [f"selection-{key}-{'-'.join(map(str, value)) if isinstance(value, list) else json.dumps(value)}"
-              for key, value in sorted((selection or {}).items())]  # fmt: skip
+    parts += [f"selection-{key}-{_folder_part(value)}" for key, value in sorted((selection or {}).items())]
     return "__".join(parts)
+
+
+def _folder_part(value: Any) -> str:
+    if isinstance(value, list):
+        return "-".join(map(str, value))
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def same_fits_as_default(split: Split, settings: dict[str, Any], selection: dict[str, Any]) -> dict[str, Any] | None:
+    """The default run's result of ``split`` when the variant would fit exactly what the default fitted, else None.
+
+    That is a variant that only chooses the inner folds another way (``fold_choice``) and holds out the same cell
+    types as the default on this split: the same fits with the same seeds, so the same prediction (the default run
+    is on the CPU, each split in its own process, as a variant's). The result says which run it is taken from.
+    """
+    path = DEFAULT_RUN / case_name(split)
+    if settings or set(selection) != {"fold_choice"} or not path.exists():
+        return None
+    keys = tuple(split.task_keys[key] for key in ("cell_type_key", "condition_key", "source", "target"))
+    qualifying = inner_cell_types(split.train, *keys)
+    folds = {
+        choice: choose_folds(split.train, keys, qualifying, model_selection.RECOMMENDED_INNER_FOLDS, choice, seed=0)
+        for choice in ("random", selection["fold_choice"])
+    }
+    if folds["random"] != folds[selection["fold_choice"]]:
+        return None
+    result = json.loads(path.read_text())
+    return {**result, "selection": selection, "inner_cell_types": folds["random"], "same_fits_as": DEFAULT_RUN.name}
 
 
 def search_space(settings: dict[str, Any], n_obs: int, quick: bool) -> dict[str, tuple]:
@@ -90,7 +120,7 @@ def search_space(settings: dict[str, Any], n_obs: int, quick: bool) -> dict[str,
 def _chosen(selection) -> dict[str, Any]:
     return {"shift_weight": selection.best_shift_weight, "deviation_weight": selection.best_deviation_weight,
             "reference_shift": selection.best_reference_shift, "spread_scaling": selection.best_spread_scaling,
-            "config": selection.best_config}  # fmt: skip
+            "config": selection.best_config, "inner_cell_types": selection.inner_cell_types}  # fmt: skip
 
 
 def variant_prediction(
@@ -169,12 +199,14 @@ def main(argv: list[str] | None = None) -> None:
         path = out_dir / case_name(split)
         if (split.dataset, split.cell_type) == TUNING_SPLIT or (path.exists() and not args.quick):
             continue
-        chosen, scores = variant_prediction(split, settings, args.quick, selection_settings)
-        result = {"dataset": split.dataset, "cell_type": split.cell_type, "target": split.target,
-                  "n_control": int(split.control.n_obs), "settings": settings, "selection": selection_settings,
-                  "chosen": chosen, "scores": scores}  # fmt: skip
+        result = None if args.quick else same_fits_as_default(split, settings, selection_settings)
+        if result is None:
+            chosen, scores = variant_prediction(split, settings, args.quick, selection_settings)
+            result = {"dataset": split.dataset, "cell_type": split.cell_type, "target": split.target,
+                      "n_control": int(split.control.n_obs), "settings": settings, "selection": selection_settings,
+                      "chosen": chosen, "scores": scores}  # fmt: skip
         path.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"{split.dataset} {split.cell_type} {split.target}: {chosen} {scores}", flush=True)
+        print(f"{split.dataset} {split.cell_type} {split.target}: {result['chosen']} {result['scores']}", flush=True)
     text = report(out_dir, label="variant")
     (out_dir / "pipeline_variant.md").write_text(text + "\n")
     print(text)

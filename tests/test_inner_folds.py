@@ -1,17 +1,21 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+from anndata import AnnData
 
 from scvi_trvae import model_selection
 from scvi_trvae._inner_folds import (
     BATCH_SIZE,
     MIN_FOLD_CELLS,
     BlendGrid,
+    choose_folds,
     config_epochs,
     model_arguments,
     resolve_source_cells,
     training_steps,
+    types_to_predict,
 )
 from scvi_trvae.datasets import synthetic_perturbation
 
@@ -75,3 +79,63 @@ def test_matched_source_cells_are_those_of_the_rarest_type_to_predict():
 def test_a_configuration_can_set_the_models_normalisation():
     config = {"use_batch_norm": False, "use_layer_norm": True, "dropout_rate": 0.0, "mmd_weight": 2.0}
     assert model_arguments(config) == {"use_batch_norm": False, "use_layer_norm": True, "dropout_rate": 0.0}
+
+
+def _types_on_a_line(positions: dict[str, float], to_predict: str | None = "A") -> AnnData:
+    """Cells of each type around its position on gene 0, 6 per condition; ``to_predict`` has control cells only."""
+    rng = np.random.default_rng(0)
+    rows, obs = [], []
+    for cell_type, position in positions.items():
+        for condition in ("control", "stimulated"):
+            if cell_type == to_predict and condition == "stimulated":
+                continue
+            centre = np.array([position, 1.0 + (condition == "stimulated"), 2.0])
+            rows.append(centre + rng.normal(0.0, 0.05, (6, 3)))
+            obs += [(cell_type, condition)] * 6
+    obs_frame = pd.DataFrame(obs, columns=["cell_type", "condition"], index=[str(i) for i in range(len(obs))])
+    return AnnData(np.clip(np.vstack(rows), 0, None).astype(np.float32), obs=obs_frame)
+
+
+def test_nearest_folds_are_the_types_closest_to_the_type_to_predict():
+    adata = _types_on_a_line({"A": 0.0, "B": 1.0, "C": 8.0, "D": 2.0, "E": 9.0, "F": 10.0})
+    folds = ["B", "C", "D", "E", "F"]
+    assert list(types_to_predict(adata, KEYS).index) == ["A"]
+    assert choose_folds(adata, KEYS, folds, 2, "nearest", seed=0) == ["B", "D"]
+    assert choose_folds(adata, KEYS, folds, 3, "nearest", seed=5) == ["B", "C", "D"]
+    drawn = choose_folds(adata, KEYS, folds, 2, "random", seed=0)
+    assert drawn == sorted(np.random.default_rng(0).choice(folds, size=2, replace=False).tolist())
+    assert choose_folds(adata, KEYS, folds, None, "nearest", seed=0) == folds  # no limit: every fold
+    assert choose_folds(adata, KEYS, folds, 5, "nearest", seed=0) == folds
+    with pytest.raises(ValueError, match=r"fold_choice must be one of 'random', 'nearest', got 'closest'"):
+        choose_folds(adata, KEYS, folds, 2, "closest", seed=0)
+
+
+def test_nearest_folds_draw_at_random_when_nothing_is_to_predict():
+    adata = _types_on_a_line({"A": 0.0, "B": 1.0, "C": 8.0, "D": 2.0}, to_predict=None)
+    assert types_to_predict(adata, KEYS).empty
+    folds = ["A", "B", "C", "D"]
+    for seed in range(3):
+        assert choose_folds(adata, KEYS, folds, 2, "nearest", seed) == choose_folds(
+            adata, KEYS, folds, 2, "random", seed
+        )
+
+
+def test_nearest_folds_are_closest_to_the_types_to_predict_together():
+    # A at 0 and G at 10 are both predicted: the closeness is averaged over them, so B (near A) and F (near G) lead.
+    adata = _types_on_a_line({"A": 0.0, "G": 10.0, "B": 0.5, "C": 5.0, "F": 9.5})
+    adata = adata[~((adata.obs["cell_type"] == "G") & (adata.obs["condition"] == "stimulated"))].copy()
+    assert sorted(types_to_predict(adata, KEYS).index) == ["A", "G"]
+    assert choose_folds(adata, KEYS, ["B", "C", "F"], 2, "nearest", seed=0) == ["B", "F"]
+
+
+def test_the_selection_plans_and_the_pipeline_passes_the_fold_choice(monkeypatch):
+    adata = _types_on_a_line({"A": 0.0, "B": 1.0, "C": 8.0, "D": 2.0, "E": 9.0, "F": 10.0})
+    folds, _ = model_selection._plan(adata, KEYS, 1, None, 2, 0, "nearest")
+    assert folds == ["B", "D"]
+    seen = {}
+    monkeypatch.setattr(model_selection, "fit_self_tuned", lambda adata, **kwargs: seen.update(kwargs))
+    model_selection.fit_recommended(
+        adata, cell_type_key="cell_type", condition_key="condition", source="control", target="stimulated",
+        fold_choice="nearest",
+    )  # fmt: skip
+    assert seen["fold_choice"] == "nearest"

@@ -31,8 +31,23 @@ def test_selection_settings_are_read_as_json_and_must_be_selection_arguments():
     assert pipeline_variant.variant_name({"dropout_rate": 0.3}, {"max_inner_folds": 2}) == (
         "dropout_rate-0.3__selection-max_inner_folds-2"
     )
+    assert pipeline_variant.variant_name({}, {"fold_choice": "nearest"}) == "selection-fold_choice-nearest"
     with pytest.raises(ValueError, match="'n_latent=10'"):  # a model setting, not the selection's
         pipeline_variant.selection_setting("n_latent=10")
+
+
+def test_a_fold_choice_that_holds_out_the_default_folds_reuses_the_default_run(tmp_path, monkeypatch):
+    split = pipeline_variant.quick_split()  # too few qualifying cell types to choose among: the default's folds
+    monkeypatch.setattr(pipeline_variant, "DEFAULT_RUN", tmp_path)
+    nearest = {"fold_choice": "nearest"}
+    assert pipeline_variant.same_fits_as_default(split, {}, nearest) is None  # no default result to reuse
+    default = {"dataset": "synthetic", "chosen": {"shift_weight": 0.5}, "scores": {"edist_scaled": 0.4}}
+    (tmp_path / pipeline_variant.case_name(split)).write_text(json.dumps(default))
+    reused = pipeline_variant.same_fits_as_default(split, {}, nearest)
+    assert reused["scores"] == default["scores"] and reused["chosen"] == default["chosen"]
+    assert reused["selection"] == nearest and reused["same_fits_as"] == tmp_path.name
+    assert pipeline_variant.same_fits_as_default(split, {"dropout_rate": 0.3}, nearest) is None  # other fits
+    assert pipeline_variant.same_fits_as_default(split, {}, {**nearest, "spread_scalings": [False]}) is None
 
 
 def test_a_variant_must_be_named(capsys):

@@ -27,6 +27,7 @@ from .baselines import (
     check_spread_scaling,
     reference_shift,
     reference_spread,
+    similarity_weights,
 )
 from .data._splitter import epochs_for_steps, steps_for_epochs
 from .model._architecture import DEFAULT_N_LAYERS
@@ -47,6 +48,9 @@ _TRAIN_ARGS = ("mmd_weight", "kl_weight")
 BATCH_SIZE = 128
 #: Cells an inner fold's cell type needs in each of ``source`` and ``target``.
 MIN_FOLD_CELLS = 3
+#: How the inner folds are chosen when more cell types qualify than the folds to hold out: drawn at random, or the
+#: types nearest the types to predict (:func:`nearest_folds`).
+FOLD_CHOICES = ("random", "nearest")
 
 
 class BlendGrid(NamedTuple):
@@ -128,6 +132,38 @@ def inner_cell_types(adata: AnnData, cell_type_key: str, condition_key: str, sou
     return sorted(counts.index[enough])
 
 
+def types_to_predict(adata: AnnData, keys: tuple[str, str, str, str]) -> pd.Series:
+    """Return the ``source`` cells of each type with ``source`` cells and no ``target`` cells: the types to predict."""
+    cell_type_key, condition_key, source, target = keys
+    counts = cells_per_type(adata, cell_type_key, condition_key)
+    if source not in counts:
+        return pd.Series(dtype=int)
+    return counts.loc[(counts[source] > 0) & (counts.get(target, 0) == 0), source]
+
+
+def choose_folds(
+    adata: AnnData, keys: tuple[str, str, str, str], folds: list[str], n_folds: int | None, fold_choice: str,
+    seed: int,
+) -> list[str]:  # fmt: skip
+    """Return at most ``n_folds`` of ``folds`` (sorted): drawn with ``seed``, or the nearest the types to predict.
+
+    ``"nearest"`` ranks the folds by their mean :func:`~scvi_trvae.baselines.similarity_weights` to the types to
+    predict (the pipeline's own closeness of ``source`` cells) and falls back to the random draw when there is
+    no type to predict.
+    """
+    if fold_choice not in FOLD_CHOICES:
+        raise ValueError(f"fold_choice must be one of {listed(FOLD_CHOICES)}, got {fold_choice!r}.")
+    if n_folds is None or len(folds) <= n_folds:
+        return folds
+    to_predict = types_to_predict(adata, keys)
+    if fold_choice == "random" or not len(to_predict):
+        return sorted(np.random.default_rng(seed).choice(folds, size=n_folds, replace=False).tolist())
+    task = dict(zip(("cell_type_key", "condition_key", "source", "target"), keys, strict=True))
+    weights = [similarity_weights(adata, cell_type=cell_type, **task) for cell_type in to_predict.index]
+    closeness = pd.concat(weights, axis=1).mean(axis=1)
+    return sorted(closeness.reindex(folds).sort_values(ascending=False, kind="stable").index[:n_folds])
+
+
 def resolve_source_cells(
     adata: AnnData, keys: tuple[str, str, str, str], fold_source_cells: int | str | None
 ) -> int | None:  # fmt: skip
@@ -140,11 +176,7 @@ def resolve_source_cells(
     if fold_source_cells is None:
         return None
     if fold_source_cells == "matched":
-        cell_type_key, condition_key, source, target = keys
-        counts = cells_per_type(adata, cell_type_key, condition_key)
-        if source not in counts:
-            return None
-        to_predict = counts.loc[(counts[source] > 0) & (counts.get(target, 0) == 0), source]
+        to_predict = types_to_predict(adata, keys)
         return int(to_predict.min()) if len(to_predict) else None
     if isinstance(fold_source_cells, str) or int(fold_source_cells) != fold_source_cells or fold_source_cells < 1:
         raise ValueError(

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 from anndata import AnnData
 from tqdm.auto import tqdm
@@ -34,6 +33,7 @@ from ._inner_folds import BATCH_SIZE as BATCH_SIZE  # the CLI checks --batch-siz
 from ._inner_folds import (
     DEFAULT_CONFIG,
     BlendGrid,
+    choose_folds,
     fit_arguments,
     fold_rows,
     inner_cell_types,
@@ -109,16 +109,14 @@ def candidate_configs(n_configs: int, search_space: Mapping[str, Sequence[Any]] 
 
 def _plan(
     adata: AnnData, keys: tuple[str, str, str, str], n_configs: int, search_space: Mapping[str, Sequence[Any]] | None,
-    max_inner_folds: int | None, seed: int,
+    max_inner_folds: int | None, seed: int, fold_choice: str = "random",
 ) -> tuple[list[str], list[dict]]:  # fmt: skip
     """Check the task, then draw the inner folds and candidate configurations: all before any training."""
     check_task(adata, *keys)
     folds = inner_cell_types(adata, *keys)
     if len(folds) < 2:
         raise ValueError(too_few_folds(adata, keys, folds))
-    rng = np.random.default_rng(seed)
-    if max_inner_folds is not None and len(folds) > max_inner_folds:
-        folds = sorted(rng.choice(folds, size=max_inner_folds, replace=False).tolist())
+    folds = choose_folds(adata, keys, folds, max_inner_folds, fold_choice, seed)
     return folds, candidate_configs(n_configs, search_space, seed)
 
 
@@ -136,6 +134,7 @@ def select_hyperparameters(
     reference_shifts: Sequence[str] = DEFAULT_REFERENCE_SHIFTS,
     spread_scalings: Sequence[bool] = DEFAULT_SPREAD_SCALINGS,
     max_inner_folds: int | None = DEFAULT_MAX_INNER_FOLDS,
+    fold_choice: Literal["random", "nearest"] = "random",
     fold_source_cells: int | Literal["matched"] | None = None,
     time_budget: float | None = None,
     seed: int = 0,
@@ -177,7 +176,12 @@ def select_hyperparameters(
         ``target`` to ``source`` spread (:func:`scvi_trvae.baselines.reference_spread`, of the blend's kind), tried
         with every other choice: ``(False, True)`` (default) lets the inner folds choose, ``(False,)`` never scales.
     max_inner_folds
-        Hold out at most this many cell types (drawn with ``seed``; ``None``: all of them).
+        Hold out at most this many cell types (chosen by ``fold_choice``; ``None``: all of them).
+    fold_choice
+        Which cell types the inner folds hold out when more qualify than ``max_inner_folds``: ``"random"`` (drawn
+        with ``seed``) or ``"nearest"``, those whose ``source`` cells look most like the types to predict (types with
+        ``source`` cells and no ``target`` cells; :func:`scvi_trvae.baselines.similarity_weights`, averaged over
+        them), so that the folds resemble them; random when there is no type to predict.
     fold_source_cells
         Keep at most this many ``source`` cells of each inner fold's held-out type (in its training cells and as
         the cells it predicts from), so that the folds resemble a rare type to predict; ``"matched"``: as many as
@@ -217,7 +221,7 @@ def select_hyperparameters(
     keys = (cell_type_key, condition_key, source, target)
     grid = BlendGrid.checked(shift_weights, deviation_weights, reference_shifts, spread_scalings)
     source_cells = resolve_source_cells(adata, keys, fold_source_cells)
-    folds, configs = _plan(adata, keys, n_configs, search_space, max_inner_folds, seed)
+    folds, configs = _plan(adata, keys, n_configs, search_space, max_inner_folds, seed, fold_choice)
     train_kwargs.setdefault("enable_progress_bar", False)
     rows: list[dict[str, Any]] = []
     responses: list[list[dict[str, Any]]] = [[] for _ in configs]
@@ -307,6 +311,7 @@ def fit_self_tuned(
         folds, configs = _plan(
             adata, keys, selection_kwargs.get("n_configs", DEFAULT_N_CONFIGS), selection_kwargs.get("search_space"),
             selection_kwargs.get("max_inner_folds", DEFAULT_MAX_INNER_FOLDS), seed,
+            selection_kwargs.get("fold_choice", "random"),
         )  # fmt: skip
         n_inner = len(configs) * len(folds)
         logger.info(
@@ -396,7 +401,7 @@ def train_ensemble(
 
 
 _SELECTION_ONLY = ("n_configs", "search_space", "shift_weights", "deviation_weights", "reference_shifts",
-                   "spread_scalings", "max_inner_folds", "fold_source_cells", "time_budget",
+                   "spread_scalings", "max_inner_folds", "fold_choice", "fold_source_cells", "time_budget",
                    "setup_kwargs")  # fmt: skip
 
 
@@ -409,6 +414,7 @@ def fit_recommended(
     target: str,
     n_members: int = 3,
     inner_folds: int = RECOMMENDED_INNER_FOLDS,
+    fold_choice: Literal["random", "nearest"] = "random",
     fold_source_cells: int | Literal["matched"] | None = None,
     max_epochs: int | None = None,
     seed: int = 0,
@@ -445,6 +451,8 @@ def fit_recommended(
         Members of the ensemble.
     inner_folds
         Inner held-out cell types that choose ``w``, ``lambda`` and the kind of reference shift (at most).
+    fold_choice
+        Which cell types they are when more qualify, as in :func:`select_hyperparameters`.
     fold_source_cells
         Source cells each inner fold keeps of its held-out type, as in :func:`select_hyperparameters`
         (``"matched"``: as many as the rarest type to predict has).
@@ -474,5 +482,6 @@ def fit_recommended(
     return fit_self_tuned(
         adata, cell_type_key=cell_type_key, condition_key=condition_key, source=source, target=target,
         n_members=n_members, seed=seed, n_configs=1, max_inner_folds=inner_folds, progress_bar=progress_bar,
-        interval_level=interval_level, fold_source_cells=fold_source_cells, **length, **train_kwargs,
+        interval_level=interval_level, fold_choice=fold_choice, fold_source_cells=fold_source_cells, **length,
+        **train_kwargs,
     )  # fmt: skip

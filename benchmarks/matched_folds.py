@@ -88,9 +88,15 @@ def case_name(split: Split) -> str:
     return f"{split.dataset}__{slug(split.cell_type)}__{slug(split.target)}.json"
 
 
-def report(out_dir: Path, ceiling_dir: Path = CEILING_DIR, label: str = "matched") -> str:
+def report(
+    out_dir: Path, ceiling_dir: Path = CEILING_DIR, label: str = "matched", default_dir: Path | None = None
+) -> str:  # fmt: skip
     """Wins against the stronger mean shift of the splits' pipeline (``label``: what it changes) and of the default
-    pipeline, the one against the other, and both medians (``pipeline_variant.py`` reports with this too)."""
+    pipeline, the one against the other, and both medians (``pipeline_variant.py`` reports with this too).
+
+    The default pipeline is the ceiling's own-process run (the spread as observed), or the results in ``default_dir``
+    (files named as in ``out_dir``); splits whose result is the default's (``same_fits_as``) are counted.
+    """
     records = []
     for path in sorted(out_dir.glob("*.json")):
         case = json.loads(path.read_text())
@@ -98,15 +104,18 @@ def report(out_dir: Path, ceiling_dir: Path = CEILING_DIR, label: str = "matched
         if (case["dataset"], case["cell_type"]) == TUNING_SPLIT or not reference.exists():
             continue
         ceiling = json.loads(reference.read_text())["ceiling"]
+        if default_dir is not None:
+            default_scores = json.loads((default_dir / path.name).read_text())["scores"]
         for metric, higher in METRICS.items():
             beats = operator.gt if higher else operator.lt
-            matched, default = case["scores"][metric], ceiling[metric]["pipeline"]
+            matched = case["scores"][metric]
+            default = ceiling[metric]["pipeline"] if default_dir is None else default_scores[metric]
             shift = ceiling[metric]["stronger mean shift"]
             records.append({
                 "metric": metric, f"{label} beats mean shift": beats(matched, shift),
                 "default beats mean shift": beats(default, shift), f"{label} better": beats(matched, default),
                 f"{label} worse": beats(default, matched), "n_control": case["n_control"],
-                f"{label} median": matched, "default median": default,
+                f"{label} median": matched, "default median": default, "same fits": "same_fits_as" in case,
             })  # fmt: skip
     if not records:
         return "no splits done"
@@ -115,6 +124,8 @@ def report(out_dir: Path, ceiling_dir: Path = CEILING_DIR, label: str = "matched
     table = by_metric[counts].sum()
     table.insert(0, "splits", by_metric.size())
     table = table.join(by_metric[[f"{label} median", "default median"]].median().round(3))
+    if by_metric["same fits"].sum().any():
+        table["same fits as default"] = by_metric["same fits"].sum()
     return table.to_markdown()
 
 

@@ -174,6 +174,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", nargs="+", default=[], help="KEY=VALUE settings of every fit")
     parser.add_argument("--selection", nargs="+", default=[], help=f"KEY=VALUE, KEY one of {SELECTION_SETTINGS}")
     parser.add_argument("--tuning", nargs="+", metavar="CASE", help="run tuning cases (synthetic:S:SEED, kang:NK)")
+    parser.add_argument(
+        "--against-default-run", action="store_true",
+        help=f"report against today's default pipeline ({DEFAULT_RUN.name}), not the ceiling's earlier default",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if not args.model and not args.selection:
         parser.error("name a variant: --model KEY=VALUE and/or --selection KEY=VALUE")
@@ -207,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
                       "chosen": chosen, "scores": scores}  # fmt: skip
         path.write_text(json.dumps(result, indent=1) + "\n")
         print(f"{split.dataset} {split.cell_type} {split.target}: {result['chosen']} {result['scores']}", flush=True)
-    text = report(out_dir, label="variant")
+    text = report(out_dir, label="variant", default_dir=DEFAULT_RUN if args.against_default_run else None)
     (out_dir / "pipeline_variant.md").write_text(text + "\n")
     print(text)
 

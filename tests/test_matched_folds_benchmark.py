@@ -49,3 +49,21 @@ def test_quick_mode_fits_the_pipeline_with_matched_folds_on_a_tiny_split(tmp_pat
     assert case["chosen"]["fold_source_cells"] == case["n_control"] == 40  # type_A's control cells: nothing rarer
     assert set(case["scores"]) == {"pearson_delta_deg", "edist_scaled"}
     assert (tmp_path / "matched_folds.md").read_text().strip() == "no splits done"  # no default run to pair with
+
+
+def test_report_can_pair_with_another_default_run_and_counts_reused_results(tmp_path):
+    out, ceilings, defaults = tmp_path / "out", tmp_path / "ceiling", tmp_path / "default"
+    for folder in (out, ceilings, defaults):
+        folder.mkdir()
+    shift = {"pearson_delta_deg": 0.9, "edist_scaled": 0.3}
+    _write(ceilings / "a.json", "haber", "Tuft", None, _ceiling({"pearson_delta_deg": 0.1, "edist_scaled": 0.9}, shift))
+    _write(out / "a.json", "haber", "Tuft", {"pearson_delta_deg": 0.95, "edist_scaled": 0.2})
+    _write(defaults / "a.json", "haber", "Tuft", {"pearson_delta_deg": 0.92, "edist_scaled": 0.25})
+    case = json.loads((out / "a.json").read_text())
+    (out / "a.json").write_text(json.dumps({**case, "same_fits_as": "default"}))
+    lines = matched_folds.report(out, ceilings, default_dir=defaults).splitlines()
+    assert lines[0].split("|")[-2].strip() == "same fits as default"
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in lines[2:]}
+    # the default's scores are today's run's (0.92 / 0.25), not the ceiling's (0.1 / 0.9)
+    assert cells["pearson_delta_deg"] == ["1", "1", "1", "1", "0", "0.95", "0.92", "1"]
+    assert cells["edist_scaled"] == ["1", "1", "1", "1", "0", "0.2", "0.25", "1"]

@@ -76,14 +76,7 @@ def run_task(task: str, quick: bool) -> dict:
     ensemble, selection = fit_recommended(train, **KEYS, n_members=3, seed=0, progress_bar=False, **fit_kwargs)
     w, lam = selection.best_shift_weight, selection.best_deviation_weight
     source, target = KEYS["source"], KEYS["target"]
-    alone = ensemble.predict_perturbation(
-        control,
-        source=source,
-        target=target,
-        shift_weight=1.0,
-        deviation_weight=1.0,
-        spread_scaling=False,
-    )
+    alone = ensemble.predict_perturbation(control, source=source, target=target, blend=False)
     predicted, observed = as_dense(alone.X), as_dense(control.X)
     degs = metrics.top_degs(real, control)
 

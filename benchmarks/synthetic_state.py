@@ -128,9 +128,7 @@ def pipeline_predictions(split, seed: int, max_epochs: int | None, path: Path) -
         )
         predict = {"source": "control", "target": "stimulated"}  # the ensemble knows its labels_key
         np.save(path, ensemble.predict_perturbation(split.control, **predict).X)
-        plain = ensemble.predict_perturbation(
-            split.control, shift_weight=1.0, deviation_weight=1.0, spread_scaling=False, **predict
-        )
+        plain = ensemble.predict_perturbation(split.control, blend=False, **predict)
         np.save(members_path, plain.X)
         blend = {"shift_weight": ensemble.shift_weight, "deviation_weight": ensemble.deviation_weight}
         path.with_suffix(".json").write_text(json.dumps({**blend, "spread_scaling": ensemble.spread_scaling}))

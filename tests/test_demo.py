@@ -24,9 +24,9 @@ def test_demo_runs_the_recommended_pipeline_end_to_end(tmp_path, capsys, monkeyp
 
     monkeypatch.setattr(TRVAEEnsemble, "predict_perturbation", recording)
     scores = demo.run(**FAST, cell_type="type_B", output_dir=tmp_path)
-    # the plain ensemble is w = 1, lambda = 1 with the spread as observed, whatever the pipeline chose
-    plain = [call for call in calls if call.get("shift_weight") == 1.0]
-    assert len(plain) == 1 and plain[0]["deviation_weight"] == 1.0 and plain[0]["spread_scaling"] is False
+    # the plain ensemble is the members alone (unblended), whatever the pipeline chose
+    plain = [call for call in calls if call.get("blend") is False]
+    assert len(plain) == 1 and len(calls) == 2
     out = capsys.readouterr().out
     recommended = next(name for name in scores if name.startswith("trVAE ensemble + shrink (w="))
     expected = {"trVAE (seed 0)", "trVAE ensemble (2 seeds)", recommended, "control + mean shift", "no response"}

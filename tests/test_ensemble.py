@@ -154,6 +154,31 @@ def test_spread_scaling_widens_each_types_observed_cells_by_the_other_types_spre
         ensemble.labels_key = "cell_type"
 
 
+def test_blend_false_predicts_the_members_alone_whatever_the_ensembles_blend(trained):
+    ensemble, _, control = trained
+    predict = {"source": "control", "target": "stimulated"}
+    members = np.stack([m.predict_perturbation(control, **predict).X for m in ensemble.members]).mean(0)
+    ensemble.shift_weight, ensemble.deviation_weight, ensemble.spread_scaling = 0.25, 0.5, True
+    try:
+        blended = ensemble.predict_perturbation(control, **predict)
+        alone = ensemble.predict_perturbation(control, **predict, blend=False)
+    finally:
+        ensemble.shift_weight, ensemble.deviation_weight, ensemble.spread_scaling = 1.0, 1.0, False
+    assert not np.allclose(blended.X, members)
+    np.testing.assert_allclose(alone.X, members, rtol=1e-6)
+    info = alone.uns["trvae_prediction"]
+    assert (info["shift_weight"], info["deviation_weight"], info["spread_scaling"]) == (1.0, 1.0, False)
+    for given in (
+        {"shift_weight": 0.5},
+        {"spread_scaling": False},
+        {"deviation_weight": 1.0, "reference_shift": "pooled"},
+    ):
+        with pytest.raises(
+            ValueError, match=f"blend=False predicts the ensemble unblended: do not pass .*{next(iter(given))}"
+        ):
+            ensemble.predict_perturbation(control, **predict, blend=False, **given)
+
+
 def test_an_ensemble_saved_before_deviation_weight_keeps_its_blend(trained, tmp_path):
     ensemble, train, _ = trained
     ensemble.shift_weight = 0.25

@@ -26,6 +26,7 @@ from ._blend import blend_prediction, check_blend_weight, on_prediction_scale
 from ._ensemble_files import MANIFEST, load_member, member_names, read_manifest
 from ._few_shot import annotate_response
 from ._fitting import fresh_copy, seeded  # noqa: F401  (imported from here before _fitting existed)
+from ._validation import listed
 from .baselines import check_reference_shift, check_spread_scaling, reference_shift, reference_spread
 from .io._atomic_write import replace_directory
 from .model._model import TRVAE
@@ -204,6 +205,7 @@ class TRVAEEnsemble:
         measured: AnnData | None = None,
         reference_shift: str | None = None,
         spread_scaling: bool | None = None,
+        blend: bool = True,
     ) -> AnnData:
         """Predict ``source`` cells under ``target``: each cell's observation plus the members' mean shift.
 
@@ -240,6 +242,10 @@ class TRVAEEnsemble:
             scaled, per gene, by the training cells' ratio of ``target`` to ``source`` spread in the other cell
             types (:func:`scvi_trvae.baselines.reference_spread`, weighted as the reference shift's kind weighs
             them); default: the ensemble's. Needs ``labels_key`` like the blend.
+        blend
+            ``False``: the members' mean prediction alone, the ensemble unblended (``w = lambda = 1``, the spread as
+            observed), whatever the ensemble's own blend; then none of ``shift_weight``, ``deviation_weight``,
+            ``reference_shift`` and ``spread_scaling`` may be given.
 
         Returns
         -------
@@ -260,6 +266,12 @@ class TRVAEEnsemble:
         ``reference_shift`` and ``spread_scaling``.
         """
         self._check_trained()
+        if not blend:
+            given = {"shift_weight": shift_weight, "deviation_weight": deviation_weight,
+                     "reference_shift": reference_shift, "spread_scaling": spread_scaling}  # fmt: skip
+            if named := [name for name, value in given.items() if value is not None]:
+                raise ValueError(f"blend=False predicts the ensemble unblended: do not pass {listed(named)} with it.")
+            shift_weight, deviation_weight, spread_scaling = 1.0, 1.0, False
         weight = check_blend_weight(self.shift_weight if shift_weight is None else shift_weight, "shift_weight")
         deviation = self.deviation_weight if deviation_weight is None else deviation_weight
         deviation = check_blend_weight(deviation, "deviation_weight", upper=None)

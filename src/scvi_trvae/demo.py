@@ -295,9 +295,7 @@ def _fit_and_predict(split, cell_type_key, condition_key, source, target, cell_t
     control = split.control
     predictions = {
         f"trVAE (seed {seed})": ensemble.members[0].predict_perturbation(control, **task),
-        f"trVAE ensemble ({ensemble.n_members} seeds)": ensemble.predict_perturbation(
-            control, shift_weight=1.0, deviation_weight=1.0, spread_scaling=False, **predict
-        ),
+        f"trVAE ensemble ({ensemble.n_members} seeds)": ensemble.predict_perturbation(control, blend=False, **predict),
         recommended: ensemble.predict_perturbation(control, **predict),
         MEAN_SHIFT: baselines.mean_shift(split.train, cell_type=cell_type, **keys, **task),
         "no response": baselines.no_response(split.train, cell_type=cell_type, **keys, **task),

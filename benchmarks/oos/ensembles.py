@@ -85,10 +85,6 @@ def default_config(split: Split, epochs: int | str) -> dict[str, Any]:
     return {**model_selection.DEFAULT_CONFIG, **({"training_steps": steps} if steps else {})}
 
 
-def _setup_kwargs(split: Split) -> dict[str, Any]:
-    return {"layer": "counts", "is_count_data": True} if split.counts else {}
-
-
 def trained_ensemble(split: Split, epochs: int | str, config: dict[str, Any], name: str) -> TRVAEEnsemble:
     """Three fits of ``config`` (seeds 0-2) as a :class:`~scvi_trvae.TRVAEEnsemble`, saved in the split's cache."""
     path = split_dir(split, epochs) / name
@@ -96,7 +92,7 @@ def trained_ensemble(split: Split, epochs: int | str, config: dict[str, Any], na
         return TRVAEEnsemble.load(path, adata=fresh_copy(split.train), accelerator="cpu")
     ensemble = model_selection.train_ensemble(
         split.train, condition_key=split.condition_key, config=config, seeds=ENSEMBLE_SEEDS,
-        labels_key=split.cell_type_key, setup_kwargs=_setup_kwargs(split), accelerator=ACCELERATOR,
+        labels_key=split.cell_type_key, setup_kwargs=split.setup_kwargs, accelerator=ACCELERATOR,
     )  # fmt: skip
     ensemble.save(path, overwrite=True)
     return ensemble
@@ -153,7 +149,7 @@ def selection(split: Split, epochs: int | str, n_configs: int = N_CONFIGS) -> di
     result = model_selection.select_hyperparameters(
         split.train, cell_type_key=split.cell_type_key, condition_key=split.condition_key, source=split.source,
         target=split.target, n_configs=n_configs, search_space=space, max_inner_folds=INNER_FOLDS, seed=0,
-        progress_bar=False, setup_kwargs=_setup_kwargs(split), accelerator=ACCELERATOR,
+        progress_bar=False, setup_kwargs=split.setup_kwargs, accelerator=ACCELERATOR,
     )  # fmt: skip
     default_rows = result.summary[result.summary["config"] == 0]
     out = {

@@ -49,7 +49,7 @@ BATCH_SIZE = 128
 #: Cells an inner fold's cell type needs in each of ``source`` and ``target``.
 MIN_FOLD_CELLS = 3
 #: How the inner folds are chosen when more cell types qualify than the folds to hold out: drawn at random, or the
-#: types nearest the types to predict (:func:`nearest_folds`).
+#: types nearest the types to predict (:func:`choose_folds`).
 FOLD_CHOICES = ("random", "nearest")
 
 

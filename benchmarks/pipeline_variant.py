@@ -41,7 +41,6 @@ from oos.splits import Split  # noqa: E402
 from selection_rules import BLEND, held_out_table  # noqa: E402
 
 from scvi_trvae import model_selection  # noqa: E402
-from scvi_trvae._inner_folds import choose_folds, inner_cell_types  # noqa: E402
 from scvi_trvae.utils import as_dense  # noqa: E402
 
 OUT_DIR = BENCH / "results" / "pipeline_variants"
@@ -98,15 +97,15 @@ def same_fits_as_default(split: Split, settings: dict[str, Any], selection: dict
     if settings or set(selection) != {"fold_choice"} or not path.exists():
         return None
     keys = tuple(split.task_keys[key] for key in ("cell_type_key", "condition_key", "source", "target"))
-    qualifying = inner_cell_types(split.train, *keys)
-    folds = {
-        choice: choose_folds(split.train, keys, qualifying, model_selection.RECOMMENDED_INNER_FOLDS, choice, seed=0)
+    folds = {  # planned as fit_recommended plans them (seed 0, its inner folds)
+        choice: model_selection._plan(split.train, keys, 1, None, model_selection.RECOMMENDED_INNER_FOLDS, 0, choice)[0]
         for choice in ("random", selection["fold_choice"])
     }
     if folds["random"] != folds[selection["fold_choice"]]:
         return None
     result = json.loads(path.read_text())
-    return {**result, "selection": selection, "inner_cell_types": folds["random"], "same_fits_as": DEFAULT_RUN.name}
+    chosen = {**result["chosen"], "inner_cell_types": folds["random"]}
+    return {**result, "selection": selection, "chosen": chosen, "same_fits_as": DEFAULT_RUN.name}
 
 
 def search_space(settings: dict[str, Any], n_obs: int, quick: bool) -> dict[str, tuple]:

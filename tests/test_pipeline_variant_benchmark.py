@@ -44,7 +44,8 @@ def test_a_fold_choice_that_holds_out_the_default_folds_reuses_the_default_run(t
     default = {"dataset": "synthetic", "chosen": {"shift_weight": 0.5}, "scores": {"edist_scaled": 0.4}}
     (tmp_path / pipeline_variant.case_name(split)).write_text(json.dumps(default))
     reused = pipeline_variant.same_fits_as_default(split, {}, nearest)
-    assert reused["scores"] == default["scores"] and reused["chosen"] == default["chosen"]
+    assert reused["scores"] == default["scores"]
+    assert reused["chosen"] == {**default["chosen"], "inner_cell_types": ["type_B", "type_C"]}
     assert reused["selection"] == nearest and reused["same_fits_as"] == tmp_path.name
     assert pipeline_variant.same_fits_as_default(split, {"dropout_rate": 0.3}, nearest) is None  # other fits
     assert pipeline_variant.same_fits_as_default(split, {}, {**nearest, "spread_scalings": [False]}) is None

@@ -39,6 +39,7 @@ def fit_predict(cells: Any, args: argparse.Namespace) -> tuple[np.ndarray, dict[
         "shift_weight": selection.best_shift_weight,
         "deviation_weight": selection.best_deviation_weight,
         "reference_shift": selection.best_reference_shift,
+        "spread_scaling": selection.best_spread_scaling,
         "likelihood_data": "counts (nb)" if setup_kwargs else "log-normalised",
         "device": "cpu",
     }

@@ -122,13 +122,11 @@ def split_rows(split: Split, predicted: np.ndarray, chosen: dict[str, Any]) -> l
     return rows
 
 
-def kept_prediction(
-    cache_dir: Path, split: Split, *, any_spread: bool = False
-) -> tuple[np.ndarray, dict[str, Any]] | None:
+def kept_prediction(cache_dir: Path, split: Split) -> tuple[np.ndarray, dict[str, Any]] | None:
     """The own-process pipeline's kept prediction of ``split`` and the blend it chose, or None if not kept.
 
     Also None where the pipeline chose the scaled spread (a runner's ``meta.json`` from before the spread scaling
-    was recorded had none), unless ``any_spread``: :func:`components` rebuilds blends with the spread as observed.
+    was recorded had none): :func:`components` rebuilds blends with the spread as observed.
     """
     npy = cache_path(cache_dir, split, peers.OWN_PROCESS[0], 0).with_suffix(".npy")
     # the runner's meta.json, named as the benchmark names it, in the meta folder of this cache
@@ -137,7 +135,7 @@ def kept_prediction(
     if not (npy.exists() and meta.exists()):
         return None
     settings = json.loads(meta.read_text())["settings"]
-    if settings.get("spread_scaling", False) and not any_spread:
+    if settings.get("spread_scaling", False):
         return None
     chosen = {k: settings[k] for k in ("shift_weight", "deviation_weight")}
     return np.load(npy).astype(np.float64), {**chosen, "reference_shift": settings["reference_shift"]}

@@ -18,7 +18,12 @@ expression plus its true response ``truth(stimulated) - truth(control)``
 Every (state dependence, seed, variant) prediction is cached in ``benchmarks/cache/synthetic_state/``; results go to
 ``benchmarks/results/synthetic_state.json`` and a markdown table. ``--quick`` runs a tiny version (the suite runs it).
 
+``--transfer-bound`` fits nothing: per seed, it scores the mean shift against ``control + other types' true mean
+response`` (the pooled shift without sampling noise) on Δ-Pearson (DEG), to
+``benchmarks/results/synthetic_transfer_bound.json`` and ``.md``.
+
     python benchmarks/synthetic_state.py --state-dependence 0 1 --seeds 0 1 2
+    python benchmarks/synthetic_state.py --transfer-bound --state-dependence 0 1 --seeds 0 1 2 3 4 5 6 7 8 9
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from scvi_trvae.utils import as_dense
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "synthetic_state.json"
+TRANSFER_RESULTS = "synthetic_transfer_bound.json"
 CACHE = BENCH / "cache" / "synthetic_state"
 KEYS = {"cell_type_key": "cell_type", "condition_key": "condition", "source": "control", "target": "stimulated"}
 HELD_OUT = "type_A"
@@ -85,7 +91,16 @@ VARIANTS: dict[str, Variant] = {
     "trVAE, MMD on z": Variant(model={"mmd_on": "z"}),
     "recommended pipeline": Variant(pipeline=True),
 }
-BASELINES = ("control + mean shift", "control + balanced mean shift", "control + true mean response", "no response")
+MEAN_SHIFT = "control + mean shift"
+#: The pooled shift without sampling noise (:func:`other_types_true_shift`).
+TRANSFER = "control + other types' true mean response"
+BASELINES = (
+    MEAN_SHIFT,
+    "control + balanced mean shift",
+    TRANSFER,
+    "control + true mean response",
+    "no response",
+)
 #: Predictions derived from a trVAE's (see ``DERIVED_FROM``): ``(w, lambda)`` in
 #: ``x + w * m + (1 - w) * pooled + lambda * d_i`` (``m`` trVAE's mean response over the cells, ``d_i`` cell i's
 #: deviation from it); ``lambda=None`` is the ensemble's earlier blend, ``x + w * (m + d_i) + (1 - w) * pooled``.
@@ -142,7 +157,21 @@ def baseline_prediction(name: str, split, truth_response: np.ndarray) -> np.ndar
         return baselines.mean_shift(split.train, cell_type=HELD_OUT, balanced="balanced" in name, **KEYS).X
     if name == "control + true mean response":  # knows the held-out type's true mean response: no method can
         return np.clip(control + truth_response.mean(0), 0.0, None)
+    if name == TRANSFER:
+        return np.clip(control + other_types_true_shift(split), 0.0, None)
     return control
+
+
+def other_types_true_shift(split) -> np.ndarray:
+    """The pooled mean shift without sampling noise: the mean true response of the other types' control cells.
+
+    What a perfect estimate of the other types' response transfers to the held-out type; the rest of its true
+    response is its own, which no training cell shows.
+    """
+    train = split.train
+    others = (train.obs["cell_type"].astype(str) != HELD_OUT) & (train.obs["condition"].astype(str) == "control")
+    response, _ = synthetic_true_response(train[others.to_numpy()], "control", "stimulated")
+    return response.mean(0)
 
 
 def run_case(state_dependence: float, seed: int, variants: dict[str, Variant], quick: bool, cache: Path) -> dict:
@@ -190,6 +219,28 @@ def run_case(state_dependence: float, seed: int, variants: dict[str, Variant], q
     return scores
 
 
+def transfer_bound(state_dependences: list[float], seeds: list[int], quick: bool) -> pd.DataFrame:
+    """Per (state dependence, seed): Δ-Pearson (DEG) of the observed mean shift and of the noise-free transfer.
+
+    No fit: how often would a perfect estimate of the other types' mean response beat the mean shift?
+    """
+    rows = []
+    for state_dependence in state_dependences:
+        for seed in seeds:
+            _, split = synthetic_split(state_dependence, seed, quick)
+            truth_response, _ = synthetic_true_response(split.control, "control", "stimulated", HELD_OUT)
+            degs = metrics.top_degs(split.real_target, split.control)
+            row = {"state_dependence": state_dependence, "seed": seed}
+            for name in (MEAN_SHIFT, TRANSFER):
+                pred = baseline_prediction(name, split, truth_response)
+                scores = metrics.evaluate_prediction(pred, split.real_target, split.control, degs=degs, seed=0)
+                row[name] = float(scores["pearson_delta_deg"])
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame["transfer wins"] = frame[TRANSFER] > frame[MEAN_SHIFT]
+    return frame
+
+
 def summary_table(results: dict) -> pd.DataFrame:
     """Mean over seeds of every score, one row per (state dependence, method)."""
     rows = [
@@ -206,12 +257,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--state-dependence", type=float, nargs="+", default=[0.0, 1.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=list(VARIANTS),
+                        help="model variants to fit (none: the baselines only, every stored score kept)")  # fmt: skip
+    parser.add_argument("--transfer-bound", action="store_true",
+                        help=f"no fit: per seed, Δ-Pearson (DEG) of {MEAN_SHIFT!r} and {TRANSFER!r}")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="tiny data, 2 epochs, one case, three variants")
     parser.add_argument("--out-dir", type=Path, default=None, help="results and cache here (default: the repo's)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.transfer_bound:  # no fit; --quick: tiny data, the seeds as given
+        write_transfer_bound(args)
+        return
     if args.quick:
         args.state_dependence, args.seeds = [1.0], [0]
         args.variants = ["trVAE (defaults)", "trVAE, mode='mean'", "recommended pipeline"]
@@ -232,6 +289,20 @@ def main(argv: list[str] | None = None) -> None:
     table = summary_table({k: v for k, v in results.items() if k != "quick"})
     print(table.to_markdown())
     (results_path.with_suffix(".md")).write_text(table.to_markdown() + "\n")
+
+
+def write_transfer_bound(args: argparse.Namespace) -> None:
+    """``--transfer-bound``: the per-seed table and how often the transfer wins, as JSON and markdown."""
+    frame = transfer_bound(args.state_dependence, args.seeds, args.quick)
+    path = (args.out_dir or RESULTS.parent) / TRANSFER_RESULTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"quick": args.quick, "rows": frame.to_dict(orient="records")}, indent=1))
+    counts = frame.groupby("state_dependence")["transfer wins"].agg(["sum", "size"])
+    lines = [f"state dependence {s:g}: the transfer beats the mean shift in {n} of {k} seeds"
+             for s, (n, k) in counts.iterrows()]  # fmt: skip
+    text = frame.round(4).to_markdown(index=False) + "\n\n" + "\n".join(lines) + "\n"
+    print(text)
+    path.with_suffix(".md").write_text(text)
 
 
 if __name__ == "__main__":

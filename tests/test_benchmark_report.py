@@ -56,6 +56,22 @@ def test_target_table_counts_wins_against_each_mean_shift_the_stronger_one_and_c
     assert tables.target_table(pd.DataFrame(rows), "absent") == ""
 
 
+def test_target_table_reads_the_targets_against_the_mean_shift_with_the_best_median_too():
+    pipeline = "trVAE ensemble + shrink"
+    rows = _result_rows(pipeline, {("a", 0): (0.9, 0.2), ("b", 0): (0.5, 0.6), ("c", 0): (0.8, 0.3)})
+    # medians: pooled 0.7 / 0.4, balanced 0.7 / 0.35, similarity 0.85 / 0.45
+    rows += _result_rows("control + mean shift", {("a", 0): (0.8, 0.3), ("b", 0): (0.4, 0.7), ("c", 0): (0.7, 0.4)})
+    rows += _result_rows(
+        "control + balanced mean shift", {("a", 0): (0.95, 0.1), ("b", 0): (0.4, 0.7), ("c", 0): (0.7, 0.35)}
+    )
+    rows += _result_rows(
+        "control + similarity mean shift", {("a", 0): (0.85, 0.45), ("b", 0): (0.6, 0.5), ("c", 0): (0.9, 0.2)}
+    )
+    text = tables.target_table(pd.DataFrame(rows), pipeline)
+    assert "Δ-Pearson (DEG): control + similarity mean shift, 1/3 (target ≥ 48/57)" in text
+    assert "E-dist scaled ↓: control + balanced mean shift, 2/3 (target ≥ 45/57)" in text
+
+
 def test_stale_table_lists_results_of_earlier_code():
     rows = _result_rows("trVAE", {("a", 0): (0.9, 0.2), ("b", 0): (0.5, 0.6)})
     rows[0].update(stale=True, code_version=cache.EARLIER_CODE)

@@ -194,7 +194,32 @@ def target_table(frame: pd.DataFrame, reference: str = "trVAE ensemble + shrink"
                 met, f"{pair['ref'].median():.3f}", f"{pair['other'].median():.3f}",
             ])  # fmt: skip
     header = ["against", "metric", f"{reference} wins", "target (issue 22)", "", "median: it", "median: against"]
-    return markdown_table(header, rows)
+    return markdown_table(header, rows) + _one_mean_shift_reading(ok, mine)
+
+
+def _one_mean_shift_reading(ok: pd.DataFrame, mine: pd.DataFrame) -> str:
+    """The targets read against one mean shift for all splits: the one with the best median on each metric.
+
+    A sentence under the target table; the per-split best (the table's *stronger mean shift*) stays the count the
+    targets are judged by, since no method could pick it without the held-out cells.
+    """
+    parts = []
+    for metric, label, sign in _TARGET_METRICS:
+        medians = {m: split_means(ok[ok["method"] == m], metric).median() for m in MEAN_SHIFTS}
+        medians = {m: v for m, v in medians.items() if pd.notna(v)}
+        if not medians:
+            return ""
+        strongest = max(medians, key=lambda m: sign * medians[m])
+        theirs = split_means(ok[ok["method"] == strongest], metric)
+        pair = pd.concat({"ref": split_means(mine, metric), "other": theirs}, axis=1).dropna()
+        wins = int((sign * (pair["ref"] - pair["other"]) > 0).sum())
+        needed = TARGETS[("stronger mean shift", metric)]
+        parts.append(f"{label}: {strongest}, {wins}/{len(pair)} (target ≥ {needed}/{TARGET_SPLITS})")
+    return (
+        "\n\nRead as one mean shift for all splits, the stronger of the three (by its median over these splits) and "
+        "the wins against it: " + "; ".join(parts) + ". The *stronger mean shift* rows above, the best of the three "
+        "on each split, which no method could pick without the held-out cells, are what the targets are judged by."
+    )
 
 
 def stale_table(frame: pd.DataFrame, methods: Sequence[str], notes: dict[str, str] | None = None) -> str:

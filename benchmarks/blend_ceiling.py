@@ -25,7 +25,6 @@ scaled spread became a candidate, and how the benchmark's kept predictions were 
 
 from __future__ import annotations
 
-import argparse
 import json
 import operator
 import sys
@@ -44,10 +43,10 @@ sys.path.insert(0, str(BENCH))
 
 import synthetic_state  # noqa: E402
 from oos import paths, peers  # noqa: E402
-from oos.cache import cache_path, slug  # noqa: E402
+from oos.cache import prediction_path, slug  # noqa: E402
 from oos.datasets import DATASETS, load_dataset  # noqa: E402
 from oos.registry import AUTO_EPOCHS  # noqa: E402
-from oos.splits import Split, held_out_pairs, make_split  # noqa: E402
+from oos.splits import Split, held_out_pairs, make_split, split_parser  # noqa: E402
 
 from scvi_trvae import metrics, model_selection  # noqa: E402
 from scvi_trvae.baselines import REFERENCE_SHIFTS, reference_shift  # noqa: E402
@@ -128,7 +127,7 @@ def kept_prediction(cache_dir: Path, split: Split) -> tuple[np.ndarray, dict[str
     Also None where the pipeline chose the scaled spread (a runner's ``meta.json`` from before the spread scaling
     was recorded had none): :func:`components` rebuilds blends with the spread as observed.
     """
-    npy = cache_path(cache_dir, split, peers.OWN_PROCESS[0], 0).with_suffix(".npy")
+    npy = prediction_path(cache_dir, split, peers.OWN_PROCESS[0])
     # the runner's meta.json, named as the benchmark names it, in the meta folder of this cache
     default = peers.meta_path(split, peers.OWN_PROCESS[1], 0, AUTO_EPOCHS)
     meta = paths.peer_meta_dir(cache_dir) / default.relative_to(peers.META_DIR)
@@ -233,13 +232,8 @@ def report(out_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser = split_parser(__doc__, OUT_DIR)
     parser.add_argument("--cache-dir", type=Path, default=paths.CACHE_DIR / "full")
-    parser.add_argument("--data-dir", type=Path, default=paths.DATA_DIR)
-    parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
-    parser.add_argument("--report", action="store_true", help="only print the table of the cached splits")
-    parser.add_argument("--quick", action="store_true", help="one tiny synthetic split, 2 epochs")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     args.out_dir.mkdir(parents=True, exist_ok=True)

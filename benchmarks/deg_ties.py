@@ -21,7 +21,6 @@ score is the committed one of ``benchmarks/results/out_of_sample.json``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import warnings
@@ -38,10 +37,9 @@ sys.path.insert(0, str(BENCH))
 
 import blend_ceiling  # noqa: E402
 from oos import paths  # noqa: E402
-from oos.cache import cache_path, slug  # noqa: E402
-from oos.datasets import DATASETS  # noqa: E402
+from oos.cache import prediction_path, slug  # noqa: E402
 from oos.registry import METHODS  # noqa: E402
-from oos.splits import Split  # noqa: E402
+from oos.splits import Split, split_parser  # noqa: E402
 from oos.tables import MEAN_SHIFTS  # noqa: E402
 
 from scvi_trvae import metrics  # noqa: E402
@@ -150,7 +148,7 @@ def committed_scores(method: str = METHOD) -> dict[tuple[str, str, str], float]:
 
 def kept_prediction(cache_dir: Path, split: Split, method: str = METHOD) -> np.ndarray | None:
     """The seed-0 prediction of ``method`` that a benchmark run kept for ``split``, or None."""
-    npy = cache_path(cache_dir, split, method, 0).with_suffix(".npy")
+    npy = prediction_path(cache_dir, split, method)
     return np.load(npy).astype(np.float64) if npy.exists() else None
 
 
@@ -221,15 +219,10 @@ def report(out_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser = split_parser(__doc__, OUT_DIR)
     parser.add_argument("--cache-dir", type=Path, default=paths.CACHE_DIR / "full", help="where kept predictions are")
     parser.add_argument("--method", default=METHOD, help="the benchmark row whose kept prediction is the pipeline's")
-    parser.add_argument("--data-dir", type=Path, default=paths.DATA_DIR)
-    parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
     parser.add_argument("--orders", type=int, default=N_ORDERS, help="random tie orders per split")
-    parser.add_argument("--report", action="store_true", help="only print the table of the cached splits")
-    parser.add_argument("--quick", action="store_true", help="one tiny synthetic split, 2 epochs")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,6 @@ balanced and similarity-weighted shifts, per split and metric, with hindsight). 
 
 from __future__ import annotations
 
-import argparse
 import json
 import operator
 import sys
@@ -33,10 +32,9 @@ sys.path.insert(0, str(BENCH))
 import synthetic_state  # noqa: E402
 from blend_ceiling import METRICS, TUNING_SPLIT, score  # noqa: E402
 from blend_ceiling import OUT_DIR as CEILING_DIR  # noqa: E402
-from oos import paths  # noqa: E402
 from oos.cache import slug  # noqa: E402
 from oos.datasets import DATASETS, DatasetSpec, load_dataset  # noqa: E402
-from oos.splits import Split, held_out_pairs, make_split  # noqa: E402
+from oos.splits import Split, held_out_pairs, make_split, split_parser  # noqa: E402
 
 from scvi_trvae import model_selection  # noqa: E402
 from scvi_trvae.utils import as_dense  # noqa: E402
@@ -127,17 +125,6 @@ def report(
     if by_metric["same fits"].sum().any():
         table["same fits as default"] = by_metric["same fits"].sum()
     return table.to_markdown()
-
-
-def split_parser(description: str, out_dir: Path) -> argparse.ArgumentParser:
-    """The command line of a benchmark over the benchmark's splits (this one and ``selection_rules_splits.py``)."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    parser.add_argument("--data-dir", type=Path, default=paths.DATA_DIR)
-    parser.add_argument("--out-dir", type=Path, default=out_dir)
-    parser.add_argument("--report", action="store_true", help="only print the table of the splits done")
-    parser.add_argument("--quick", action="store_true", help="one tiny synthetic split, 2 epochs")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> None:

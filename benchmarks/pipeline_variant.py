@@ -36,8 +36,8 @@ sys.path.insert(0, str(BENCH))
 import synthetic_state  # noqa: E402
 from blend_ceiling import TUNING_SPLIT  # noqa: E402
 from blend_grid import case_data, mean_shift_rows, score  # noqa: E402
-from matched_folds import case_name, fit_on_split, quick_split, rarest_first, report, split_parser  # noqa: E402
-from oos.splits import Split  # noqa: E402
+from matched_folds import case_name, fit_on_split, quick_split, rarest_first, report  # noqa: E402
+from oos.splits import Split, split_parser  # noqa: E402
 from selection_rules import BLEND, held_out_table  # noqa: E402
 
 from scvi_trvae import model_selection  # noqa: E402

@@ -26,8 +26,8 @@ sys.path.insert(0, str(BENCH))
 
 from blend_ceiling import METRICS, TUNING_SPLIT, score, splits  # noqa: E402
 from blend_ceiling import OUT_DIR as CEILING_DIR  # noqa: E402
-from matched_folds import case_name, quick_split, split_parser  # noqa: E402
-from oos.splits import Split  # noqa: E402
+from matched_folds import case_name, quick_split  # noqa: E402
+from oos.splits import Split, split_parser  # noqa: E402
 from pipeline_variant import OUT_DIR as VARIANTS_DIR  # noqa: E402
 
 from scvi_trvae import baselines  # noqa: E402

@@ -32,8 +32,8 @@ sys.path.insert(0, str(BENCH))
 
 from blend_ceiling import METRICS, TUNING_SPLIT  # noqa: E402
 from blend_ceiling import OUT_DIR as CEILING_DIR  # noqa: E402
-from matched_folds import case_name, quick_split, rarest_first, split_parser  # noqa: E402
-from oos.splits import Split  # noqa: E402
+from matched_folds import case_name, quick_split, rarest_first  # noqa: E402
+from oos.splits import Split, split_parser  # noqa: E402
 from selection_rules import BLEND, RULES, fold_weights, inner_frame  # noqa: E402
 
 from scvi_trvae import model_selection  # noqa: E402

@@ -58,6 +58,11 @@ def cache_path(cache_dir: Path, split: Split, method: str, seed: int) -> Path:
     return cache_dir / split.dataset / name
 
 
+def prediction_path(cache_dir: Path, split: Split, method: str) -> Path:
+    """Where a run keeps the seed-0 prediction of one result (figure splits, ``--keep-predictions``)."""
+    return cache_path(cache_dir, split, method, 0).with_suffix(".npy")
+
+
 def result_key(split: Split, method: str, epochs: int | str | None, code_version: str | None = None) -> dict[str, Any]:
     """What decides a result besides its split names and seed; a cached result is reused only if its key matches.
 

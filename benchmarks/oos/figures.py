@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from .cache import cache_path, slug
+from .cache import prediction_path, slug
 from .expression import dense
 from .running import RunConfig
 from .splits import Split
@@ -28,7 +28,7 @@ def make_figures(config: RunConfig, split: Split) -> None:
 
     predictions = {}
     for name in config.methods:
-        path = cache_path(config.cache_dir, split, name, 0).with_suffix(".npy")
+        path = prediction_path(config.cache_dir, split, name)
         if path.exists():
             pred = np.load(path)
             if pred.shape == (split.control.n_obs, split.control.n_vars):

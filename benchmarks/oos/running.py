@@ -15,7 +15,7 @@ import torch
 from scvi_trvae import metrics
 
 from . import peers
-from .cache import cache_path, read_cached, result_key, write_cached
+from .cache import cache_path, prediction_path, read_cached, result_key, write_cached
 from .datasets import DATASETS, load_dataset
 from .methods import METHODS, NotApplicable
 from .paths import peer_meta_dir
@@ -99,7 +99,7 @@ def _fit_and_score(config: RunConfig, split: Split, name: str, seed: int, row: d
     )  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     if seed == 0 and (split.is_figure_split or config.keep_predictions):
-        np.save(path.with_suffix(".npy"), pred)
+        np.save(prediction_path(config.cache_dir, split, name), pred)
     write_cached(path, row)
     return {**row, "cached": False, "stale": False}
 

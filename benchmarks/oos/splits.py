@@ -5,9 +5,11 @@ Held-out cells take no part in training, gene selection or any statistic a metho
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -15,7 +17,8 @@ import numpy as np
 from scvi_trvae import metrics
 from scvi_trvae.datasets import holdout_split
 
-from .datasets import DatasetSpec
+from . import paths
+from .datasets import DATASETS, DatasetSpec
 from .expression import lognormalize
 
 #: scanpy flavour of the per-split gene selection. ``"seurat"`` with ``n_top_genes`` favours lowly expressed,
@@ -160,3 +163,14 @@ def held_out_pairs(
                 continue
             pairs.append((cell_type, target))
     return pairs
+
+
+def split_parser(description: str, out_dir: Path) -> argparse.ArgumentParser:
+    """The command line shared by the scripts that run or read something per benchmark split."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--data-dir", type=Path, default=paths.DATA_DIR)
+    parser.add_argument("--out-dir", type=Path, default=out_dir)
+    parser.add_argument("--report", action="store_true", help="only print the table of the splits done so far")
+    parser.add_argument("--quick", action="store_true", help="one tiny synthetic split, 2 epochs")
+    return parser

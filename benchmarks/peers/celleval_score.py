@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     """Per split: build the inputs (main environment), score them in the cell-eval environment, add them to the JSON."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from oos import paths
-    from oos.cache import cache_path
+    from oos.cache import prediction_path
     from oos.datasets import DATASETS, load_dataset
     from oos.methods import METHODS
     from oos.splits import held_out_pairs, make_split
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         split = make_split(adata, args.dataset, spec, cell_type, target, spec.n_top_genes)
         predictions = {}
         for method in args.methods or METHODS:
-            kept = (cache_path(d, split, method, 0).with_suffix(".npy") for d in args.cache_dir)
+            kept = (prediction_path(d, split, method) for d in args.cache_dir)
             found = next((path for path in kept if path.exists()), None)
             if found is not None:
                 predictions[method] = found

@@ -169,6 +169,12 @@ def _comparator_means(ok: pd.DataFrame, comparator: str, metric: str, sign: floa
     return shifts.max(axis=1) if sign > 0 else shifts.min(axis=1)
 
 
+def _paired_wins(mine: pd.DataFrame, theirs: pd.Series, metric: str, sign: float) -> tuple[pd.DataFrame, int]:
+    """The splits both have (``ref``: ``mine``'s ``metric``; ``other``: ``theirs``), and ``mine``'s wins."""
+    pair = pd.concat({"ref": split_means(mine, metric), "other": theirs}, axis=1).dropna()
+    return pair, int((sign * (pair["ref"] - pair["other"]) > 0).sum())
+
+
 def target_table(frame: pd.DataFrame, reference: str = "trVAE ensemble + shrink") -> str:
     """Wins of ``reference`` per split against each mean shift, the stronger of them per split, and CVAE.
 
@@ -182,11 +188,9 @@ def target_table(frame: pd.DataFrame, reference: str = "trVAE ensemble + shrink"
     rows = []
     for comparator in (*MEAN_SHIFTS, "stronger mean shift", "CVAE"):
         for metric, label, sign in _TARGET_METRICS:
-            theirs = _comparator_means(ok, comparator, metric, sign)
-            pair = pd.concat({"ref": split_means(mine, metric), "other": theirs}, axis=1).dropna()
+            pair, wins = _paired_wins(mine, _comparator_means(ok, comparator, metric, sign), metric, sign)
             if pair.empty:
                 continue
-            wins = int((sign * (pair["ref"] - pair["other"]) > 0).sum())
             needed = TARGETS.get((comparator, metric))
             met = "—" if needed is None else ("met" if wins >= needed and len(pair) == TARGET_SPLITS else "missed")
             rows.append([
@@ -210,9 +214,7 @@ def _one_mean_shift_reading(ok: pd.DataFrame, mine: pd.DataFrame) -> str:
         if not medians:
             return ""
         strongest = max(medians, key=lambda m: sign * medians[m])
-        theirs = split_means(ok[ok["method"] == strongest], metric)
-        pair = pd.concat({"ref": split_means(mine, metric), "other": theirs}, axis=1).dropna()
-        wins = int((sign * (pair["ref"] - pair["other"]) > 0).sum())
+        pair, wins = _paired_wins(mine, split_means(ok[ok["method"] == strongest], metric), metric, sign)
         needed = TARGETS[("stronger mean shift", metric)]
         parts.append(f"{label}: {strongest}, {wins}/{len(pair)} (target ≥ {needed}/{TARGET_SPLITS})")
     return (

@@ -118,10 +118,8 @@ def split_report(out_dir: Path) -> str:
     for k in MEMBERS:
         folder = out_dir / f"members_{k}"
         if folder.exists():
-            parts.append(
-                f"### {k} member{'s' if k > 1 else ''}\n\n"
-                + report(folder, label=f"{k} members", default_dir=DEFAULT_RUN)
-            )
+            label = f"{k} member{'s' if k > 1 else ''}"
+            parts.append(f"### {label}\n\n" + report(folder, label=label, default_dir=DEFAULT_RUN))
     return "\n\n".join(parts) if parts else "no splits done"
 
 

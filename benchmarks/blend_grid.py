@@ -105,6 +105,11 @@ def case_data(case: str, quick: bool, data_dir: Path) -> Case:
     return Case(split.train, split.control, split.real_target, split.degs, "NK", None)
 
 
+def case_file(case: str) -> str:
+    """The file name of a tuning case's result (``kang:NK`` -> ``case_kang_NK.json``)."""
+    return f"case_{case.replace(':', '_')}.json"
+
+
 def score(x: np.ndarray, data: Case) -> dict[str, float]:
     """The benchmark's two metrics, and on synthetic data the paired error and spread against each cell's truth."""
     with warnings.catch_warnings():
@@ -193,7 +198,7 @@ def run_cases(
     torch.set_num_threads(args.threads)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for case in [quick_case] if args.quick else args.case:
-        path = args.out_dir / f"case_{case.replace(':', '_')}.json"
+        path = args.out_dir / case_file(case)
         if args.quick or not path.exists():
             path.write_text(json.dumps({"case": case, "quick": args.quick, **run(case)}, indent=1))
         print(f"{case}: done", flush=True)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(BENCH))
 import synthetic_state  # noqa: E402
 from blend_ceiling import TUNING_SPLIT  # noqa: E402
 from blend_ceiling import score as split_score  # noqa: E402
-from blend_grid import case_data  # noqa: E402
+from blend_grid import case_data, case_file  # noqa: E402
 from blend_grid import score as case_score  # noqa: E402
 from matched_folds import case_name, quick_split, rarest_first, report  # noqa: E402
 from oos.splits import split_parser  # noqa: E402
@@ -59,14 +59,17 @@ def first_members(ensemble: TRVAEEnsemble, k: int) -> TRVAEEnsemble:
     return part
 
 
-def train_members(train, keys: dict[str, str], chosen: dict[str, Any], setup_kwargs=None, quick: bool = False):
-    """:func:`model_selection.train_ensemble` of ``max(MEMBERS)`` members with the blend ``chosen``, as
+def train_members(
+    train, keys: dict[str, str], chosen: dict[str, Any], setup_kwargs=None, quick: bool = False,
+    n_members: int = max(MEMBERS),
+) -> TRVAEEnsemble:  # fmt: skip
+    """:func:`model_selection.train_ensemble` of ``n_members`` members with the blend ``chosen``, as
     ``fit_recommended`` trains its members (seeds from 0, the CPU)."""
     config = dict(chosen["config"])
     if quick:
         config["training_steps"] = model_selection.training_steps(train.n_obs, 2)
     return model_selection.train_ensemble(
-        train, condition_key=keys["condition_key"], config=config, seeds=range(max(MEMBERS)),
+        train, condition_key=keys["condition_key"], config=config, seeds=range(n_members),
         shift_weight=chosen["shift_weight"], deviation_weight=chosen["deviation_weight"],
         reference_shift=chosen["reference_shift"], spread_scaling=chosen["spread_scaling"],
         labels_key=keys["cell_type_key"], setup_kwargs=setup_kwargs, accelerator="cpu",
@@ -126,8 +129,7 @@ def split_report(out_dir: Path) -> str:
 def run_tuning_case(case: str, data_dir: Path, quick: bool) -> dict[str, Any]:
     """A tuning case (``kang:NK``, ``synthetic:S:SEED``) with the default run's blend of that case."""
     data = case_data(case, quick, data_dir)
-    path = DEFAULT_RUN / "tuning" / f"case_{case.replace(':', '_')}.json"
-    chosen = QUICK_BLEND if quick else json.loads(path.read_text())["chosen"]
+    chosen = QUICK_BLEND if quick else json.loads((DEFAULT_RUN / "tuning" / case_file(case)).read_text())["chosen"]
     keys = synthetic_state.KEYS
     ensemble = train_members(data.train, keys, chosen, quick=quick)
     by_k = scores_by_members(ensemble, data.control, keys["source"], keys["target"], lambda x: case_score(x, data))
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         folder = args.out_dir / "tuning"
         folder.mkdir(parents=True, exist_ok=True)
         for case in [] if args.report else args.tuning:
-            path = folder / f"case_{case.replace(':', '_')}.json"
+            path = folder / case_file(case)
             if not path.exists() or args.quick:
                 path.write_text(json.dumps(run_tuning_case(case, args.data_dir, args.quick), indent=1) + "\n")
         text = tuning_report(folder)

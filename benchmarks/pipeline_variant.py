@@ -35,7 +35,7 @@ sys.path.insert(0, str(BENCH))
 
 import synthetic_state  # noqa: E402
 from blend_ceiling import TUNING_SPLIT  # noqa: E402
-from blend_grid import case_data, mean_shift_rows, score  # noqa: E402
+from blend_grid import case_data, case_file, mean_shift_rows, score  # noqa: E402
 from matched_folds import case_name, fit_on_split, quick_split, rarest_first, report  # noqa: E402
 from oos.splits import Split, split_parser  # noqa: E402
 from selection_rules import BLEND, held_out_table  # noqa: E402
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.tuning:
         (out_dir / "tuning").mkdir(parents=True, exist_ok=True)
         for case in [] if args.report else args.tuning:
-            path = out_dir / "tuning" / f"case_{case.replace(':', '_')}.json"
+            path = out_dir / "tuning" / case_file(case)
             if not path.exists() or args.quick:
                 result = tuning_case(case, settings, args.data_dir, args.quick, selection_settings)
                 path.write_text(json.dumps(result, indent=1) + "\n")

@@ -10,7 +10,6 @@ import pytest
 from matched_folds import quick_split
 from pipeline_variant import DEFAULT_RUN
 
-from scvi_trvae import model_selection
 from scvi_trvae.utils import as_dense
 
 
@@ -40,13 +39,7 @@ def test_the_first_three_of_five_members_predict_what_three_members_trained_alon
     split = quick_split()
     chosen = ensemble_size.QUICK_BLEND
     five = ensemble_size.train_members(split.train, split.task_keys, chosen, split.setup_kwargs, quick=True)
-    config = {"training_steps": model_selection.training_steps(split.train.n_obs, 2)}
-    three = model_selection.train_ensemble(
-        split.train, condition_key=split.task_keys["condition_key"], config=config, seeds=range(3),
-        shift_weight=chosen["shift_weight"], deviation_weight=chosen["deviation_weight"],
-        reference_shift=chosen["reference_shift"], spread_scaling=chosen["spread_scaling"],
-        labels_key=split.task_keys["cell_type_key"], setup_kwargs=split.setup_kwargs, accelerator="cpu",
-    )  # fmt: skip
+    three = ensemble_size.train_members(split.train, split.task_keys, chosen, split.setup_kwargs, True, n_members=3)
     part = ensemble_size.first_members(five, 3)
     assert part.seeds == [0, 1, 2] and five.n_members == 5  # the ensemble itself is not cut
     predict = {"source": split.source, "target": split.target}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import ensemble_size
+import ensemble_variants
 import numpy as np
 import pytest
 from matched_folds import quick_split
@@ -37,9 +38,9 @@ def test_no_split_done_is_said():
 @pytest.mark.slow  # trains 5 + 3 tiny models
 def test_the_first_three_of_five_members_predict_what_three_members_trained_alone_predict():
     split = quick_split()
-    chosen = ensemble_size.QUICK_BLEND
-    five = ensemble_size.train_members(split.train, split.task_keys, chosen, split.setup_kwargs, quick=True)
-    three = ensemble_size.train_members(split.train, split.task_keys, chosen, split.setup_kwargs, True, n_members=3)
+    args = (split.train, split.task_keys, ensemble_variants.QUICK_BLEND)
+    five = ensemble_variants.train_members(*args, n_members=5, setup_kwargs=split.setup_kwargs, quick=True)
+    three = ensemble_variants.train_members(*args, n_members=3, setup_kwargs=split.setup_kwargs, quick=True)
     part = ensemble_size.first_members(five, 3)
     assert part.seeds == [0, 1, 2] and five.n_members == 5  # the ensemble itself is not cut
     predict = {"source": split.source, "target": split.target}

@@ -26,14 +26,12 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import ensemble_variants  # noqa: E402
-from ensemble_variants import Variants  # noqa: E402
+from ensemble_variants import DEFAULT_MEMBERS, Variants  # noqa: E402
 
 from scvi_trvae import TRVAEEnsemble  # noqa: E402
 
 OUT_DIR = BENCH / "results" / "ensemble_size"
 MEMBERS = (1, 2, 3, 4, 5)
-#: The default pipeline's number of members (``fit_recommended``).
-DEFAULT_MEMBERS = 3
 
 
 def first_members(ensemble: TRVAEEnsemble, k: int) -> TRVAEEnsemble:
@@ -49,16 +47,6 @@ VARIANTS = Variants(
     predictors=lambda ensemble: {str(k): first_members(ensemble, k) for k in MEMBERS},
     folder=lambda k: f"members_{k}", label=lambda k: f"{k} member{'s' if int(k) > 1 else ''}", value=int,
 )  # fmt: skip
-
-
-def write_split(result, out_dir: Path, name: str) -> None:
-    """One file per ``K`` (``members_K/name``, in ``matched_folds.report``'s format)."""
-    ensemble_variants.write_split(VARIANTS, result, out_dir, name)
-
-
-def split_report(out_dir: Path) -> str:
-    """For each ``K``: its wins against the stronger mean shift beside the default run's (``matched_folds.report``)."""
-    return ensemble_variants.split_report(VARIANTS, out_dir)
 
 
 def main(argv: list[str] | None = None) -> None:

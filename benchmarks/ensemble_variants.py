@@ -38,6 +38,8 @@ from scvi_trvae.utils import as_dense  # noqa: E402
 #: The blend of ``--quick`` (no default run to read it from).
 QUICK_BLEND = {"shift_weight": 0.5, "deviation_weight": 1.0, "reference_shift": "similarity", "spread_scaling": True,
                "config": {}}  # fmt: skip
+#: The default pipeline's number of members (``fit_recommended``).
+DEFAULT_MEMBERS = 3
 #: What a split's result file holds besides the prediction's name and scores.
 ROW_KEYS = ("dataset", "cell_type", "target", "n_control", "chosen")
 

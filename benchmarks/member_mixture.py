@@ -32,8 +32,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import ensemble_variants  # noqa: E402
-from ensemble_size import DEFAULT_MEMBERS  # noqa: E402
-from ensemble_variants import Variants  # noqa: E402
+from ensemble_variants import DEFAULT_MEMBERS, Variants  # noqa: E402
 
 from scvi_trvae import TRVAEEnsemble  # noqa: E402
 from scvi_trvae.utils import as_dense  # noqa: E402
@@ -65,6 +64,7 @@ class MixedMembers(TRVAEEnsemble):
 
     def _members_prediction(self, adata, source, target, indices, batch_size) -> AnnData:
         out = super()._members_prediction(adata, source, target, indices, batch_size)
+        # the base class keeps no member's own prediction: each member predicts again (a fraction of its training)
         stacked = np.stack([
             as_dense(member.predict_perturbation(
                 adata, source=source, target=target, indices=indices, batch_size=batch_size, mode="counterfactual"
@@ -86,11 +86,6 @@ VARIANTS = Variants(
     name="member_mixture", out_dir=OUT_DIR, field="prediction", names=PREDICTIONS, default="average",
     n_members=DEFAULT_MEMBERS, predictors=lambda ensemble: {"average": ensemble, "mixture": mixed(ensemble)},
 )  # fmt: skip
-
-
-def split_report(out_dir: Path) -> str:
-    """For each prediction: its wins against the stronger mean shift beside the default run's."""
-    return ensemble_variants.split_report(VARIANTS, out_dir)
 
 
 def main(argv: list[str] | None = None) -> None:

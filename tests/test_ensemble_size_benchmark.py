@@ -20,10 +20,10 @@ def test_each_member_count_is_written_in_the_report_format_and_counted_against_t
     by_k = {str(k): {"pearson_delta_deg": 1.0, "edist_scaled": 0.0} for k in ensemble_size.MEMBERS}  # unbeatable
     result = {**{k: default[k] for k in ("dataset", "cell_type", "target", "n_control", "chosen")},
               "scores_by_members": by_k, "default_run_difference": {"edist_scaled": 0.0}}  # fmt: skip
-    ensemble_size.write_split(result, tmp_path, name)
+    ensemble_variants.write_split(ensemble_size.VARIANTS, result, tmp_path, name)
     written = json.loads((tmp_path / "members_5" / name).read_text())
     assert written["members"] == 5 and written["scores"] == by_k["5"] and written["chosen"] == default["chosen"]
-    text = ensemble_size.split_report(tmp_path)
+    text = ensemble_variants.split_report(ensemble_size.VARIANTS, tmp_path)
     for k in ensemble_size.MEMBERS:
         assert f"### {k} member" in text
     rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith(("| pearson", "| edist"))]
@@ -32,7 +32,10 @@ def test_each_member_count_is_written_in_the_report_format_and_counted_against_t
 
 
 def test_no_split_done_is_said():
-    assert ensemble_size.split_report(ensemble_size.OUT_DIR / "nothing here") == "no splits done"
+    assert (
+        ensemble_variants.split_report(ensemble_size.VARIANTS, ensemble_size.OUT_DIR / "nothing here")
+        == "no splits done"
+    )
 
 
 @pytest.mark.slow  # trains 5 + 3 tiny models

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import ensemble_variants
 import member_mixture
 import numpy as np
 import pytest
@@ -45,7 +46,8 @@ def test_negative_values_are_clipped():
 
 
 def test_no_split_done_is_said():
-    assert member_mixture.split_report(member_mixture.OUT_DIR / "nothing here") == "no splits done"
+    nowhere = member_mixture.OUT_DIR / "nothing here"
+    assert ensemble_variants.split_report(member_mixture.VARIANTS, nowhere) == "no splits done"
 
 
 @pytest.mark.slow  # trains 3 tiny models twice
